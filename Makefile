@@ -1,0 +1,63 @@
+# vnettracer: the two commands a user needs are `make experiment NAME=quickstart` and `make test`.
+# Both run `setup` first, which installs only what is missing and says what it did.
+
+SHELL      := /bin/bash
+PYTHON     ?= python3
+VENV       ?= .venv
+VPY        := $(VENV)/bin/python
+NAME       ?= quickstart
+TOPOLOGY   ?= flannel-vxlan
+PYTEST_ARGS ?=
+
+# Debian packages the controller and the embedded lab hosts need (the lab hosts share this root fs).
+APT_PACKAGES := openssh-server openssh-client iproute2 bridge-utils tcpdump python3 python3-apt \
+                socat iperf3 procps psmisc
+
+.PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean
+
+setup: apt venv
+
+apt:
+	@missing=""; for p in $(APT_PACKAGES); do \
+	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
+	done; \
+	if [ -z "$$missing" ]; then echo "setup: apt packages present"; \
+	else echo "setup: installing apt packages:$$missing"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  apt-get update -qq && apt-get install -y -qq --no-install-recommends $$missing >/dev/null \
+	  || { echo "setup: apt-get install failed for:$$missing" >&2; exit 1; }; \
+	fi
+
+# The venv is rebuilt only when pyproject.toml changed since the last install.
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@if [ ! -x $(VPY) ]; then \
+	  $(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+	    || { echo "setup: need Python 3.11 as $(PYTHON) (set PYTHON=...)" >&2; exit 1; }; \
+	  echo "setup: creating $(VENV)"; $(PYTHON) -m venv $(VENV); \
+	fi
+	@echo "setup: installing vnettracer and its dependencies into $(VENV)"
+	@set -o pipefail; $(VPY) -m pip install -q --disable-pip-version-check -e '.[test]' 2>&1 | { grep -v '^WARNING: Location' || true; }
+	@touch $@
+
+test: setup
+	$(VPY) -m pytest $(PYTEST_ARGS)
+
+experiment: setup
+	$(VENV)/bin/vnettracer experiment run $(NAME)
+
+lab-up: setup
+	$(VENV)/bin/vnettracer lab up --topology $(TOPOLOGY)
+
+lab-down: setup
+	$(VENV)/bin/vnettracer lab down
+
+lab-status: setup
+	$(VENV)/bin/vnettracer lab status
+
+hosts-check: setup
+	$(VENV)/bin/vnettracer hosts check
+
+clean:
+	rm -rf $(VENV) build *.egg-info

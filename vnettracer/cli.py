@@ -1,0 +1,173 @@
+"""The `vnettracer` command. Thin: parse, call a library function, print.
+
+A user mistake prints one clear line per problem and exits 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.table import Table
+
+from vnettracer.errors import VntError
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  help="Find where packets lose time in virtualized networks.")
+lab_app = typer.Typer(no_args_is_help=True, help="The embedded lab: hosts made of network namespaces with real sshd.")
+hosts_app = typer.Typer(no_args_is_help=True, help="Hosts of a lab or an inventory.")
+spec_app = typer.Typer(no_args_is_help=True, help="Experiment files.")
+exp_app = typer.Typer(no_args_is_help=True, help="Run experiments end to end.")
+app.add_typer(lab_app, name="lab")
+app.add_typer(hosts_app, name="hosts")
+app.add_typer(spec_app, name="spec")
+app.add_typer(exp_app, name="experiment")
+
+out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, soft_wrap=True)
+
+
+def _progress(msg: str) -> None:
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg}", highlight=False)
+
+
+def _yes(flag: bool) -> str:
+    return "[green]yes[/green]" if flag else "[red]no[/red]"
+
+
+@lab_app.command("up")
+def lab_up(
+    topology: str = typer.Option("flannel-vxlan", help="flannel-vxlan (2+ hosts, VXLAN overlay) or bridge (1 host)"),
+    hosts: Optional[int] = typer.Option(None, help="traced hosts"),
+    containers: Optional[int] = typer.Option(None, help="containers per host"),
+) -> None:
+    """Build the lab (after removing leftovers of an earlier one)."""
+    from vnettracer import lab
+    from vnettracer.lab.topology import LabOptions
+
+    opts = {k: v for k, v in (("hosts", hosts), ("containers_per_host", containers)) if v is not None}
+    try:
+        options = LabOptions(**opts)
+    except ValidationError as e:
+        raise VntError("lab: bad option", [f"{'.'.join(map(str, x['loc'])) or 'options'}: {x['msg']}"
+                                           for x in e.errors()]) from None
+    t0 = time.monotonic()
+    l = lab.up(topology, options, progress=_progress)
+    out.print(f"lab up ({topology}, {time.monotonic() - t0:.1f} s); inventory: {l.inventory}")
+
+
+@lab_app.command("down")
+def lab_down() -> None:
+    """Remove every namespace, link, process and file the lab made."""
+    from vnettracer import lab
+
+    removed = lab.down()
+    out.print(f"lab down: removed {len(removed)} objects" if removed else "lab down: nothing to remove")
+
+
+@lab_app.command("status")
+def lab_status() -> None:
+    """Hosts, addresses and whether each answers ssh."""
+    from vnettracer import lab
+
+    rows = lab.status()
+    t = Table("host", "role", "netns", "mgmt", "data path", "netns", "sshd", "ssh")
+    for r in rows:
+        t.add_row(r.name, r.role, r.netns, r.mgmt_ip, r.data_ip, _yes(r.netns_present), _yes(r.sshd_running), _yes(r.ssh_ok))
+    out.print(t)
+    if not all(r.ssh_ok for r in rows):
+        raise typer.Exit(1)
+
+
+@hosts_app.command("check")
+def hosts_check(
+    inventory: Optional[Path] = typer.Option(None, help="Ansible inventory of real hosts (default: the lab's)"),
+    workdir: Optional[Path] = typer.Option(None, help="where Ansible's state goes (default: a folder beside the inventory)"),
+) -> None:
+    """Gather facts from every host and show kernel, BTF, cgroup v2 and reachability."""
+    from vnettracer import hosts, lab
+
+    if inventory is None:
+        inventory = lab.require().inventory
+    work = workdir or inventory.resolve().parent / "hosts-check"
+    t0 = time.monotonic()
+    rows = hosts.check(inventory, work, progress=_progress)
+    t = Table("host", "reachable", "kernel", "BTF", "cgroup v2", "bpffs", "distribution", "problem")
+    for r in rows:
+        t.add_row(r.host, _yes(r.reachable), r.kernel, _yes(r.btf), r.cgroup2 or "[red]none[/red]",
+                  r.bpffs or "[red]none[/red]", r.distribution, r.problem)
+    out.print(t)
+    out.print(f"{len(rows)} hosts checked in {time.monotonic() - t0:.1f} s")
+    if not rows or not all(r.reachable and not r.problem for r in rows):
+        raise typer.Exit(1)
+
+
+@spec_app.command("check")
+def spec_check(files: list[str] = typer.Argument(..., help="experiment names or .yml files")) -> None:
+    """Validate experiment files; every problem is reported with file, line and field."""
+    from vnettracer import spec
+
+    failed = 0
+    for f in files:
+        try:
+            runs = spec.load(f)
+        except VntError as e:
+            failed += 1
+            for line in e.lines():
+                err.print(line, highlight=False, markup=False)
+            continue
+        exp = runs[0].experiment
+        out.print(f"{f}: ok ({len(exp.tracepoints)} tracepoints, {len(exp.paths)} paths, {len(runs)} runs)")
+    if failed:
+        raise typer.Exit(2)
+
+
+@exp_app.command("run")
+def experiment_run(
+    name: str = typer.Argument(..., help="experiment name (experiments/NAME.yml) or a .yml file"),
+    keep_lab: bool = typer.Option(False, "--keep-lab", help="leave the lab up afterwards"),
+) -> None:
+    """Run an experiment end to end; prints where its results are."""
+    from vnettracer import pipeline
+
+    t0 = time.monotonic()
+    dirs = pipeline.run(name, keep_lab=keep_lab, progress=_progress)
+    out.print(f"experiment {name}: {len(dirs)} run(s) in {time.monotonic() - t0:.1f} s")
+    for d in dirs:
+        report = d / "report.md"
+        out.print(f"  results: {d}" + ("" if report.exists() else "  (no report: nothing was measured, see meta.json)"))
+
+
+def _sigterm(signum, frame):  # turn SIGTERM into the same clean unwinding as Ctrl-C
+    raise KeyboardInterrupt
+
+
+def main() -> None:
+    signal.signal(signal.SIGTERM, _sigterm)
+    try:
+        rc = app(standalone_mode=False)
+        sys.exit(rc if isinstance(rc, int) else 0)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except VntError as e:
+        for line in e.lines():
+            err.print(f"error: {line}" if not line.startswith("  ") else line, highlight=False, markup=False)
+        sys.exit(e.exit_code)
+    except (KeyboardInterrupt, typer.Abort):
+        err.print("interrupted: cleaned up what this command made", highlight=False)
+        sys.exit(130)
+    except Exception as e:  # usage errors (typer's click): its own short message
+        if hasattr(e, "show") and hasattr(e, "exit_code"):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

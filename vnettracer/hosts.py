@@ -1,0 +1,41 @@
+"""`vnettracer hosts check`: facts from every host of an inventory through Ansible."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from vnettracer.orchestrate import run_playbook
+
+
+@dataclass
+class HostCheck:
+    host: str
+    reachable: bool
+    kernel: str = ""
+    btf: bool = False
+    cgroup2: str = ""  # where cgroup v2 is mounted, "" if nowhere
+    bpffs: str = ""
+    distribution: str = ""
+    problem: str = ""
+
+
+def check(inventory: Path, workdir: Path, progress: Callable[[str], None] | None = None) -> list[HostCheck]:
+    """One row per host of the inventory; unreachable or failing hosts are rows too, not errors."""
+    r = run_playbook("hosts-check", inventory, workdir, progress=progress)
+    problems = {f.host: str(f.msg) for f in r.failures}
+    rows = []
+    for host, hr in sorted(r.hosts.items()):
+        rep = hr.reports.get("host") or {}
+        rows.append(HostCheck(
+            host=host,
+            reachable=hr.unreachable == 0,
+            kernel=rep.get("kernel", ""),
+            btf=bool(rep.get("btf")),
+            cgroup2=", ".join(rep.get("cgroup2") or []),
+            bpffs=", ".join(rep.get("bpffs") or []),
+            distribution=rep.get("distribution", ""),
+            problem=problems.get(host, ""),
+        ))
+    return rows

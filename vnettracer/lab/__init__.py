@@ -1,0 +1,210 @@
+"""The embedded lab: hosts made of network namespaces, each with its own sshd.
+
+`up` builds a topology (after removing what an earlier, possibly crashed, lab left), starts one
+sshd per host, and writes keys, known_hosts and an Ansible inventory into the lab folder; `down`
+removes every namespace, link, process and mount it made; `status` says what is there.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import shutil
+import socket
+import subprocess
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import yaml
+
+from vnettracer.errors import VntError
+from vnettracer.lab import netns, sshd
+from vnettracer.lab.topology import LabOptions, LabPlan, plan
+
+DEFAULT_DIR = Path("/tmp/vnt-lab")
+
+
+def lab_dir() -> Path:
+    return Path(os.environ.get("VNT_LAB_DIR", DEFAULT_DIR))
+
+
+@dataclass
+class Lab:
+    """A running lab as `up` left it (read back from lab.json)."""
+
+    dir: Path
+    plan: LabPlan
+    pids: dict[str, int]
+
+    @property
+    def inventory(self) -> Path:
+        return self.dir / "inventory.yml"
+
+    @property
+    def ssh_key(self) -> Path:
+        return self.dir / "ssh" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.dir / "ssh" / "known_hosts"
+
+    def ssh_argv(self, host: str, *command: str) -> list[str]:
+        """An ssh command line to one lab host, with strict host key checking."""
+        h = self.plan.host(host)
+        return ["ssh", *ssh_options(self.ssh_key, self.known_hosts), f"root@{h.mgmt_ip.ip}", *command]
+
+
+def ssh_options(key: Path, known_hosts: Path) -> list[str]:
+    return ["-i", str(key), "-o", "IdentitiesOnly=yes", "-o", f"UserKnownHostsFile={known_hosts}",
+            "-o", "GlobalKnownHostsFile=/dev/null", "-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes",
+            "-o", "ConnectTimeout=5"]
+
+
+@contextmanager
+def _locked() -> Iterator[None]:
+    """One lab operation at a time on this machine."""
+    lock = Path(f"{lab_dir()}.lock")
+    with open(lock, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise VntError(f"lab: another lab operation holds {lock}; wait for it to finish") from None
+        yield
+
+
+def up(topology: str = "flannel-vxlan", options: LabOptions | None = None, progress=print) -> Lab:
+    """Build the lab. Whatever an earlier lab left is removed first; a failure removes what was built."""
+    try:
+        lp = plan(topology, options)
+    except ValueError as e:
+        raise VntError(f"lab: {e}") from None
+    with _locked():
+        leftovers = _down()
+        if leftovers:
+            progress(f"removed leftovers of an earlier lab: {len(leftovers)} objects")
+        netns.check_free(lp)
+        d = lab_dir()
+        try:
+            t0 = time.monotonic()
+            netns.build(lp)
+            progress(f"network built: {len(lp.netns_names())} namespaces ({time.monotonic() - t0:.1f} s)")
+            lab = _start_hosts(lp, d, progress)
+        except BaseException:
+            _down()
+            raise
+        return lab
+
+
+def _start_hosts(lp: LabPlan, d: Path, progress) -> Lab:
+    (d / "ssh").mkdir(parents=True, exist_ok=True)
+    os.chmod(d, 0o700)
+    pub = sshd.keygen(d / "ssh" / "id_ed25519", "vnettracer-lab-controller")
+    authorized = d / "ssh" / "authorized_keys"
+    authorized.write_text(pub + "\n")
+    pids, known = {}, []
+    for h in lp.hosts:
+        hostdir = d / "hosts" / h.name
+        hostdir.mkdir(parents=True, exist_ok=True)
+        pids[h.name] = sshd.start(h, hostdir, authorized)
+        known.append(sshd.host_key_line(str(h.mgmt_ip.ip), hostdir))
+        progress(f"{h.name}: sshd on {h.mgmt_ip.ip} (pid {pids[h.name]})")
+    (d / "ssh" / "known_hosts").write_text("\n".join(known) + "\n")
+    lab = Lab(dir=d, plan=lp, pids=pids)
+    lab.inventory.write_text(yaml.safe_dump(inventory(lab), sort_keys=False))
+    (d / "lab.json").write_text(json.dumps({
+        "topology": lp.topology, "options": lp.options.model_dump(mode="json"), "pids": pids,
+        "created": time.time(),
+    }, indent=2))
+    return lab
+
+
+def inventory(lab: Lab) -> dict:
+    """Ansible inventory: groups `traced` and `db`, strict host keys, pinned interpreter."""
+    lp = lab.plan
+    opts = " ".join(ssh_options(lab.ssh_key, lab.known_hosts)[2:])  # the key goes in its own variable
+    groups: dict[str, dict] = {"traced": {"hosts": {}}, "db": {"hosts": {}}}
+    for h in lp.hosts:
+        hv: dict = {"ansible_host": str(h.mgmt_ip.ip), "vnt_netns": h.netns}
+        if h.underlay_ip:
+            hv["vnt_underlay_ip"] = str(h.underlay_ip.ip)
+        if h.containers:
+            hv["vnt_containers"] = {c.name: {"netns": c.netns, "address": str(c.ip.ip), "host_veth": c.host_veth}
+                                    for c in h.containers}
+        groups[h.role]["hosts"][h.name] = hv
+    return {"all": {
+        "vars": {
+            "ansible_user": "root",
+            "ansible_python_interpreter": "/usr/bin/python3",
+            "ansible_ssh_private_key_file": str(lab.ssh_key),
+            "ansible_ssh_common_args": opts,
+            "vnt_lab": True,
+            "vnt_lab_topology": lp.topology,
+        },
+        "children": groups,
+    }}
+
+
+def load() -> Lab | None:
+    """The running lab, or None when there is none."""
+    d = lab_dir()
+    try:
+        meta = json.loads((d / "lab.json").read_text())
+    except (OSError, ValueError):
+        return None
+    lp = plan(meta["topology"], LabOptions(**meta["options"]))
+    return Lab(dir=d, plan=lp, pids={k: int(v) for k, v in meta["pids"].items()})
+
+
+def require() -> Lab:
+    lab = load()
+    if lab is None:
+        raise VntError("lab: no lab is up; run `vnettracer lab up` (or `make lab-up`) first")
+    return lab
+
+
+def _down() -> list[str]:
+    removed = netns.teardown()
+    d = lab_dir()
+    if d.exists():
+        shutil.rmtree(d)
+        removed.append(f"dir {d}")
+    return removed
+
+
+def down() -> list[str]:
+    """Remove the lab: processes in its namespaces, the namespaces, its root links, its folder."""
+    with _locked():
+        return _down()
+
+
+@dataclass
+class HostStatus:
+    name: str
+    role: str
+    netns: str
+    mgmt_ip: str
+    data_ip: str
+    netns_present: bool
+    sshd_running: bool
+    ssh_ok: bool
+
+
+def status() -> list[HostStatus]:
+    lab = require()
+    present = set(netns.lab_netns())
+    out = []
+    for h in lab.plan.hosts:
+        pid = lab.pids.get(h.name, 0)
+        running = pid > 0 and os.path.exists(f"/proc/{pid}") and h.netns in present
+        ok = False
+        if running:
+            r = subprocess.run(lab.ssh_argv(h.name, "true"), capture_output=True, timeout=15)
+            ok = r.returncode == 0
+        data = ", ".join([str(h.underlay_ip.ip)] if h.underlay_ip else []) + \
+            "".join(f"{' ' if h.underlay_ip else ''}{c.name}={c.ip.ip}" for c in h.containers)
+        out.append(HostStatus(h.name, h.role, h.netns, str(h.mgmt_ip.ip), data, h.netns in present, running, ok))
+    return out

@@ -1,0 +1,176 @@
+"""System side of the lab: namespaces, links, addresses and routes, built with iproute2.
+
+Only namespaces and root-namespace links whose names start with `vnt-` are ever made or removed,
+and only processes living inside those namespaces are ever signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from ipaddress import ip_network
+
+from vnettracer.errors import VntError
+from vnettracer.lab.topology import MGMT_BRIDGE, PREFIX, WIRE_NETNS, Host, LabPlan
+
+POD_MTU = 1450  # flannel's: 1500 minus the 50-byte VXLAN header
+
+
+def sh(*args: str, check: bool = True, input: str | None = None) -> str:
+    """Run one command; a failure raises VntError naming the command and its stderr."""
+    p = subprocess.run(args, capture_output=True, text=True, input=input)
+    if check and p.returncode != 0:
+        raise VntError(f"lab: `{' '.join(args)}` failed: {p.stderr.strip() or p.stdout.strip()}")
+    return p.stdout
+
+
+def ip(ns: str | None, *args: str) -> str:
+    return sh("ip", *(["-n", ns] if ns else []), *args)
+
+
+def vtep_mac(index: int) -> str:
+    """Deterministic, locally administered MAC for host N's flannel.1 (no read-back needed)."""
+    return f"02:76:6e:74:00:{index:02x}"
+
+
+def lab_netns() -> list[str]:
+    out = sh("ip", "netns", "list", check=False)
+    return [line.split()[0] for line in out.splitlines() if line.startswith(PREFIX)]
+
+
+def lab_root_links() -> list[str]:
+    out = sh("ip", "-o", "link", "show", check=False)
+    names = [line.split(": ")[1].split("@")[0] for line in out.splitlines() if ": " in line]
+    return [n for n in names if n.startswith(PREFIX)]
+
+
+def netns_pids(ns: str) -> list[int]:
+    out = sh("ip", "netns", "pids", ns, check=False)
+    return [int(x) for x in out.split() if x.isdigit() and int(x) != os.getpid()]
+
+
+def kill_pids(pids: list[int], grace_s: float = 3.0) -> None:
+    """SIGTERM, then SIGKILL what is left after `grace_s`."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        alive = []
+        for pid in pids:
+            try:
+                os.kill(pid, sig)
+                alive.append(pid)
+            except ProcessLookupError:
+                pass
+        if not alive:
+            return
+        deadline = time.monotonic() + grace_s
+        while time.monotonic() < deadline:
+            alive = [p for p in alive if _alive(p)]
+            if not alive:
+                return
+            time.sleep(0.05)
+        pids = alive
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(") ")[-1][:1] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def teardown() -> list[str]:
+    """Remove every lab namespace (after ending the processes inside it) and root link. Returns what it removed."""
+    removed = []
+    for ns in lab_netns():
+        kill_pids(netns_pids(ns))
+    for ns in lab_netns():
+        sh("ip", "netns", "del", ns, check=False)
+        removed.append(f"netns {ns}")
+    for link in lab_root_links():
+        sh("ip", "link", "del", link, check=False)
+        removed.append(f"link {link}")
+    return removed
+
+
+def check_free(lab: LabPlan) -> None:
+    """Refuse to build over routes the lab does not own (its ranges must be free on this machine)."""
+    o = lab.options
+    for route in json.loads(sh("ip", "-4", "-j", "route", "show", "table", "all") or "[]"):
+        dst = route.get("dst", "")
+        if route.get("dev", "").startswith(PREFIX) or not dst[:1].isdigit():
+            continue
+        net = ip_network(dst if "/" in dst else f"{dst}/32", strict=False)
+        for key, ours in (("mgmt_cidr", o.mgmt_cidr), ("underlay_cidr", o.underlay_cidr), ("pod_cidr", o.pod_cidr)):
+            if net.overlaps(ours):
+                raise VntError(f"lab: {key} {ours} overlaps route {dst} dev {route.get('dev')} on this machine; "
+                               f"choose another range in lab.options.{key}")
+
+
+def build(lab: LabPlan) -> None:
+    """Create namespaces, links, addresses and routes for the whole lab (not the sshds)."""
+    ip(None, "link", "add", MGMT_BRIDGE, "type", "bridge")
+    ip(None, "addr", "add", str(lab.controller_ip), "dev", MGMT_BRIDGE)
+    ip(None, "link", "set", MGMT_BRIDGE, "up")
+    if lab.vxlan:
+        _netns_add(WIRE_NETNS)
+        ip(WIRE_NETNS, "link", "add", "wire0", "type", "bridge")
+        ip(WIRE_NETNS, "link", "set", "wire0", "up")
+    for index, h in enumerate(lab.hosts, start=1):
+        _netns_add(h.netns)
+        ip(None, "link", "add", h.mgmt_peer, "type", "veth", "peer", "name", "mgmt0", "netns", h.netns)
+        ip(None, "link", "set", h.mgmt_peer, "master", MGMT_BRIDGE, "up")
+        ip(h.netns, "addr", "add", str(h.mgmt_ip), "dev", "mgmt0")
+        ip(h.netns, "link", "set", "mgmt0", "up")
+        if h.role == "traced":
+            _traced_host(lab, h, index)
+    if lab.vxlan:
+        _flannel_routes(lab)
+
+
+def _netns_add(ns: str) -> None:
+    sh("ip", "netns", "add", ns)
+    ip(ns, "link", "set", "lo", "up")
+
+
+def _traced_host(lab: LabPlan, h: Host, index: int) -> None:
+    o = lab.options
+    sh("ip", "netns", "exec", h.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    if lab.vxlan:
+        ip(WIRE_NETNS, "link", "add", f"u-{h.name}", "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+        ip(WIRE_NETNS, "link", "set", f"u-{h.name}", "master", "wire0", "up")
+        ip(h.netns, "addr", "add", str(h.underlay_ip), "dev", "eth0")
+        ip(h.netns, "link", "set", "eth0", "up")
+        ip(h.netns, "link", "add", "flannel.1", "address", vtep_mac(index), "type", "vxlan", "id", str(o.vni),
+           "local", str(h.underlay_ip.ip), "dev", "eth0", "dstport", str(o.vxlan_port), "nolearning")
+        ip(h.netns, "link", "set", "flannel.1", "mtu", str(POD_MTU))
+        ip(h.netns, "addr", "add", f"{h.vtep_ip}/32", "dev", "flannel.1")
+        ip(h.netns, "link", "set", "flannel.1", "up")
+    mtu = str(POD_MTU if lab.vxlan else 1500)
+    ip(h.netns, "link", "add", "cni0", "mtu", mtu, "type", "bridge")
+    ip(h.netns, "addr", "add", str(h.bridge_ip), "dev", "cni0")
+    ip(h.netns, "link", "set", "cni0", "up")
+    for c in h.containers:
+        _netns_add(c.netns)
+        ip(h.netns, "link", "add", c.host_veth, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", c.netns)
+        ip(h.netns, "link", "set", c.host_veth, "master", "cni0", "up")
+        ip(c.netns, "addr", "add", str(c.ip), "dev", "eth0")
+        ip(c.netns, "link", "set", "eth0", "mtu", mtu, "up")
+        ip(c.netns, "route", "add", "default", "via", str(h.bridge_ip.ip))
+
+
+def _flannel_routes(lab: LabPlan) -> None:
+    """What flanneld's vxlan backend programs: route, permanent neighbour and FDB entry per peer."""
+    traced = lab.traced()
+    for a in traced:
+        for b in traced:
+            if a is b:
+                continue
+            index = lab.hosts.index(b) + 1
+            ip(a.netns, "route", "add", str(b.pod_net), "via", str(b.vtep_ip), "dev", "flannel.1", "onlink")
+            ip(a.netns, "neigh", "replace", str(b.vtep_ip), "lladdr", vtep_mac(index), "dev", "flannel.1",
+               "nud", "permanent")
+            sh("bridge", "-n", a.netns, "fdb", "append", vtep_mac(index), "dev", "flannel.1",
+               "dst", str(b.underlay_ip.ip))

@@ -1,0 +1,136 @@
+"""`vnettracer experiment run`: spec -> lab -> prepare -> ... -> results folder.
+
+Each stage is a playbook run through `orchestrate.run_playbook`. Stages not built yet are listed
+in meta.json as not run, with the reason: a run never pretends to have measured anything.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import asdict
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+from vnettracer import ROOT, __version__, hosts, lab
+from vnettracer.errors import VntError
+from vnettracer.orchestrate import run_playbook
+from vnettracer.spec import Run, load
+
+# Stages in pipeline order (DESIGN.md) and, for those not built yet, why they do not run.
+STAGES = ["lab", "prepare", "facts", "deploy", "clock", "workload", "collect", "report"]
+NOT_BUILT = {
+    "deploy": "the tracer agent is not built yet",
+    "clock": "clock probes are not built yet",
+    "workload": "workloads are not built yet",
+    "collect": "nothing to collect without agents",
+    "report": "analysis is not built yet",
+}
+PACKAGES = ["ansible-core", "ansible-runner", "pydantic", "pandas", "pyarrow", "numpy", "fabric", "influxdb"]
+
+
+def git_revision() -> str:
+    try:
+        rev = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return rev + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> dict[str, str]:
+    out = {"vnettracer": __version__, "python": platform.python_version()}
+    for p in PACKAGES:
+        try:
+            out[p] = metadata.version(p)
+        except metadata.PackageNotFoundError:
+            out[p] = "missing"
+    return out
+
+
+def results_root() -> Path:
+    return ROOT / "results"
+
+
+def run_dir_for(run: Run, stamp: str) -> Path:
+    suffix = "".join(f"_{k}-{v}" for k, v in run.params.items())
+    d = results_root() / run.experiment.name / f"{stamp}{suffix}"
+    d.mkdir(parents=True, exist_ok=False)
+    return d
+
+
+def run(name_or_file: str, keep_lab: bool = False, progress: Callable[[str], None] = print) -> list[Path]:
+    """Run every combination of the experiment's loop variables; returns the run folders."""
+    runs = load(name_or_file)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    dirs = []
+    for i, r in enumerate(runs, start=1):
+        if len(runs) > 1:
+            progress(f"run {i}/{len(runs)}: {r.params}")
+        d = run_dir_for(r, stamp)
+        dirs.append(d)
+        _run_one(r, d, keep_lab=keep_lab and i == len(runs), progress=progress)
+    if len(runs) > 1:
+        index = [{"params": r.params, "dir": str(d.relative_to(results_root()))} for r, d in zip(runs, dirs)]
+        (dirs[0].parent / f"{stamp}-sweep.json").write_text(json.dumps(index, indent=2))
+    return dirs
+
+
+def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -> None:
+    exp = r.experiment
+    (d / "spec.yml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
+    meta: dict = {"experiment": exp.name, "params": r.params, "git_revision": git_revision(),
+                  "versions": versions(), "controller_kernel": platform.release(),
+                  "started": time.time(), "stages": {}}
+
+    def stage(name: str, status: str, seconds: float = 0.0, **extra) -> None:
+        meta["stages"][name] = {"status": status, "seconds": round(seconds, 2), **extra}
+        progress(f"[{name}] {status}" + (f" ({seconds:.1f} s)" if seconds else ""))
+        (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+
+    built_lab = False
+    try:
+        t0 = time.monotonic()
+        if exp.lab is not None:
+            lab.up(exp.lab.topology, exp.lab.options, progress=lambda m: progress(f"[lab] {m}"))
+            built_lab = True
+            inventory = lab.require().inventory
+            stage("lab", "ok", time.monotonic() - t0, topology=exp.lab.topology)
+        else:
+            inventory = r.resolve(exp.inventory.file)
+            stage("lab", "skipped", reason="inventory experiment")
+
+        t0 = time.monotonic()
+        res = run_playbook("prepare", inventory, d, progress=lambda m: progress(f"[prepare] {m}"))
+        res.raise_for_failures()
+        stage("prepare", "ok", time.monotonic() - t0, changed=res.changed())
+
+        t0 = time.monotonic()
+        rows = hosts.check(inventory, d)
+        meta["hosts"] = {row.host: asdict(row) for row in rows}
+        bad = [row for row in rows if not row.reachable or row.problem]
+        if bad:
+            raise VntError("facts: hosts failed", [f"{b.host}: {b.problem or 'unreachable'}" for b in bad])
+        stage("facts", "ok", time.monotonic() - t0)
+
+        for s in STAGES[3:]:
+            stage(s, "not run", reason=NOT_BUILT[s])
+        meta["finished"] = time.time()
+        meta["measured"] = False
+        (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    except BaseException as e:
+        meta["error"] = " ".join(e.lines()) if isinstance(e, VntError) else (type(e).__name__ + ": " + str(e))
+        (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+        raise
+    finally:
+        if built_lab and not keep_lab:
+            lab.down()
+            progress("[lab] down")
+

@@ -1,0 +1,526 @@
+"""The experiment file: load, validate, expand loop variables.
+
+Every problem in a file is reported, each on one line as `FILE:LINE: field.path: what is wrong;
+what is allowed`. Structure and types are checked by pydantic models (unknown keys are errors);
+cross-references (tracepoints in paths, hosts, containers, devices of the lab) by `_check`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import types
+import typing
+from ipaddress import IPv4Address, IPv4Network
+from pathlib import Path as FsPath
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from vnettracer import ROOT
+from vnettracer.errors import VntError
+from vnettracer.lab.topology import TOPOLOGIES, LabOptions, LabPlan, plan
+
+NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+LOOP_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+KERNEL_EVENTS = ("net:netif_receive_skb", "net:net_dev_xmit", "net:net_dev_queue", "net:napi_gro_receive_entry")
+
+
+def check_ifname(name: str) -> str:
+    """Linux rules (dev_valid_name): 1-15 bytes, not . or .., no '/', ':' or whitespace."""
+    if not name or len(name.encode()) > 15:
+        raise ValueError(f"interface name '{name}' must be 1-15 characters")
+    if name in (".", "..") or re.search(r"[/:\s]", name):
+        raise ValueError(f"interface name '{name}' may not be '.', '..' or contain '/', ':' or whitespace")
+    return name
+
+
+def check_name(name: str) -> str:
+    if not NAME_RE.match(name):
+        raise ValueError(f"name '{name}' must match {NAME_RE.pattern} (lower case, digits, '_', '.', '-')")
+    return name
+
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Lab(Strict):
+    topology: Literal[TOPOLOGIES] = "flannel-vxlan"  # type: ignore[valid-type]
+    options: LabOptions = LabOptions()
+
+
+class Inventory(Strict):
+    file: str  # an Ansible inventory of real hosts, relative to the experiment file
+
+
+class ContainerSpec(Strict):
+    netns: str  # the network namespace name on its host
+    address: IPv4Address
+
+
+class HostSpec(Strict):
+    role: Literal["traced", "db"] = "traced"
+    containers: dict[str, ContainerSpec] = {}
+
+
+class Tracepoint(Strict):
+    name: str
+    kind: Literal["tc", "kernel"] = "tc"
+    host: str
+    netns: str | None = None  # a container of `host`; None = the host's own namespace
+    device: str | None = None
+    direction: Literal["ingress", "egress"] | None = None
+    event: str | None = None  # kernel tracepoint, for kind: kernel
+
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str | None) -> str | None:
+        return None if v is None else check_ifname(v)
+
+
+class Path(Strict):
+    name: str
+    tracepoints: list[str] = Field(min_length=2)
+
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
+
+
+class Flow(Strict):
+    """Traffic the tracer keeps (filtered in the kernel before anything is emitted)."""
+
+    proto: Literal["tcp", "udp", "any"] = "any"
+    src: IPv4Network | None = None
+    dst: IPv4Network | None = None
+    sport: int | None = Field(None, ge=1, le=65535)
+    dport: int | None = Field(None, ge=1, le=65535)
+    both_directions: bool = True
+
+
+class _Workload(Strict):
+    client: str  # "host" or "host/container"
+    server: str
+    port: int = Field(5201, ge=1, le=65535)
+
+
+class UdpEcho(_Workload):
+    kind: Literal["udp_echo"]
+    port: int = Field(12345, ge=1, le=65535)
+    count: int = Field(50, ge=1, le=1_000_000)
+    size: int = Field(16, ge=1, le=1472)
+    rate: float = Field(1.0, gt=0, le=100_000)  # messages per second
+
+
+class TcpRR(_Workload):
+    kind: Literal["tcp_rr"]
+    duration_s: float = Field(10, gt=0, le=600)
+    size: int = Field(64, ge=1, le=65536)
+
+
+class Iperf3(_Workload):
+    kind: Literal["iperf3"]
+    duration_s: float = Field(10, gt=0, le=600)
+    parallel: int = Field(1, ge=1, le=16)
+
+
+Workload = Annotated[Union[UdpEcho, TcpRR, Iperf3], Field(discriminator="kind")]
+
+
+class Tracer(Strict):
+    sampling: int = Field(1, ge=1, le=1_000_000)  # keep 1 in N packets, chosen by packet id
+    vxlan_ports: list[int] = Field([8472, 4789], max_length=4)
+
+
+class Tagging(Strict):
+    mode: Literal["auto", "sysctl", "sockops", "none"] = "auto"
+
+
+class SpoolSink(Strict):
+    format: Literal["arrow", "parquet"] = "arrow"
+    rotate_mb: int = Field(64, ge=1, le=4096)
+
+
+class InfluxSink(Strict):
+    enabled: bool = False
+    raw_events: bool = False
+    database: str = "vnettracer"
+
+
+class Sinks(Strict):
+    spool: SpoolSink = SpoolSink()
+    influxdb: InfluxSink = InfluxSink()
+
+
+class Report(Strict):
+    clock: Literal["trace", "probe"] = "trace"
+    baseline: str | None = None
+    max_regression: str = "20%"
+
+    @field_validator("max_regression")
+    @classmethod
+    def _pct(cls, v: str) -> str:
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)%", v.strip())
+        if not m or not 0 < float(m.group(1)) <= 1000:
+            raise ValueError(f"'{v}' is not a percentage like '20%'")
+        return v.strip()
+
+
+class Experiment(Strict):
+    name: str
+    description: str = ""
+    lab: Lab | None = None
+    inventory: Inventory | None = None
+    hosts: dict[str, HostSpec] | None = None
+    tracepoints: list[Tracepoint] = []
+    paths: list[Path] = []
+    flows: list[Flow] = []
+    workloads: list[Workload] = []
+    tracer: Tracer = Tracer()
+    tagging: Tagging = Tagging()
+    sinks: Sinks = Sinks()
+    report: Report = Report()
+    loop: dict[str, list[Union[int, float, str]]] = {}
+
+    _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
+
+    @property
+    def tracepoint_ids(self) -> dict[str, int]:
+        """Numeric ids, assigned by the spec in file order (never hard-coded in C)."""
+        return {tp.name: i for i, tp in enumerate(self.tracepoints, start=1)}
+
+    def lab_plan(self) -> LabPlan | None:
+        return plan(self.lab.topology, self.lab.options) if self.lab else None
+
+    def host_names(self) -> dict[str, HostSpec]:
+        """Hosts of the experiment: from the lab topology, or as the file lists them."""
+        lp = self.lab_plan()
+        if lp is None:
+            return dict(self.hosts or {})
+        return {
+            h.name: HostSpec(
+                role=h.role,
+                containers={c.name: ContainerSpec(netns=c.netns, address=c.ip.ip) for c in h.containers},
+            )
+            for h in lp.hosts
+        }
+
+
+# ---------------------------------------------------------------- loading and error reporting
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses duplicate keys (PyYAML silently keeps the last one)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key '{key}' (first at line {seen[key] + 1})", key_node.start_mark
+            )
+        seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _line_map(node: yaml.Node, loc: tuple = (), out: dict | None = None) -> dict[tuple, int]:
+    """Location tuple (keys and list indexes) -> 1-based line of that value in the file."""
+    out = {} if out is None else out
+    out[loc] = node.start_mark.line + 1
+    if isinstance(node, yaml.MappingNode):
+        for k, v in node.value:
+            out[loc + (k.value,)] = k.start_mark.line + 1
+            _line_map(v, loc + (k.value,), out) if not isinstance(v, yaml.ScalarNode) else None
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _line_map(v, loc + (i,), out)
+    return out
+
+
+def _fmt_loc(loc: tuple) -> str:
+    s = ""
+    for part in loc:
+        s += f"[{part}]" if isinstance(part, int) else (f".{part}" if s else str(part))
+    return s or "(top level)"
+
+
+class Problem:
+    def __init__(self, loc: tuple, msg: str):
+        self.loc, self.msg = loc, msg
+
+    def render(self, file: str, lines: dict[tuple, int]) -> str:
+        loc = self.loc
+        while loc and loc not in lines:
+            loc = loc[:-1]
+        line = lines.get(loc, 1)
+        return f"{file}:{line}: {_fmt_loc(self.loc)}: {self.msg}"
+
+
+def _candidates(t: Any) -> list[Any]:
+    """Strip Annotated/Optional; a Union gives all its members."""
+    origin = typing.get_origin(t)
+    if origin is Annotated:
+        return _candidates(typing.get_args(t)[0])
+    if origin in (Union, types.UnionType):
+        return [c for a in typing.get_args(t) if a is not type(None) for c in _candidates(a)]
+    return [t]
+
+
+def _model_at(loc: tuple) -> type[BaseModel] | None:
+    """The model class that holds the value at `loc` (for listing allowed keys), if any."""
+    cands: list[Any] = [Experiment]
+    for part in loc:
+        nxt: list[Any] = []
+        for c in cands:
+            if isinstance(c, type) and issubclass(c, BaseModel):
+                if isinstance(part, str) and part in c.model_fields:
+                    nxt += _candidates(c.model_fields[part].annotation)
+                elif "kind" in c.model_fields and typing.get_args(c.model_fields["kind"].annotation) == (part,):
+                    nxt = [c]  # discriminated union: pydantic puts the tag in the location
+                    break
+            elif typing.get_origin(c) in (list, dict):
+                nxt += _candidates(typing.get_args(c)[-1])
+        cands = nxt
+    models = [c for c in cands if isinstance(c, type) and issubclass(c, BaseModel)]
+    return models[0] if len(models) == 1 else None
+
+
+def _pydantic_problems(err: ValidationError, data: Any) -> list[Problem]:
+    problems = []
+    for e in err.errors():
+        loc, msg = tuple(e["loc"]), e["msg"]
+        if e["type"] == "extra_forbidden":
+            model = _model_at(loc[:-1])
+            allowed = f"; allowed: {', '.join(model.model_fields)}" if model else ""
+            msg = f"unknown key '{loc[-1]}'{allowed}"
+        elif e["type"] == "missing":
+            msg = "required field is missing"
+        elif e["type"] == "union_tag_invalid":
+            msg = f"unknown kind {e['input'].get('kind')!r}; allowed: {e['ctx']['expected_tags']}"
+        elif e["type"] == "union_tag_not_found":
+            msg = f"needs a 'kind'; allowed: {e['ctx']['discriminator']} = udp_echo, tcp_rr, iperf3"
+        else:
+            msg = msg.removeprefix("Value error, ")
+            if "input" in e and not isinstance(e["input"], (dict, list)) and str(e["input"]) not in msg:
+                msg += f" (got {e['input']!r})"
+        # drop discriminator tags that pydantic inserts, so the path matches the file
+        clean, node = [], data
+        for part in loc:
+            if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int):
+                clean.append(part)
+                try:
+                    node = node[part]
+                except (IndexError, KeyError, TypeError):
+                    node = None
+            elif not (isinstance(node, dict) and node.get("kind") == part):
+                clean.append(part)
+                node = None
+        problems.append(Problem(tuple(clean), msg))
+    return problems
+
+
+def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
+    """Cross-references the models cannot see on their own."""
+    p: list[Problem] = []
+    if (exp.lab is None) == (exp.inventory is None):
+        p.append(Problem((), "say where it runs: exactly one of 'lab:' (embedded lab) or 'inventory:' (real hosts)"))
+        return p
+    try:
+        lab = exp.lab_plan()
+    except ValueError as e:
+        return [Problem(("lab",), str(e))]
+    if lab is not None and exp.hosts is not None:
+        p.append(Problem(("hosts",), "lab experiments take their hosts from the topology; remove 'hosts:'"))
+    if exp.inventory is not None:
+        inv = (base_dir / exp.inventory.file)
+        if not inv.is_file():
+            p.append(Problem(("inventory", "file"), f"inventory file {inv} does not exist"))
+        if not exp.hosts:
+            p.append(Problem(("hosts",), "an inventory experiment lists its hosts (names as in the inventory)"))
+    hosts = exp.host_names()
+    if sum(1 for h in hosts.values() if h.role == "db") > 1:
+        p.append(Problem(("hosts",), "at most one host may have role 'db'"))
+
+    ids: dict[str, int] = {}
+    hooks: dict[tuple, str] = {}
+    for i, tp in enumerate(exp.tracepoints):
+        loc = ("tracepoints", i)
+        if tp.name in ids:
+            p.append(Problem(loc + ("name",), f"duplicate tracepoint name '{tp.name}' (also tracepoints[{ids[tp.name]}])"))
+        ids.setdefault(tp.name, i)
+        if tp.host not in hosts:
+            p.append(Problem(loc + ("host",), f"unknown host '{tp.host}'; hosts: {', '.join(hosts) or 'none'}"))
+            continue
+        host = hosts[tp.host]
+        if host.role != "traced":
+            p.append(Problem(loc + ("host",), f"host '{tp.host}' has role '{host.role}'; tracepoints go on traced hosts"))
+            continue
+        if tp.netns is not None and tp.netns not in host.containers:
+            known = ", ".join(host.containers) or "none"
+            p.append(Problem(loc + ("netns",), f"host '{tp.host}' has no container '{tp.netns}'; containers: {known}"))
+            continue
+        if tp.kind == "tc":
+            for key in ("device", "direction"):
+                if getattr(tp, key) is None:
+                    p.append(Problem(loc + (key,), f"a tc tracepoint needs '{key}'"))
+            if tp.event is not None:
+                p.append(Problem(loc + ("event",), "'event' is for kind: kernel; a tc tracepoint has device + direction"))
+        else:
+            if tp.event not in KERNEL_EVENTS:
+                p.append(Problem(loc + ("event",), f"kernel tracepoint {tp.event!r} not supported; allowed: {', '.join(KERNEL_EVENTS)}"))
+            if tp.direction is not None:
+                p.append(Problem(loc + ("direction",), "a kernel tracepoint has no direction (the event implies it)"))
+        if lab is not None and tp.device is not None:
+            devs = lab.devices(tp.host, tp.netns)
+            if tp.device not in devs:
+                where = f"{tp.host}/{tp.netns}" if tp.netns else tp.host
+                extra = " (mgmt0 is the management link: it carries ssh, not the traced data path)" if tp.device == "mgmt0" else ""
+                p.append(Problem(loc + ("device",), f"no device '{tp.device}' on {where} in the lab{extra}; devices: {', '.join(devs)}"))
+        key = (tp.kind, tp.host, tp.netns, tp.device, tp.direction, tp.event)
+        if key in hooks:
+            p.append(Problem(loc, f"same hook as tracepoint '{hooks[key]}'"))
+        hooks.setdefault(key, tp.name)
+
+    seen_paths: set[str] = set()
+    for i, path in enumerate(exp.paths):
+        if path.name in seen_paths:
+            p.append(Problem(("paths", i, "name"), f"duplicate path name '{path.name}'"))
+        seen_paths.add(path.name)
+        for j, name in enumerate(path.tracepoints):
+            if name not in ids:
+                p.append(Problem(("paths", i, "tracepoints", j), f"unknown tracepoint '{name}'; tracepoints: {', '.join(ids) or 'none'}"))
+            elif name in path.tracepoints[:j]:
+                p.append(Problem(("paths", i, "tracepoints", j), f"tracepoint '{name}' appears twice in path '{path.name}'"))
+
+    if lab is not None:
+        ranges = lab.data_ranges()
+        for i, flow in enumerate(exp.flows):
+            for key in ("src", "dst"):
+                net = getattr(flow, key)
+                if net is not None and not any(net.subnet_of(r) for r in ranges):
+                    p.append(Problem(("flows", i, key), f"{net} is outside the lab's data ranges ({', '.join(map(str, ranges))})"))
+    for i, flow in enumerate(exp.flows):
+        if flow.proto == "any" and (flow.sport or flow.dport):
+            p.append(Problem(("flows", i, "proto"), "ports need proto tcp or udp"))
+
+    for i, w in enumerate(exp.workloads):
+        for key in ("client", "server"):
+            ref = getattr(w, key)
+            host, _, container = ref.partition("/")
+            if host not in hosts:
+                p.append(Problem(("workloads", i, key), f"unknown host '{host}' in '{ref}'; use HOST or HOST/CONTAINER, hosts: {', '.join(hosts)}"))
+            elif container and container not in hosts[host].containers:
+                p.append(Problem(("workloads", i, key), f"host '{host}' has no container '{container}'; containers: {', '.join(hosts[host].containers) or 'none'}"))
+        if w.client == w.server:
+            p.append(Problem(("workloads", i), "client and server are the same endpoint"))
+
+    if exp.report.baseline is not None and not (base_dir / exp.report.baseline).is_dir():
+        p.append(Problem(("report", "baseline"), f"baseline run folder {exp.report.baseline} does not exist"))
+    return p
+
+
+def _substitute(node: Any, values: dict[str, Any], loc: tuple, used: set[str], problems: list[Problem]) -> Any:
+    """Replace ${var} by loop values: a whole-string reference keeps the value's type."""
+    if isinstance(node, dict):
+        return {k: _substitute(v, values, loc + (k,), used, problems) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_substitute(v, values, loc + (i,), used, problems) for i, v in enumerate(node)]
+    if not isinstance(node, str) or "${" not in node:
+        return node
+    for ref in LOOP_REF.findall(node):
+        used.add(ref)
+        if ref not in values:
+            problems.append(Problem(loc, f"unknown loop variable '${{{ref}}}'; loop variables: {', '.join(values) or 'none'}"))
+            return node
+    whole = LOOP_REF.fullmatch(node)
+    if whole:
+        return values[whole.group(1)]
+    return LOOP_REF.sub(lambda m: str(values[m.group(1)]), node)
+
+
+class Run(BaseModel):
+    """One combination of loop variables and the experiment it resolves to."""
+
+    params: dict[str, Any]
+    experiment: Experiment
+    source: str  # the experiment file; relative paths in it are relative to its folder
+
+    def resolve(self, rel: str) -> FsPath:
+        return (FsPath(self.source).parent / rel).resolve()
+
+
+def find(name_or_file: str) -> FsPath:
+    """`quickstart` -> experiments/quickstart.yml; a path is taken as it is."""
+    p = FsPath(name_or_file)
+    if p.suffix in (".yml", ".yaml") or p.exists():
+        if not p.is_file():
+            raise VntError(f"experiment file {p} does not exist")
+        return p
+    cand = ROOT / "experiments" / f"{name_or_file}.yml"
+    if not cand.is_file():
+        known = sorted(f.stem for f in (ROOT / "experiments").glob("*.yml"))
+        raise VntError(f"no experiment named '{name_or_file}'; known: {', '.join(known)} (or give a .yml path)")
+    return cand
+
+
+def load(name_or_file: str | FsPath) -> list[Run]:
+    """Load and validate an experiment; one Run per combination of loop variables.
+
+    Raises VntError listing every problem found, each as FILE:LINE: field: message.
+    """
+    path = find(str(name_or_file))
+    shown = str(path)
+    try:
+        text = path.read_text()
+        node = yaml.compose(text, Loader=_UniqueKeyLoader)
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        line = mark.line + 1 if mark else 1
+        raise VntError(f"{shown} is not valid YAML", [f"{shown}:{line}: {e.problem or e}"]) from None
+    except OSError as e:
+        raise VntError(f"cannot read {shown}: {e.strerror}") from None
+    if not isinstance(data, dict):
+        raise VntError(f"{shown} must be a mapping of experiment fields", [f"{shown}:1: (top level): got {type(data).__name__}"])
+    lines = _line_map(node) if node is not None else {}
+
+    loop = data.get("loop") or {}
+    problems: list[Problem] = []
+    if not isinstance(loop, dict) or not all(isinstance(v, list) and v for v in loop.values()):
+        problems.append(Problem(("loop",), "loop maps each variable to a non-empty list of values"))
+        loop = {}
+    combos = [dict(zip(loop, vals)) for vals in itertools.product(*loop.values())] or [{}]
+    runs: list[Run] = []
+    for params in combos:
+        used: set[str] = set()
+        body = {k: v for k, v in data.items() if k != "loop"}
+        resolved = _substitute(body, params, (), used, problems)
+        if loop:
+            resolved["loop"] = loop
+        if problems:
+            break
+        for var in loop:
+            if var not in used:
+                problems.append(Problem(("loop", var), f"loop variable '{var}' is never used as ${{{var}}}"))
+        try:
+            exp = Experiment.model_validate(resolved)
+        except ValidationError as e:
+            problems += _pydantic_problems(e, resolved)
+            break
+        problems += _check(exp, path.parent)
+        if problems:
+            break
+        runs.append(Run(params=params, experiment=exp, source=str(path)))
+    if problems:
+        rendered = list(dict.fromkeys(pr.render(shown, lines) for pr in problems))
+        n = len(rendered)
+        raise VntError(f"{shown}: {n} problem{'s' if n > 1 else ''}", rendered)
+    return runs
