@@ -485,11 +485,11 @@ def load(name_or_file: str | FsPath) -> list[Run]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
-        raise VntError(f"{shown} is not valid YAML", [f"{shown}:{line}: {e.problem or e}"]) from None
+        raise VntError(f"{shown} is not valid YAML", [f"{shown}:{line}: not valid YAML: {e.problem or e}"]) from None
     except OSError as e:
         raise VntError(f"cannot read {shown}: {e.strerror}") from None
     if not isinstance(data, dict):
-        raise VntError(f"{shown} must be a mapping of experiment fields", [f"{shown}:1: (top level): got {type(data).__name__}"])
+        raise VntError(f"{shown}: 1 problem", [f"{shown}:1: (top level): must be a mapping of experiment fields (name, lab, tracepoints, ...); got {type(data).__name__}"])
     lines = _line_map(node) if node is not None else {}
 
     loop = data.get("loop") or {}
