@@ -14,6 +14,7 @@ from typing import Optional
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from vnettracer.errors import VntError
@@ -34,7 +35,7 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _progress(msg: str) -> None:
-    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg}", highlight=False)
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(msg)}", highlight=False)
 
 
 def _yes(flag: bool) -> str:
@@ -152,6 +153,8 @@ def main() -> None:
     signal.signal(signal.SIGTERM, _sigterm)
     try:
         rc = app(standalone_mode=False)
+        if rc == 130:  # typer turns Ctrl-C (and our SIGTERM) into exit code 130
+            err.print("interrupted: cleaned up what this command made", highlight=False)
         sys.exit(rc if isinstance(rc, int) else 0)
     except typer.Exit as e:
         sys.exit(e.exit_code)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -82,6 +84,58 @@ def _failure_msg(res: dict) -> str:
         if val:
             return " ".join(str(val).split())[:500]
     return json.dumps(res)[:500]
+
+
+def descendants(pid: int) -> list[int]:
+    """All processes below `pid` (ours to end: we started them), deepest first."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], list(children.get(pid, []))
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo += children.get(p, [])
+    return out[::-1]
+
+
+def _end_tree(pid: int) -> None:
+    """End ansible-playbook and its workers. Ansible 2.19 gives each worker its own session, so
+    runner's killpg() on cancel would leave them orphaned: signal every descendant by pid."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        pids = descendants(pid)
+        for p in pids:
+            try:
+                os.kill(p, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + 2
+        while pids and time.monotonic() < deadline:
+            pids = [p for p in pids if os.path.exists(f"/proc/{p}") and _state(p) != "Z"]
+            time.sleep(0.05)
+        if not pids:
+            return
+
+
+def _state(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][:1]
+    except OSError:
+        return "Z"
+
+
+def _close_masters(cp_dir: str) -> None:
+    """Ask ssh ControlPersist masters (detached, ours) to exit instead of idling on."""
+    for sock in Path(cp_dir).iterdir():
+        subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "vnt-control"],
+                       capture_output=True, timeout=10)
 
 
 def run_playbook(
@@ -154,6 +208,17 @@ def run_playbook(
                 progress(f"{name}: FAILED {f}")
         return True
 
+    interrupted: list[int] = []
+
+    def on_signal(signum, frame):
+        interrupted.append(signum)
+
+    def cancel() -> bool:
+        if interrupted:
+            _end_tree(os.getpid())
+        return bool(interrupted)
+
+    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.monotonic()
     try:
         r = ansible_runner.run(
@@ -169,11 +234,18 @@ def run_playbook(
             event_handler=on_event,
             timeout=timeout_s,
             ident=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
+            cancel_callback=cancel,
+            settings={"pexpect_timeout": 0.5},  # how often runner polls cancel()
         )
     finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
         if secrets_file:
             os.unlink(secrets_file)
+        _close_masters(cp_dir)
         shutil.rmtree(cp_dir, ignore_errors=True)
+    if interrupted:
+        raise KeyboardInterrupt
     stats = r.stats or {}
     for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"), ("dark", "unreachable"),
                       ("skipped", "skipped")):

@@ -7,6 +7,7 @@ in meta.json as not run, with the reason: a run never pretends to have measured 
 from __future__ import annotations
 
 import json
+import os
 import platform
 import subprocess
 import time
@@ -56,7 +57,7 @@ def versions() -> dict[str, str]:
 
 
 def results_root() -> Path:
-    return ROOT / "results"
+    return Path(os.environ.get("VNT_RESULTS_DIR", ROOT / "results"))
 
 
 def run_dir_for(run: Run, stamp: str) -> Path:

@@ -1,0 +1,43 @@
+"""The CLI as a user meets it: clear one-line errors and exit code 2, never a traceback."""
+
+from __future__ import annotations
+
+from conftest import vnettracer
+
+
+def test_spec_check_ok_and_bad(tmp_path):
+    bad = tmp_path / "bad.yml"
+    bad.write_text("name: x\nlab: {topology: flannel-vxlan}\ntracepoints:\n  - {name: a, host: host7, device: eth0, direction: egress}\n")
+    r = vnettracer("spec", "check", "quickstart", str(bad))
+    assert r.returncode == 2
+    assert "quickstart: ok (20 tracepoints, 2 paths, 1 runs)" in r.stdout
+    assert f"{bad}:4: tracepoints[0].host: unknown host 'host7'; hosts: host1, host2, db" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_unknown_experiment_is_one_line():
+    r = vnettracer("experiment", "run", "no-such-experiment")
+    assert r.returncode == 2
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no experiment named 'no-such-experiment'; known:")
+
+
+def test_bad_lab_options(root):
+    r = vnettracer("lab", "up", "--topology", "mesh")
+    assert r.returncode == 2 and "unknown topology 'mesh'; known: flannel-vxlan, bridge" in r.stderr
+    r = vnettracer("lab", "up", "--hosts", "12")
+    assert r.returncode == 2 and "hosts: Input should be less than or equal to 8" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_commands_needing_a_lab_say_so(root):
+    vnettracer("lab", "down")
+    for args in (("lab", "status"), ("hosts", "check")):
+        r = vnettracer(*args)
+        assert r.returncode == 2
+        assert "no lab is up; run `vnettracer lab up`" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_usage_error():
+    r = vnettracer("lab", "up", "--bogus")
+    assert r.returncode == 2 and "No such option" in r.stderr
