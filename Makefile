@@ -10,7 +10,7 @@ TOPOLOGY   ?= flannel-vxlan
 PYTEST_ARGS ?=
 
 # Debian packages the controller and the embedded lab hosts need (the lab hosts share this root fs).
-APT_PACKAGES := openssh-server openssh-client iproute2 bridge-utils tcpdump python3 python3-apt \
+APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-apt \
                 socat iperf3 procps psmisc
 
 .PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean
