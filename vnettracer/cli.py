@@ -15,6 +15,7 @@ import typer
 from pydantic import ValidationError
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from vnettracer.errors import VntError
@@ -34,8 +35,34 @@ out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
 
+_bar: Progress | None = None
+_bar_task = None
+# lines that stay on screen; everything else (task starts) only moves the live bar on a terminal
+_KEEP = (" ok", "FAILED", "not run", "down", "sshd on", "built", "removed", "skipped")
+
+
 def _progress(msg: str) -> None:
-    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(msg)}", highlight=False)
+    """One line per step; on a terminal, task starts drive a live bar instead of scrolling."""
+    global _bar, _bar_task
+    line = f"[dim]{time.strftime('%H:%M:%S')}[/dim] {escape(msg)}"
+    if not err.is_terminal:
+        err.print(line, highlight=False)
+        return
+    if _bar is None:
+        _bar = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed} steps"), TimeElapsedColumn(), console=err, transient=True)
+        _bar.start()
+        _bar_task = _bar.add_task("starting", total=None)
+    if any(k in msg for k in _KEEP):
+        _bar.console.print(line, highlight=False)
+    _bar.update(_bar_task, description=escape(msg[:70]), advance=1)
+
+
+def _stop_bar() -> None:
+    global _bar
+    if _bar is not None:
+        _bar.stop()
+        _bar = None
 
 
 def _yes(flag: bool) -> str:
@@ -60,6 +87,7 @@ def lab_up(
                                            for x in e.errors()]) from None
     t0 = time.monotonic()
     l = lab.up(topology, options, progress=_progress)
+    _stop_bar()
     out.print(f"lab up ({topology}, {time.monotonic() - t0:.1f} s); inventory: {l.inventory}")
 
 
@@ -99,6 +127,7 @@ def hosts_check(
     work = workdir or inventory.resolve().parent / "hosts-check"
     t0 = time.monotonic()
     rows = hosts.check(inventory, work, progress=_progress)
+    _stop_bar()
     t = Table("host", "reachable", "kernel", "BTF", "cgroup v2", "bpffs", "distribution", "problem")
     for r in rows:
         t.add_row(r.host, _yes(r.reachable), r.kernel, _yes(r.btf), r.cgroup2 or "[red]none[/red]",
@@ -139,6 +168,7 @@ def experiment_run(
 
     t0 = time.monotonic()
     dirs = pipeline.run(name, keep_lab=keep_lab, progress=_progress)
+    _stop_bar()
     out.print(f"experiment {name}: {len(dirs)} run(s) in {time.monotonic() - t0:.1f} s")
     for d in dirs:
         report = d / "report.md"
@@ -152,7 +182,10 @@ def _sigterm(signum, frame):  # turn SIGTERM into the same clean unwinding as Ct
 def main() -> None:
     signal.signal(signal.SIGTERM, _sigterm)
     try:
-        rc = app(standalone_mode=False)
+        try:
+            rc = app(standalone_mode=False)
+        finally:
+            _stop_bar()
         if rc == 130:  # typer turns Ctrl-C (and our SIGTERM) into exit code 130
             err.print("interrupted: cleaned up what this command made", highlight=False)
         sys.exit(rc if isinstance(rc, int) else 0)
