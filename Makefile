@@ -11,11 +11,12 @@ PYTEST_ARGS ?=
 
 # Debian packages the controller and the embedded lab hosts need (the lab hosts share this root fs).
 APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-apt \
+                clang llvm libbpf-dev libbpf1 bpftool \
                 socat iperf3 procps psmisc
 
 .PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean
 
-setup: apt venv
+setup: apt venv bpf
 
 apt:
 	@missing=""; for p in $(APT_PACKAGES); do \
@@ -61,3 +62,19 @@ hosts-check: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# BPF objects: compiled on the controller against the vmlinux.h kept in bpf/ (CO-RE), shipped to
+# hosts, which need no compiler or kernel headers.
+BPF_OBJS   := build/bpf/trace.bpf.o
+BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Ibpf -Wall -Werror
+
+.PHONY: bpf vmlinux
+bpf: $(BPF_OBJS)
+
+build/bpf/%.bpf.o: bpf/%.bpf.c bpf/vnettracer.h bpf/vmlinux.h
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -c $< -o $@
+
+# Regenerate bpf/vmlinux.h from the running kernel's BTF (only needed for new kernel types).
+vmlinux:
+	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h

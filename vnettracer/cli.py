@@ -26,10 +26,12 @@ lab_app = typer.Typer(no_args_is_help=True, help="The embedded lab: hosts made o
 hosts_app = typer.Typer(no_args_is_help=True, help="Hosts of a lab or an inventory.")
 spec_app = typer.Typer(no_args_is_help=True, help="Experiment files.")
 exp_app = typer.Typer(no_args_is_help=True, help="Run experiments end to end.")
+agent_app = typer.Typer(no_args_is_help=True, help="The tracer agent of one host (started by roles/tracer).")
 app.add_typer(lab_app, name="lab")
 app.add_typer(hosts_app, name="hosts")
 app.add_typer(spec_app, name="spec")
 app.add_typer(exp_app, name="experiment")
+app.add_typer(agent_app, name="agent")
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
@@ -173,6 +175,48 @@ def experiment_run(
     for d in dirs:
         report = d / "report.md"
         out.print(f"  results: {d}" + ("" if report.exists() else "  (no report: nothing was measured, see meta.json)"))
+
+
+@agent_app.command("run")
+def agent_run(
+    config: Path = typer.Option(..., help="agent config (JSON), rendered by roles/tracer"),
+    daemon: bool = typer.Option(False, "--daemon", help="detach; return once every hook is attached"),
+) -> None:
+    """Attach this host's tracepoints and drain events to the spool until SIGTERM/SIGINT."""
+    from vnettracer.agent import agent
+
+    try:
+        rc = agent.main_run(config, daemon)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise VntError(f"agent: {e}") from None
+    raise typer.Exit(rc)
+
+
+@agent_app.command("ctl")
+def agent_ctl(
+    command: str = typer.Argument(..., help="stats | add JSON | remove NAME | sampling N | stop"),
+    arg: Optional[str] = typer.Argument(None),
+    state_dir: Path = typer.Option(Path("/var/lib/vnettracer"), help="the agent's state directory"),
+) -> None:
+    """Talk to a running agent through its control socket."""
+    import json as _json
+
+    from vnettracer.agent import agent
+
+    req: dict = {"cmd": command}
+    if command == "add":
+        req["tracepoint"] = _json.loads(arg or "{}")
+    elif command == "remove":
+        req["name"] = arg
+    elif command == "sampling":
+        req["n"] = int(arg or 1)
+    try:
+        resp = agent.request(state_dir / "run" / "agent.sock", req)
+    except OSError as e:
+        raise VntError(f"agent: no agent answers at {state_dir / 'run' / 'agent.sock'}: {e.strerror or e}") from None
+    out.print_json(data=resp)
+    if not resp.get("ok"):
+        raise typer.Exit(1)
 
 
 def _sigterm(signum, frame):  # turn SIGTERM into the same clean unwinding as Ctrl-C

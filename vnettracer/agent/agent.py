@@ -1,0 +1,373 @@
+"""`vnettracer agent run --config FILE`: the tracer agent of one host.
+
+Attaches every tracepoint of its host, drains the ring buffer in batches to the spool, records
+(ktime, realtime) clock pairs at start and every second, writes a stats file every second, and
+serves a control socket (JSON lines) to add, remove or change tracepoints and report stats. On
+SIGTERM/SIGINT or any error it detaches every hook it attached; at start it removes the hooks a
+dead agent left (listed in its state file).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import selectors
+import signal
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from vnettracer.agent.spool import Spool
+from vnettracer.agent.tracer import DEFAULT_OBJECT, Hook, Tracer, detach_hook, hook_state
+
+
+class TracepointConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: int = Field(ge=1, le=255)
+    name: str
+    netns: str | None = None  # name under /run/netns; None = the host's own namespace
+    device: str
+    direction: Literal["ingress", "egress"]
+
+    def hook(self) -> Hook:
+        return Hook(self.netns, self.device, self.direction == "egress")
+
+
+class AgentConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    host: str
+    run_id: str
+    state_dir: Path = Path("/var/lib/vnettracer")
+    bpf_object: Path = DEFAULT_OBJECT
+    tracepoints: list[TracepointConfig] = []
+    flows: list[dict] = []
+    vxlan_ports: list[int] = [8472, 4789]
+    sampling: int = Field(1, ge=1)
+    ring_mb: int = Field(32, ge=1, le=1024)
+    rotate_mb: int = Field(64, ge=1)
+    poll_ms: float = Field(5.0, gt=0, le=1000)
+    # lab emulation of a host clock that is off by an offset and runs fast/slow by drift (ppm)
+    clock_offset_ns: int = 0
+    clock_drift_ppm: float = 0.0
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "spool" / self.run_id
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / "agent.sock"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "agent-state.json"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "agent.pid"
+
+
+def _write_atomic(path: Path, data: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(data)
+    os.replace(tmp, path)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(") ", 1)[1][:1] != "Z"
+    except OSError:
+        return False
+
+
+class Clock:
+    """(ktime, realtime) pairs: ktime is CLOCK_MONOTONIC, what bpf_ktime_get_ns() reads."""
+
+    def __init__(self, path: Path, offset_ns: int = 0, drift_ppm: float = 0.0):
+        self.f = open(path, "a")
+        self.offset_ns, self.drift_ppm = offset_ns, drift_ppm
+        self.t0 = None
+
+    def record(self) -> None:
+        m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        m2 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self.t0 = real if self.t0 is None else self.t0
+        if self.offset_ns or self.drift_ppm:  # emulation: what a host with a wrong clock would read
+            real += self.offset_ns + int((real - self.t0) * self.drift_ppm * 1e-6)
+        self.f.write(json.dumps({"ktime_ns": (m1 + m2) // 2, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
+        self.f.flush()
+
+    def close(self) -> None:
+        self.f.close()
+
+
+class Agent:
+    def __init__(self, cfg: AgentConfig, log=print):
+        self.cfg = cfg
+        self.log = log
+        self.stop_reason: str | None = None
+        self.tracer: Tracer | None = None
+        self.tps: dict[str, TracepointConfig] = {}
+        self.started = time.time()
+
+    # ------------------------------------------------------------------ lifecycle
+    def remove_stale(self) -> list[str]:
+        """Detach hooks a dead agent left behind (its state file lists them)."""
+        sf = self.cfg.state_file
+        if not sf.exists():
+            return []
+        try:
+            state = json.loads(sf.read_text())
+        except ValueError:
+            state = {}
+        pid = state.get("pid", 0)
+        if pid and pid != os.getpid() and _alive(pid):
+            raise RuntimeError(f"another agent (pid {pid}) is running on this host; stop it first")
+        removed = []
+        for a in state.get("hooks", []):
+            h = Hook(**a["hook"])
+            if detach_hook(h, None, a.get("created_clsact", False)):
+                removed.append(str(h))
+        sf.unlink()
+        if removed:
+            self.log(f"removed {len(removed)} hooks left by a dead agent (pid {pid}): {', '.join(removed)}")
+        return removed
+
+    def _save_state(self) -> None:
+        assert self.tracer is not None
+        _write_atomic(self.cfg.state_file, json.dumps({
+            "pid": os.getpid(), "run_id": self.cfg.run_id, "started": self.started,
+            "hooks": [hook_state(a) for a in self.tracer.attached.values()],
+        }, indent=1))
+
+    def add(self, tp: TracepointConfig) -> None:
+        if tp.name in self.tps:
+            raise ValueError(f"tracepoint {tp.name} is already attached")
+        if any(t.id == tp.id for t in self.tps.values()):
+            raise ValueError(f"tracepoint id {tp.id} is already in use")
+        self.tracer.attach(tp.hook(), tp.id, self.cfg.sampling)
+        self.tps[tp.name] = tp
+        self._save_state()
+
+    def remove(self, name: str) -> None:
+        if name not in self.tps:
+            raise KeyError(f"no tracepoint {name}; attached: {', '.join(self.tps) or 'none'}")
+        self.tracer.detach(self.tps.pop(name).hook())
+        self._save_state()
+
+    def stats(self) -> dict:
+        counters = self.tracer.counters() if self.tracer else {}
+        names = {t.id: t.name for t in self.cfg.tracepoints} | {t.id: t.name for t in self.tps.values()}
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        return {
+            "host": self.cfg.host, "run_id": self.cfg.run_id, "pid": os.getpid(), "time": time.time(),
+            "attached": sorted(self.tps),
+            "tracepoints": {names.get(tp, str(tp)): {"id": tp, **c} for tp, c in counters.items()},
+            "spooled_events": self.spool.events if hasattr(self, "spool") else 0,
+            "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
+            "sampling": self.cfg.sampling,
+        }
+
+    def run(self, ready=None) -> int:
+        """Run until signalled. `ready(msg)` is called once every hook is attached (or with
+        'error: ...' if start-up failed). Returns the exit code."""
+        cfg = self.cfg
+        for d in (cfg.run_dir, cfg.spool_dir):
+            d.mkdir(parents=True, exist_ok=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda s, f: setattr(self, "stop_reason", signal.Signals(s).name))
+        server = sel = clock = None
+        rc = 0
+        try:
+            self.remove_stale()
+            self.tracer = Tracer(cfg.bpf_object, cfg.flows, cfg.vxlan_ports, cfg.ring_mb << 20)
+            self.spool = Spool(cfg.spool_dir, cfg.rotate_mb << 20)
+            for tp in cfg.tracepoints:
+                self.add(tp)
+            clock = Clock(cfg.spool_dir / "clock.jsonl", cfg.clock_offset_ns, cfg.clock_drift_ppm)
+            clock.record()
+            cfg.socket_path.unlink(missing_ok=True)
+            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            server.bind(str(cfg.socket_path))
+            server.listen(8)
+            server.setblocking(False)
+            sel = selectors.DefaultSelector()
+            sel.register(server, selectors.EVENT_READ, None)
+            self._write_stats()
+            self.log(f"agent ready: {len(self.tps)} tracepoints attached, spool {cfg.spool_dir}")
+            if ready:
+                ready(f"ready {len(self.tps)}")
+            self._loop(sel, server, clock)
+        except Exception as e:  # noqa: BLE001 - any error: report, then detach everything below
+            msg = f"{type(e).__name__}: {e}"
+            if getattr(e, "log", ""):
+                msg += "\n" + e.log
+            self.log(f"agent error: {msg}")
+            if ready:
+                ready(f"error: {msg}")
+            rc = 1
+        finally:
+            rc = self._shutdown(sel, server, clock) or rc
+        return rc
+
+    def _loop(self, sel, server, clock) -> None:
+        poll = self.cfg.poll_ms / 1000
+        next_tick = time.monotonic() + 1
+        while self.stop_reason is None:
+            events = self.tracer.ring.read()
+            if len(events):
+                self.spool.write(events)
+            now = time.monotonic()
+            if now >= next_tick:
+                clock.record()
+                self._write_stats()
+                next_tick = now + 1
+            # a big batch means more is waiting: don't sleep
+            for key, _ in sel.select(timeout=0 if len(events) > 4096 else poll):
+                if key.data is None:
+                    conn, _ = server.accept()
+                    conn.setblocking(True)
+                    conn.settimeout(2)
+                    self._serve(conn)
+        self.log(f"agent stopping ({self.stop_reason})")
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                line = conn.makefile("r").readline()
+                req = json.loads(line)
+                cmd = req.get("cmd")
+                if cmd == "stats":
+                    out = {"ok": True, "stats": self.stats()}
+                elif cmd == "add":
+                    self.add(TracepointConfig(**req["tracepoint"]))
+                    out = {"ok": True}
+                elif cmd == "remove":
+                    self.remove(req["name"])
+                    out = {"ok": True}
+                elif cmd == "sampling":
+                    self.cfg.sampling = int(req["n"])
+                    self.tracer.set_sampling(self.cfg.sampling)
+                    out = {"ok": True}
+                elif cmd == "stop":
+                    self.stop_reason = "stop requested"
+                    out = {"ok": True}
+                else:
+                    out = {"ok": False, "error": f"unknown cmd {cmd!r}; known: stats, add, remove, sampling, stop"}
+            except Exception as e:  # noqa: BLE001 - a bad request must not stop the agent
+                out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            conn.sendall((json.dumps(out) + "\n").encode())
+
+    def _write_stats(self) -> None:
+        _write_atomic(self.cfg.spool_dir / "stats.json", json.dumps(self.stats(), indent=1))
+
+    def _shutdown(self, sel, server, clock) -> int:
+        rc = 0
+        if self.tracer is not None:
+            try:  # what is still in the ring goes to the spool before the object is closed
+                while len(ev := self.tracer.ring.read()):
+                    self.spool.write(ev)
+            except Exception as e:  # noqa: BLE001
+                self.log(f"final drain failed: {e}")
+            problems = self.tracer.detach_all()
+            if problems:
+                self.log("detach problems: " + "; ".join(problems))
+                rc = 1
+            self._write_stats()
+            self.tracer.close()
+            self.spool.close()
+            self.cfg.state_file.unlink(missing_ok=True)
+        if clock:
+            clock.close()
+        if server:
+            sel.close()
+            server.close()
+            self.cfg.socket_path.unlink(missing_ok=True)
+        self.log(f"agent stopped: {len(self.tps)} hooks detached")
+        return rc
+
+
+def request(socket_path: Path, req: dict, timeout: float = 10) -> dict:
+    """One control request to a running agent."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(str(socket_path))
+        s.sendall((json.dumps(req) + "\n").encode())
+        return json.loads(s.makefile("r").readline())
+
+
+def load_config(path: Path) -> AgentConfig:
+    return AgentConfig.model_validate_json(path.read_text())
+
+
+def run_daemon(cfg: AgentConfig, logfile: Path, timeout_s: float = 120) -> str:
+    """Start the agent detached (double fork, own session, pidfile); return once it is ready.
+    Raises RuntimeError with the agent's message if it failed to start."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # intermediate child
+        os.close(r)
+        os.setsid()
+        if os.fork():
+            os._exit(0)
+        fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        null = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(null, 0)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        cfg.run_dir.mkdir(parents=True, exist_ok=True)
+        cfg.pidfile.write_text(f"{os.getpid()}\n")
+        wfile = os.fdopen(w, "w")
+
+        def ready(msg: str) -> None:
+            wfile.write(msg + "\n")
+            wfile.flush()
+            wfile.close()
+
+        def log(msg: str) -> None:
+            print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}", flush=True)
+
+        code = 1
+        try:
+            code = Agent(cfg, log=log).run(ready=ready)
+        finally:
+            cfg.pidfile.unlink(missing_ok=True)
+            os._exit(code)
+    os.close(w)
+    os.waitpid(pid, 0)
+    with os.fdopen(r) as rf:
+        import select
+
+        if not select.select([rf], [], [], timeout_s)[0]:
+            raise RuntimeError(f"agent did not report ready within {timeout_s:.0f} s; see {logfile}")
+        msg = rf.read().strip()
+    if not msg.startswith("ready"):
+        raise RuntimeError(msg.removeprefix("error: ") or f"agent exited during start-up; see {logfile}")
+    return msg
+
+
+def main_run(config: Path, daemon: bool) -> int:
+    cfg = load_config(config)
+    if daemon:
+        for d in (cfg.run_dir, cfg.state_dir / "log"):
+            d.mkdir(parents=True, exist_ok=True)
+        msg = run_daemon(cfg, cfg.state_dir / "log" / f"agent-{cfg.run_id}.log")
+        print(f"agent {cfg.host}: {msg}")
+        return 0
+    return Agent(cfg, log=lambda m: print(m, file=sys.stderr, flush=True)).run(
+        ready=lambda m: print(m, flush=True))

@@ -1,0 +1,62 @@
+"""The Python mirror of bpf/vnettracer.h: event record, counters, hook map entries, config.
+
+One place; tests/test_record.py checks every size and offset here against the header as compiled
+into build/bpf/trace.bpf.o (its BTF), so C and Python cannot drift apart.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+TCPOPT_KIND = 253
+TCPOPT_LEN = 8
+TCPOPT_EXID = 0x564E
+MAX_TRACEPOINTS = 256
+MAX_FLOWS = 16
+MAX_VXLAN_PORTS = 4
+PAYLOAD_BYTES = 16
+
+ID_NONE, ID_TAG, ID_HASH, ID_PAYLOAD = 0, 1, 2, 3
+IDENTITY_NAMES = {ID_NONE: "none", ID_TAG: "tag", ID_HASH: "hash", ID_PAYLOAD: "payload"}
+F_IDENTITY, F_ENCAP, F_EGRESS, F_IPV6, F_VLAN = 0x03, 0x04, 0x08, 0x10, 0x20
+
+# struct vnt_event
+EVENT = np.dtype([
+    ("ts_ns", "<u8"),
+    ("packet_id", "<u8"),
+    ("flow_hash", "<u8"),
+    ("len", "<u4"),
+    ("tracepoint", "<u2"),
+    ("flags", "u1"),
+    ("l4proto", "u1"),
+])
+
+# enum vnt_counter, in order; struct vnt_counters is VNT_C_MAX u64s
+COUNTERS = ["seen", "emitted", "filtered", "sampled_out", "dropped", "parse_fail", "not_ip"]
+COUNTERS_MAX = 8
+COUNTER_VALUE = np.dtype([("c", "<u8", (COUNTERS_MAX,))])
+
+# struct vnt_hook_key / struct vnt_hook
+HOOK_KEY = np.dtype([("netns_cookie", "<u8"), ("ifindex", "<u4"), ("egress", "<u4")])
+HOOK = np.dtype([("tracepoint", "<u2"), ("pad", "<u2"), ("sample_n", "<u4")])
+
+# struct vnt_flow
+FLOW = np.dtype([
+    ("saddr", ">u4"), ("smask", ">u4"), ("daddr", ">u4"), ("dmask", ">u4"),  # network order
+    ("sport", "<u2"), ("dport", "<u2"), ("proto", "u1"), ("both_directions", "u1"), ("pad", "u1", (2,)),
+])
+
+# struct vnt_config
+CONFIG = np.dtype([("vxlan_ports", "<u2", (MAX_VXLAN_PORTS,)), ("nflows", "u1"), ("pad", "u1", (3,))])
+
+# what a ring buffer record looks like to the reader: 8-byte header, then the event, 8-aligned
+RINGBUF_HDR = 8
+RECORD = np.dtype([("len", "<u4"), ("pgoff", "<u4"), ("event", EVENT)])
+assert RECORD.itemsize % 8 == 0
+
+
+def pack(dtype: np.dtype, **fields) -> bytes:
+    a = np.zeros(1, dtype)
+    for k, v in fields.items():
+        a[k] = v
+    return a.tobytes()

@@ -1,0 +1,202 @@
+"""The tracer: one loaded trace.bpf.o, its hooks on devices in any network namespace, its counters.
+
+A hook is (netns, device, direction). The object's two programs (vnt_ingress, vnt_egress) are
+attached with tc clsact at a fixed handle/priority that marks them as ours; the vnt_hooks map says
+which tracepoint each hook is. Adding or removing a tracepoint at runtime is a map update and an
+attach or detach: nothing is reloaded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+from dataclasses import asdict, dataclass
+from ipaddress import IPv4Network
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from vnettracer import ROOT
+from vnettracer.agent import libbpf
+from vnettracer.agent.record import (CONFIG, COUNTER_VALUE, COUNTERS, FLOW, HOOK, HOOK_KEY, MAX_FLOWS,
+                                     MAX_VXLAN_PORTS, pack)
+from vnettracer.agent.ringbuf import RingBuffer
+
+TC_HANDLE = 0x766E74  # "vnt": how our filters are told apart from anyone else's
+TC_PRIORITY = 1
+DEFAULT_OBJECT = ROOT / "build" / "bpf" / "trace.bpf.o"
+PROTOS = {"any": 0, "tcp": 6, "udp": 17}
+
+
+@dataclass(frozen=True)
+class Hook:
+    netns: str | None  # a name under /run/netns, or None for the agent's own namespace
+    device: str
+    egress: bool
+
+    def __str__(self) -> str:
+        return f"{self.netns + '/' if self.netns else ''}{self.device}/{'egress' if self.egress else 'ingress'}"
+
+
+@dataclass
+class Attached:
+    hook: Hook
+    tracepoint: int
+    ifindex: int
+    netns_cookie: int
+    created_clsact: bool
+
+
+def netns_path(netns: str | None) -> str:
+    return f"/run/netns/{netns}" if netns else f"/proc/{os.getpid()}/ns/net"
+
+
+@contextlib.contextmanager
+def in_netns(netns: str | None) -> Iterator[None]:
+    """Run the body with this thread in `netns` (None: stay where we are)."""
+    if netns is None:
+        yield
+        return
+    with open(f"/proc/self/task/{_gettid()}/ns/net") as home, open(netns_path(netns)) as there:
+        libbpf.setns(there.fileno())
+        try:
+            yield
+        finally:
+            libbpf.setns(home.fileno())
+
+
+def _gettid() -> int:
+    return getattr(os, "gettid", lambda: os.getpid())()
+
+
+def netns_cookie() -> int:
+    """SO_NETNS_COOKIE of the calling thread's namespace (what bpf_get_netns_cookie returns)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        return int.from_bytes(s.getsockopt(socket.SOL_SOCKET, libbpf.SO_NETNS_COOKIE, 8), "little")
+
+
+def flow_entries(flows: list[dict]) -> list[bytes]:
+    """Experiment flows as struct vnt_flow entries (IPv4; None = any)."""
+    out = []
+    for f in flows:
+        src = IPv4Network(f.get("src") or "0.0.0.0/0")
+        dst = IPv4Network(f.get("dst") or "0.0.0.0/0")
+        out.append(pack(FLOW, saddr=int(src.network_address), smask=int(src.netmask),
+                        daddr=int(dst.network_address), dmask=int(dst.netmask),
+                        sport=f.get("sport") or 0, dport=f.get("dport") or 0,
+                        proto=PROTOS[f.get("proto") or "any"], both_directions=1 if f.get("both_directions", True) else 0))
+    return out
+
+
+class Tracer:
+    def __init__(self, obj_path: str | Path = DEFAULT_OBJECT, flows: list[dict] | None = None,
+                 vxlan_ports: list[int] | None = None, ring_bytes: int = 1 << 25):
+        flows = flows or []
+        ports = list(vxlan_ports if vxlan_ports is not None else [8472, 4789])
+        if len(flows) > MAX_FLOWS or len(ports) > MAX_VXLAN_PORTS:
+            raise ValueError(f"at most {MAX_FLOWS} flows and {MAX_VXLAN_PORTS} VXLAN ports")
+        if not Path(obj_path).is_file():
+            raise FileNotFoundError(f"BPF object {obj_path} not found (run `make bpf`)")
+        self.obj = libbpf.BpfObject(str(obj_path))
+        self.obj.set_rodata(pack(CONFIG, vxlan_ports=ports + [0] * (MAX_VXLAN_PORTS - len(ports)), nflows=len(flows)))
+        self.obj.set_max_entries("vnt_events", ring_bytes)
+        self.obj.load()
+        self.prog = {False: self.obj.prog_fd("vnt_ingress"), True: self.obj.prog_fd("vnt_egress")}
+        self.hooks_fd = self.obj.map_fd("vnt_hooks")
+        self.counters_fd = self.obj.map_fd("vnt_counters")
+        for i, entry in enumerate(flow_entries(flows)):
+            libbpf.map_update(self.obj.map_fd("vnt_flows"), np.uint32(i).tobytes(), entry)
+        self.ring = RingBuffer(self.obj.map_fd("vnt_events"), ring_bytes)
+        self.ncpus = libbpf.num_cpus()
+        self.attached: dict[Hook, Attached] = {}
+        self.tracepoints: set[int] = set()  # every id ever attached: counters outlive a detach
+
+    # ------------------------------------------------------------------ hooks
+    def attach(self, hook: Hook, tracepoint: int, sample_n: int = 1) -> Attached:
+        if not 0 < tracepoint < 256:
+            raise ValueError(f"tracepoint id {tracepoint} out of range 1..255")
+        with in_netns(hook.netns):
+            try:
+                ifindex = socket.if_nametoindex(hook.device)
+            except OSError:
+                raise OSError(f"no device {hook.device} in {hook.netns or 'this namespace'}") from None
+            cookie = netns_cookie()
+            key = pack(HOOK_KEY, netns_cookie=cookie, ifindex=ifindex, egress=int(hook.egress))
+            libbpf.map_update(self.hooks_fd, key, pack(HOOK, tracepoint=tracepoint, sample_n=sample_n))
+            created = libbpf.tc_attach(ifindex, hook.egress, self.prog[hook.egress], TC_HANDLE, TC_PRIORITY)
+        a = Attached(hook, tracepoint, ifindex, cookie, created)
+        self.attached[hook] = a
+        self.tracepoints.add(tracepoint)
+        return a
+
+    def set_sampling(self, sample_n: int) -> None:
+        for a in self.attached.values():
+            key = pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex, egress=int(a.hook.egress))
+            libbpf.map_update(self.hooks_fd, key, pack(HOOK, tracepoint=a.tracepoint, sample_n=sample_n))
+
+    def detach(self, hook: Hook) -> None:
+        a = self.attached.pop(hook)
+        detach_hook(a.hook, a.ifindex, a.created_clsact)
+        key = pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex, egress=int(a.hook.egress))
+        libbpf.map_delete(self.hooks_fd, key)
+
+    def detach_all(self) -> list[str]:
+        """Detach every hook; returns the problems met (never raises: runs on the way out)."""
+        problems = []
+        for hook in list(self.attached):
+            try:
+                self.detach(hook)
+            except Exception as e:  # noqa: BLE001 - keep detaching the others
+                problems.append(f"{hook}: {e}")
+                self.attached.pop(hook, None)
+        return problems
+
+    # ------------------------------------------------------------------ counters
+    def counters(self) -> dict[int, dict[str, int]]:
+        """Per tracepoint id: counters summed over CPUs."""
+        out = {}
+        size = COUNTER_VALUE.itemsize
+        for tp in sorted(self.tracepoints):
+            raw = libbpf.map_lookup(self.counters_fd, np.uint32(tp).tobytes(), size * self.ncpus)
+            vals = np.frombuffer(raw, COUNTER_VALUE)["c"].sum(axis=0)
+            out[tp] = {name: int(vals[i]) for i, name in enumerate(COUNTERS)}
+        return out
+
+    def close(self) -> list[str]:
+        problems = self.detach_all()
+        self.ring.close()
+        self.obj.close()
+        return problems
+
+
+def detach_hook(hook: Hook, ifindex: int | None = None, destroy_clsact: bool = False) -> bool:
+    """Remove our filter from a hook (also one a dead agent left). True if one was there."""
+    if not os.path.exists(netns_path(hook.netns)):
+        return False  # the namespace is gone, and its hooks with it
+    with in_netns(hook.netns):
+        try:
+            idx = ifindex or socket.if_nametoindex(hook.device)
+        except OSError:
+            return False
+        removed = libbpf.tc_detach(idx, hook.egress, TC_HANDLE, TC_PRIORITY)
+        if destroy_clsact and not _other_filters(hook.device):
+            libbpf.tc_destroy_clsact(idx)
+        return removed
+
+
+def _other_filters(device: str) -> bool:
+    """Any tc filter left on the device (someone else's)? Runs in the caller's namespace."""
+    for d in ("ingress", "egress"):
+        r = subprocess.run(["tc", "filter", "show", "dev", device, d], capture_output=True, text=True)
+        if r.stdout.strip():
+            return True
+    return False
+
+
+def hook_state(a: Attached) -> dict:
+    d = asdict(a)
+    d["hook"] = asdict(a.hook)
+    return d
