@@ -50,6 +50,11 @@ struct {
 	__type(value, struct vnt_flow);
 } vnt_flows SEC(".maps");
 
+/* Anchor the shared types in the object's BTF so tests can compare them with the Python decoder. */
+struct vnt_event *vnt_btf_event __attribute__((unused));
+enum vnt_counter *vnt_btf_counter __attribute__((unused));
+struct vnt_config *vnt_btf_config __attribute__((unused));
+
 struct pkt {
 	__u32 saddr[4], daddr[4]; /* v4 uses [0] */
 	__u16 sport, dport;

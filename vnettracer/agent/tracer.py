@@ -124,18 +124,21 @@ class Tracer:
             except OSError:
                 raise OSError(f"no device {hook.device} in {hook.netns or 'this namespace'}") from None
             cookie = netns_cookie()
-            key = pack(HOOK_KEY, netns_cookie=cookie, ifindex=ifindex, egress=int(hook.egress))
-            libbpf.map_update(self.hooks_fd, key, pack(HOOK, tracepoint=tracepoint, sample_n=sample_n))
+            self.set_hook(cookie, ifindex, hook.egress, tracepoint, sample_n)
             created = libbpf.tc_attach(ifindex, hook.egress, self.prog[hook.egress], TC_HANDLE, TC_PRIORITY)
         a = Attached(hook, tracepoint, ifindex, cookie, created)
         self.attached[hook] = a
-        self.tracepoints.add(tracepoint)
         return a
+
+    def set_hook(self, cookie: int, ifindex: int, egress: bool, tracepoint: int, sample_n: int = 1) -> None:
+        """Say which tracepoint a hook is (the programs ignore packets at hooks not in the map)."""
+        key = pack(HOOK_KEY, netns_cookie=cookie, ifindex=ifindex, egress=int(egress))
+        libbpf.map_update(self.hooks_fd, key, pack(HOOK, tracepoint=tracepoint, sample_n=sample_n))
+        self.tracepoints.add(tracepoint)
 
     def set_sampling(self, sample_n: int) -> None:
         for a in self.attached.values():
-            key = pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex, egress=int(a.hook.egress))
-            libbpf.map_update(self.hooks_fd, key, pack(HOOK, tracepoint=a.tracepoint, sample_n=sample_n))
+            self.set_hook(a.netns_cookie, a.ifindex, a.hook.egress, a.tracepoint, sample_n)
 
     def detach(self, hook: Hook) -> None:
         a = self.attached.pop(hook)
@@ -164,6 +167,11 @@ class Tracer:
             vals = np.frombuffer(raw, COUNTER_VALUE)["c"].sum(axis=0)
             out[tp] = {name: int(vals[i]) for i, name in enumerate(COUNTERS)}
         return out
+
+    def reset_counters(self) -> None:
+        zero = bytes(COUNTER_VALUE.itemsize * self.ncpus)
+        for tp in self.tracepoints:
+            libbpf.map_update(self.counters_fd, np.uint32(tp).tobytes(), zero)
 
     def close(self) -> list[str]:
         problems = self.detach_all()

@@ -1,0 +1,253 @@
+"""The tc program on crafted packets (BPF_PROG_TEST_RUN): parsed fields, identity, counters.
+
+Packets are built with scapy. Expected identities come from vnettracer.agent.identity, the
+reference implementation of the hashes, fed with fields taken from the scapy packet.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.inet6 import IPv6
+from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
+from scapy.layers.vxlan import VXLAN
+
+from vnettracer.agent import identity, libbpf
+from vnettracer.agent.record import F_EGRESS, F_ENCAP, F_IDENTITY, F_IPV6, F_VLAN, ID_HASH, ID_PAYLOAD, ID_TAG
+from vnettracer.agent.tracer import Tracer, netns_cookie
+
+TP_IN, TP_OUT = 1, 2
+A, B = "10.244.1.11", "10.244.2.11"
+TAG_OPT = (253, bytes.fromhex("564e") + (0xDEADBEEF).to_bytes(4, "big"))
+
+
+def make(tracer_kw: dict | None = None, sample_n: int = 1) -> Tracer:
+    t = Tracer(**(tracer_kw or {}), ring_bytes=1 << 20)
+    cookie = netns_cookie()  # test runs happen on lo of this namespace
+    t.set_hook(cookie, 1, False, TP_IN, sample_n)
+    t.set_hook(cookie, 1, True, TP_OUT, sample_n)
+    return t
+
+
+@pytest.fixture(scope="module")
+def shared(root):
+    t = make()
+    yield t
+    t.close()
+
+
+@pytest.fixture
+def tracer(shared):
+    """One loaded object for the module (a load verifies for ~1 s); clean counters and ring per test."""
+    shared.ring.read()
+    shared.reset_counters()
+    return shared
+
+
+def run(t: Tracer, pkt, egress: bool = False):
+    raw = bytes(pkt)
+    rc, _ = libbpf.test_run(t.prog[egress], raw)
+    assert rc == -1  # TC_ACT_UNSPEC: the tracer never changes a packet's fate
+    ev = t.ring.read()
+    return ev
+
+
+def one(t: Tracer, pkt, egress: bool = False):
+    ev = run(t, pkt, egress)
+    assert len(ev) == 1, f"expected one event, got {len(ev)}"
+    return ev[0]
+
+
+def tcp_fields(ip, tcp) -> dict:
+    return dict(src=ip.src, dst=ip.dst, proto=6, sport=tcp.sport, dport=tcp.dport,
+                ip_id=getattr(ip, "id", 0) if isinstance(ip, IP) else 0,
+                payload_len=len(bytes(tcp.payload)), seq=tcp.seq, ack=tcp.ack)
+
+
+def test_udp_plain_payload_identity(tracer):
+    payload = b"0123456789abcdef-and-more"
+    pkt = Ether() / IP(src=A, dst=B, id=77) / UDP(sport=1234, dport=12345) / payload
+    ev = one(tracer, pkt)
+    assert ev["flags"] & F_IDENTITY == ID_PAYLOAD and ev["l4proto"] == 17 and ev["tracepoint"] == TP_IN
+    assert ev["packet_id"] == identity.payload_hash(A, B, 1234, 12345, 77, payload)
+    assert ev["flow_hash"] == identity.flow_hash(A, B, 17, 1234, 12345)
+    assert ev["len"] == len(bytes(pkt))
+    assert not ev["flags"] & (F_ENCAP | F_EGRESS | F_IPV6 | F_VLAN)
+
+
+def test_udp_payload_distinguishes_messages(tracer):
+    ids = {int(one(tracer, Ether() / IP(src=A, dst=B, id=0) / UDP(sport=5, dport=6) / f"message-{i:04d}")["packet_id"])
+           for i in range(50)}
+    assert len(ids) == 50  # IP id 0 (DF, unconnected): only the payload tells them apart
+
+
+def test_tcp_hash_identity(tracer):
+    tcp = TCP(sport=40000, dport=5201, seq=1000, ack=2000, flags="PA", options=[("NOP", None), ("NOP", None),
+                                                                               ("Timestamp", (1, 2))])
+    ip = IP(src=A, dst=B, id=4242)
+    pkt = Ether() / ip / tcp / (b"x" * 100)
+    ev = one(tracer, pkt, egress=True)
+    assert ev["flags"] & F_IDENTITY == ID_HASH and ev["flags"] & F_EGRESS and ev["tracepoint"] == TP_OUT
+    assert ev["packet_id"] == identity.packet_hash(**tcp_fields(ip, pkt[TCP]))
+
+
+def test_tcp_tag_identity_among_other_options(tracer):
+    opts = [("MSS", 1400), ("SAckOK", b""), ("Timestamp", (5, 6)), ("NOP", None), ("NOP", None), TAG_OPT]
+    pkt = Ether() / IP(src=A, dst=B) / TCP(sport=1, dport=2, options=opts) / b"data"
+    assert len(pkt[TCP].options) == 6
+    ev = one(tracer, pkt)
+    assert ev["flags"] & F_IDENTITY == ID_TAG and ev["packet_id"] == 0xDEADBEEF
+    # a tag after SACK blocks, in the last bytes of the 40-byte option space
+    sack = [("NOP", None), ("NOP", None), ("SAck", (1, 2, 3, 4)), ("NOP", None), ("NOP", None), ("Timestamp", (7, 8)),
+            TAG_OPT]
+    pkt = Ether(bytes(Ether() / IP(src=A, dst=B) / TCP(sport=1, dport=2, options=sack) / b"data"))
+    assert pkt[TCP].dataofs * 4 - 20 == 40
+    assert one(tracer, pkt)["packet_id"] == 0xDEADBEEF
+
+
+def test_tcp_option_with_other_exid_is_not_a_tag(tracer):
+    other = (253, bytes.fromhex("1234") + (7).to_bytes(4, "big"))
+    ip = IP(src=A, dst=B, id=9)
+    pkt = Ether() / ip / TCP(sport=1, dport=2, options=[other]) / b"data"
+    ev = one(tracer, pkt)
+    assert ev["flags"] & F_IDENTITY == ID_HASH
+    assert ev["packet_id"] == identity.packet_hash(**tcp_fields(ip, pkt[TCP]))
+
+
+@pytest.mark.parametrize("tags", [[Dot1Q(vlan=10)], [Dot1AD(vlan=20), Dot1Q(vlan=30)]], ids=["802.1Q", "QinQ"])
+def test_vlan(tracer, tags):
+    inner = IP(src=A, dst=B, id=5) / UDP(sport=7, dport=8) / b"vlan-payload"
+    pkt = Ether()
+    for t in tags:
+        pkt = pkt / t
+    ev = one(tracer, pkt / inner)
+    plain = one(tracer, Ether() / inner)
+    assert ev["flags"] & F_VLAN and ev["packet_id"] == plain["packet_id"] and ev["flow_hash"] == plain["flow_hash"]
+
+
+@pytest.mark.parametrize("port", [8472, 4789])
+def test_vxlan_inner_packet_is_followed(tracer, port):
+    inner = Ether() / IP(src=A, dst=B, id=31) / TCP(sport=3, dport=4, seq=10, ack=20, options=[TAG_OPT]) / b"in"
+    outer = Ether() / IP(src="10.199.1.11", dst="10.199.1.12") / UDP(sport=5555, dport=port) / VXLAN(vni=1) / inner
+    ev = one(tracer, outer)
+    plain = one(tracer, inner)
+    assert ev["flags"] & F_ENCAP and not plain["flags"] & F_ENCAP
+    assert ev["packet_id"] == plain["packet_id"] == 0xDEADBEEF
+    assert ev["flow_hash"] == plain["flow_hash"] == identity.flow_hash(A, B, 6, 3, 4)
+    assert ev["len"] == len(bytes(outer))
+
+
+def test_vxlan_port_is_configurable(root):
+    t = make({"vxlan_ports": [9999]})
+    try:
+        inner = Ether() / IP(src=A, dst=B) / UDP(sport=1, dport=2) / b"in"
+        on_8472 = Ether() / IP(src="10.199.1.11", dst="10.199.1.12") / UDP(sport=5, dport=8472) / VXLAN() / inner
+        on_9999 = Ether() / IP(src="10.199.1.11", dst="10.199.1.12") / UDP(sport=5, dport=9999) / VXLAN() / inner
+        assert not one(t, on_8472)["flags"] & F_ENCAP  # not a VXLAN port here: the outer UDP packet is traced
+        assert one(t, on_9999)["flags"] & F_ENCAP
+    finally:
+        t.close()
+
+
+def test_ipv6(tracer):
+    s6, d6 = "fd00::1", "fd00::2"
+    tcp = TCP(sport=10, dport=20, seq=5, ack=6)
+    pkt = Ether() / IPv6(src=s6, dst=d6) / tcp / b"six"
+    ev = one(tracer, pkt)
+    assert ev["flags"] & F_IPV6 and ev["flags"] & F_IDENTITY == ID_HASH
+    assert ev["packet_id"] == identity.packet_hash(s6, d6, 6, 10, 20, 0, 3, 5, 6)
+    assert ev["flow_hash"] == identity.flow_hash(s6, d6, 6, 10, 20)
+    ev = one(tracer, Ether() / IPv6(src=s6, dst=d6) / UDP(sport=1, dport=2) / b"udp6-payload")
+    assert ev["packet_id"] == identity.payload_hash(s6, d6, 1, 2, 0, b"udp6-payload")
+
+
+def counters(t: Tracer, tp: int = TP_IN) -> dict:
+    return t.counters()[tp]
+
+
+def test_non_ip_is_counted_not_traced(tracer):
+    assert len(run(tracer, Ether() / ARP(psrc=A, pdst=B))) == 0
+    c = counters(tracer)
+    assert c["not_ip"] == 1 and c["parse_fail"] == 0 and c["seen"] == 1
+
+
+def test_truncated_at_every_byte_is_a_parse_failure(tracer):
+    inner = Ether() / IP(src=A, dst=B) / TCP(sport=3, dport=4, options=[("Timestamp", (1, 2)), TAG_OPT]) / b"payload"
+    pkt = bytes(Ether() / IP(src="10.199.1.11", dst="10.199.1.12") / UDP(sport=5, dport=8472) / VXLAN() / inner)
+    headers_end = len(pkt) - len(b"payload")
+    # the kernel's test run itself refuses IPv4 frames shorter than Ethernet + IPv4 header (34 bytes)
+    for cut in (10, 14, 33):
+        with pytest.raises(OSError) as e:
+            libbpf.test_run(tracer.prog[False], pkt[:cut])
+        assert e.value.errno == errno.EINVAL
+    tried = 0
+    for cut in range(34, headers_end):  # every cut inside outer UDP, VXLAN, inner L2/L3/L4, options
+        assert len(run(tracer, pkt[:cut])) == 0, f"truncated at {cut} bytes must not be emitted"
+        tried += 1
+    c = counters(tracer)
+    assert tried == headers_end - 34 > 60
+    assert c["parse_fail"] == tried and c["emitted"] == 0
+    assert len(run(tracer, pkt)) == 1  # and the whole packet is fine
+
+
+BOGUS = {
+    "ihl below 5": Ether() / IP(src=A, dst=B, ihl=4) / UDP() / b"x",
+    "total length below header": Ether() / IP(src=A, dst=B, len=10) / UDP() / b"x",
+    "tcp data offset below 5": Ether() / IP(src=A, dst=B) / TCP(dataofs=4) / b"x",
+    "tcp data offset beyond packet": Ether() / IP(src=A, dst=B, len=60) / TCP(dataofs=15) / b"x",
+    "udp length below header": Ether() / IP(src=A, dst=B) / UDP(len=4) / b"x",
+    "udp length beyond ip": Ether() / IP(src=A, dst=B, len=40) / UDP(len=400) / (b"x" * 12),
+    "option length 0": Ether() / IP(src=A, dst=B) / TCP(dataofs=6) / bytes([253, 0, 1, 1]) / b"x",
+    "option length 1": Ether() / IP(src=A, dst=B) / TCP(dataofs=6) / bytes([1, 253, 1, 1]) / b"x",
+    "option beyond options": Ether() / IP(src=A, dst=B) / TCP(dataofs=6, options=[]) / bytes([253, 8, 0x56, 0x4E]) / b"x",
+    "ip version 5": Ether(type=0x0800) / bytes(IP(src=A, dst=B, version=5) / UDP() / b"x"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BOGUS))
+def test_bogus_lengths_are_parse_failures(tracer, name):
+    assert len(run(tracer, BOGUS[name])) == 0
+    c = counters(tracer)
+    assert c["parse_fail"] == 1 and c["emitted"] == 0
+
+
+def test_flow_filter_in_kernel(root):
+    t = make({"flows": [{"proto": "udp", "src": f"{A}/32", "dst": "10.244.2.0/24", "dport": 53, "both_directions": True}]})
+    try:
+        assert len(run(t, Ether() / IP(src=A, dst=B) / UDP(sport=999, dport=53) / b"q")) == 1
+        assert len(run(t, Ether() / IP(src=B, dst=A) / UDP(sport=53, dport=999) / b"r")) == 1  # reverse direction
+        assert len(run(t, Ether() / IP(src=A, dst=B) / UDP(sport=999, dport=54) / b"q")) == 0
+        assert len(run(t, Ether() / IP(src=A, dst=B) / TCP(sport=999, dport=53) / b"q")) == 0
+        assert len(run(t, Ether() / IP(src="10.244.3.3", dst=B) / UDP(sport=999, dport=53) / b"q")) == 0
+        c = counters(t)
+        assert c["filtered"] == 3 and c["emitted"] == 2
+    finally:
+        t.close()
+
+
+def test_sampling_is_coherent_across_hooks(tracer):
+    t = tracer
+    cookie = netns_cookie()
+    t.set_hook(cookie, 1, False, TP_IN, 4)
+    t.set_hook(cookie, 1, True, TP_OUT, 4)
+    try:
+        pkts = [Ether() / IP(src=A, dst=B, id=i) / TCP(sport=1, dport=2, seq=i * 1000) / b"s" for i in range(2000)]
+        kept_in = {int(e["packet_id"]) for p in pkts for e in run(t, p, egress=False)}
+        kept_out = {int(e["packet_id"]) for p in pkts for e in run(t, p, egress=True)}
+        assert kept_in == kept_out  # the same packets at every hook
+        assert 400 < len(kept_in) < 600  # about 1 in 4
+        assert counters(t, TP_IN)["sampled_out"] == 2000 - len(kept_in)
+    finally:
+        t.set_hook(cookie, 1, False, TP_IN, 1)
+        t.set_hook(cookie, 1, True, TP_OUT, 1)
+
+
+def test_packets_at_unknown_hooks_are_ignored(tracer):
+    libbpf.map_delete(tracer.hooks_fd, bytes(16))  # nothing registered for this key anyway
+    t2 = Tracer(ring_bytes=1 << 20)  # a tracer with no hooks registered
+    try:
+        assert len(run(t2, Ether() / IP(src=A, dst=B) / UDP() / b"x")) == 0
+    finally:
+        t2.close()
