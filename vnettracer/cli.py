@@ -26,12 +26,14 @@ lab_app = typer.Typer(no_args_is_help=True, help="The embedded lab: hosts made o
 hosts_app = typer.Typer(no_args_is_help=True, help="Hosts of a lab or an inventory.")
 spec_app = typer.Typer(no_args_is_help=True, help="Experiment files.")
 exp_app = typer.Typer(no_args_is_help=True, help="Run experiments end to end.")
+trace_app = typer.Typer(no_args_is_help=True, help="Tracer agents of an experiment (roles/tracer).")
 agent_app = typer.Typer(no_args_is_help=True, help="The tracer agent of one host (started by roles/tracer).")
 app.add_typer(lab_app, name="lab")
 app.add_typer(hosts_app, name="hosts")
 app.add_typer(spec_app, name="spec")
 app.add_typer(exp_app, name="experiment")
 app.add_typer(agent_app, name="agent")
+app.add_typer(trace_app, name="trace")
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
@@ -175,6 +177,52 @@ def experiment_run(
     for d in dirs:
         report = d / "report.md"
         out.print(f"  results: {d}" + ("" if report.exists() else "  (no report: nothing was measured, see meta.json)"))
+
+
+@trace_app.command("start")
+def trace_start(
+    experiment: str = typer.Argument(..., help="experiment name or .yml file"),
+    run_id: Optional[str] = typer.Option(None, help="names the spool folder on each host (default: a time stamp)"),
+) -> None:
+    """Start the agents on every traced host; returns once every hook is attached."""
+    from vnettracer import trace
+
+    r = trace._one(experiment)
+    rid = run_id or time.strftime("%Y%m%d-%H%M%S")
+    res = trace.start(r, rid, trace.adhoc_workdir(r), progress=_progress)
+    _stop_bar()
+    for host, hr in sorted(res.hosts.items()):
+        out.print(f"{host}: {hr.reports.get('agent', 'no tracepoints here')}")
+    out.print(f"tracing run {rid} ({len(r.experiment.tracepoints)} tracepoints) in {res.seconds:.1f} s")
+
+
+@trace_app.command("stop")
+def trace_stop(experiment: str = typer.Argument(..., help="experiment name or .yml file")) -> None:
+    """Stop the agents; every hook is detached."""
+    from vnettracer import trace
+
+    r = trace._one(experiment)
+    res = trace.stop(r, trace.adhoc_workdir(r), progress=_progress)
+    _stop_bar()
+    out.print(f"agents stopped on {len(res.hosts)} hosts in {res.seconds:.1f} s")
+
+
+@trace_app.command("status")
+def trace_status(experiment: str = typer.Argument(..., help="experiment name or .yml file")) -> None:
+    """Per tracepoint: events seen, emitted, filtered, dropped, parse failures."""
+    from vnettracer import trace
+
+    r = trace._one(experiment)
+    stats = trace.status(r, trace.adhoc_workdir(r), progress=_progress)
+    _stop_bar()
+    t = Table("host", "tracepoint", "id", "seen", "emitted", "filtered", "sampled out", "dropped", "parse fail")
+    for host, st in sorted(stats.items()):
+        if not st:
+            t.add_row(host, "[dim]no agent[/dim]", "", "", "", "", "", "", "")
+        for name, c in (st.get("tracepoints") or {}).items():
+            t.add_row(host, name, str(c["id"]), *(str(c[k]) for k in
+                      ("seen", "emitted", "filtered", "sampled_out", "dropped", "parse_fail")))
+    out.print(t)
 
 
 @agent_app.command("run")

@@ -139,9 +139,12 @@ class Agent:
         if pid and pid != os.getpid() and _alive(pid):
             raise RuntimeError(f"another agent (pid {pid}) is running on this host; stop it first")
         removed = []
-        for a in state.get("hooks", []):
+        hooks = state.get("hooks", [])
+        for i, a in enumerate(hooks):
             h = Hook(**a["hook"])
-            if detach_hook(h, None, a.get("created_clsact", False)):
+            rest = [Hook(**b["hook"]) for b in hooks[i + 1:]]
+            last_on_device = not any((o.netns, o.device) == (h.netns, h.device) for o in rest)
+            if detach_hook(h, None, a.get("created_clsact", False) and last_on_device):
                 removed.append(str(h))
         sf.unlink()
         if removed:

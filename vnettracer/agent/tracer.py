@@ -118,6 +118,8 @@ class Tracer:
     def attach(self, hook: Hook, tracepoint: int, sample_n: int = 1) -> Attached:
         if not 0 < tracepoint < 256:
             raise ValueError(f"tracepoint id {tracepoint} out of range 1..255")
+        if hook in self.attached:
+            raise ValueError(f"hook {hook} is already attached as tracepoint {self.attached[hook].tracepoint}")
         with in_netns(hook.netns):
             try:
                 ifindex = socket.if_nametoindex(hook.device)
@@ -126,6 +128,9 @@ class Tracer:
             cookie = netns_cookie()
             self.set_hook(cookie, ifindex, hook.egress, tracepoint, sample_n)
             created = libbpf.tc_attach(ifindex, hook.egress, self.prog[hook.egress], TC_HANDLE, TC_PRIORITY)
+        # the clsact qdisc is per device: whoever of our hooks found it missing owns it for the device
+        created = created or any(a.created_clsact for a in self.attached.values()
+                                 if (a.hook.netns, a.hook.device) == (hook.netns, hook.device))
         a = Attached(hook, tracepoint, ifindex, cookie, created)
         self.attached[hook] = a
         return a
@@ -142,7 +147,8 @@ class Tracer:
 
     def detach(self, hook: Hook) -> None:
         a = self.attached.pop(hook)
-        detach_hook(a.hook, a.ifindex, a.created_clsact)
+        last_on_device = not any((o.netns, o.device) == (hook.netns, hook.device) for o in self.attached)
+        detach_hook(a.hook, a.ifindex, a.created_clsact and last_on_device)
         key = pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex, egress=int(a.hook.egress))
         libbpf.map_delete(self.hooks_fd, key)
 

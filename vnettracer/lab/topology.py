@@ -22,6 +22,15 @@ TOPOLOGIES = ("flannel-vxlan", "bridge")
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
 
+class ClockEmulation(BaseModel):
+    """Emulated clock error of one lab host (all lab hosts really share one clock): the host's
+    agent reports wall time off by `offset_us` plus `drift_ppm` of the time elapsed."""
+
+    model_config = ConfigDict(extra="forbid")
+    offset_us: float = Field(0.0, ge=-60e6, le=60e6)
+    drift_ppm: float = Field(0.0, ge=-1000, le=1000)
+
+
 class LabOptions(BaseModel):
     """Knobs of the embedded lab. Addresses exist only inside the lab's namespaces."""
 
@@ -34,6 +43,7 @@ class LabOptions(BaseModel):
     pod_cidr: IPv4Network = IPv4Network("10.244.0.0/16")
     vxlan_port: int = Field(8472, ge=1, le=65535)
     vni: int = Field(1, ge=1, le=16777215)
+    clock_emulation: dict[str, ClockEmulation] = {}  # host name -> emulated clock error
 
     @model_validator(mode="after")
     def _ranges(self) -> "LabOptions":
@@ -145,6 +155,10 @@ def plan(topology: str = "flannel-vxlan", options: LabOptions | None = None) -> 
             opts = opts.model_copy(update={"containers_per_host": 2})
     elif opts.hosts < 2:
         raise ValueError("topology 'flannel-vxlan' needs at least 2 traced hosts")
+    known = [f"host{i}" for i in range(1, opts.hosts + 1)]
+    for name in opts.clock_emulation:
+        if name not in known:
+            raise ValueError(f"clock_emulation names unknown host '{name}'; traced hosts: {', '.join(known)}")
 
     def iface(net: IPv4Network, index: int) -> IPv4Interface:
         return IPv4Interface(f"{net[index]}/{net.prefixlen}")

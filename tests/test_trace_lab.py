@@ -1,0 +1,161 @@
+"""The tracer on the lab, deployed by roles/tracer through Ansible, on real traffic across VXLAN."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pandas as pd
+import pytest
+
+from netutil import echo
+from vnettracer import spec, trace
+from vnettracer.agent.agent import request
+from vnettracer.agent.record import ID_HASH, ID_PAYLOAD
+from vnettracer.agent.spool import read_spool
+
+RUN = None
+
+
+@pytest.fixture(scope="module")
+def quickstart():
+    return spec.load("quickstart")[0]
+
+
+def filters(lab) -> dict[str, list[str]]:
+    """Every tc filter and clsact qdisc in the lab's traced namespaces: 'ns dev dir' -> lines."""
+    out = {}
+    for h in lab.plan.traced():
+        for ns in [h.netns] + [c.netns for c in h.containers]:
+            devs = subprocess.run(["ip", "netns", "exec", ns, "ls", "/sys/class/net"], capture_output=True,
+                                  text=True).stdout.split()
+            for d in devs:
+                for direction in ("ingress", "egress"):
+                    r = subprocess.run(["ip", "netns", "exec", ns, "tc", "filter", "show", "dev", d, direction],
+                                       capture_output=True, text=True)
+                    lines = [ln for ln in r.stdout.splitlines() if "handle" in ln]
+                    if lines:
+                        out[f"{ns} {d} {direction}"] = lines
+                q = subprocess.run(["ip", "netns", "exec", ns, "tc", "qdisc", "show", "dev", d], capture_output=True,
+                                   text=True).stdout
+                if "clsact" in q:
+                    out.setdefault(f"{ns} {d} clsact", []).append(q.strip())
+    return out
+
+
+def events(lab, run_id: str) -> pd.DataFrame:
+    frames = []
+    for h in ("host1", "host2"):
+        t = read_spool(lab.dir / "hosts" / h / "state" / "spool" / run_id).to_pandas()
+        t["host"] = h
+        frames.append(t)
+    return pd.concat(frames, ignore_index=True)
+
+
+def stats(lab, host: str, run_id: str) -> dict:
+    return json.loads((lab.dir / "hosts" / host / "state" / "spool" / run_id / "stats.json").read_text())
+
+
+def traffic(lab, n: int = 20) -> None:
+    c1, c2 = lab.plan.host("host1").containers[0], lab.plan.host("host2").containers[0]
+    assert echo(c1.netns, c2.netns, str(c2.ip.ip), "tcp", 40000, [f"t{i}" for i in range(n)]) == [f"t{i}" for i in range(n)]
+    assert echo(c1.netns, c2.netns, str(c2.ip.ip), "udp", 40001, [f"u{i:03d}" for i in range(n)]) == [f"u{i:03d}" for i in range(n)]
+
+
+def test_all_hooks_both_directions(lab, quickstart, tmp_path):
+    exp = quickstart.experiment
+    try:
+        trace.start(quickstart, "full", tmp_path)
+        assert len(filters(lab)) == 20 + 10  # 20 filters, 10 devices with a clsact of ours
+        traffic(lab)
+        time.sleep(1.5)  # the agents drain every few ms and write stats every second
+    finally:
+        trace.stop(quickstart, tmp_path)
+    assert filters(lab) == {}, "trace stop must leave no filter and no qdisc of ours"
+
+    ev = events(lab, "full")
+    ids = exp.tracepoint_ids
+    for path in exp.paths:
+        hooks = [ids[n] for n in path.tracepoints]
+        on_path = ev[ev.tracepoint.isin(hooks)]
+        counts = on_path.groupby("tracepoint").size().reindex(hooks, fill_value=0)
+        assert counts.nunique() == 1 and counts.iloc[0] > 0, f"{path.name}: counts differ per hook:\n{counts}"
+        # every packet of the first hook is at every hook of the path, in path order (one clock here)
+        first = on_path[on_path.tracepoint == hooks[0]]
+        wide = on_path.pivot_table(index=["flow_hash", "packet_id"], columns="tracepoint", values="ts_ns", aggfunc="min")
+        wide = wide.loc[list(zip(first.flow_hash, first.packet_id)), hooks]
+        assert not wide.isna().any().any(), f"{path.name}: packets missing at some hook"
+        assert (wide.diff(axis=1).iloc[:, 1:] >= 0).all().all(), f"{path.name}: hooks out of path order"
+        kinds = set(on_path["flags"] & 0x03)
+        assert kinds == {ID_HASH, ID_PAYLOAD}  # TCP by header hash, UDP by payload (no tags without tagging)
+        # the underlay hooks see the packets inside VXLAN
+        under = [ids[n] for n in path.tracepoints if "eth0" in n and n.startswith(("h1-", "h2-"))]
+        assert (on_path[on_path.tracepoint.isin(under)]["flags"] & 0x04).all()
+    for host in ("host1", "host2"):
+        for name, c in stats(lab, host, "full")["tracepoints"].items():
+            assert c["dropped"] == 0 and c["parse_fail"] == 0, (host, name, c)
+
+
+def prog_ids(f: dict[str, list[str]]) -> dict[str, str]:
+    return {k: v[0].split(" id ")[1].split()[0] for k, v in f.items() if "clsact" not in k}
+
+
+def test_sigkilled_agent_leaves_no_stale_hooks(lab, quickstart, tmp_path):
+    state = lab.dir / "hosts" / "host1" / "state"
+    try:
+        trace.start(quickstart, "k1", tmp_path)
+        os.kill(int((state / "run" / "agent.pid").read_text()), signal.SIGKILL)
+        subprocess.run(lab.ssh_argv("host2", "kill -TERM $(cat /var/lib/vnettracer/run/agent.pid)"), check=True)
+        time.sleep(1)
+        stale = prog_ids(filters(lab))
+        assert len(stale) == 10 and all(k.startswith("vnt-host1") for k in stale)  # the dead agent's hooks
+
+        trace.start(quickstart, "k2", tmp_path)
+        now = filters(lab)
+        assert all(len(v) == 1 for v in now.values()), "duplicate filters after restart"
+        fresh = prog_ids(now)
+        assert len(fresh) == 20
+        assert all(fresh[k] != stale[k] for k in stale), "host1 hooks must be the new agent's programs"
+        log = (state / "log" / "agent-k2.log").read_text()
+        assert "removed 10 hooks left by a dead agent" in log
+    finally:
+        trace.stop(quickstart, tmp_path)
+    assert filters(lab) == {}
+
+
+def test_runtime_change_through_control_socket(lab, quickstart, tmp_path):
+    sock = lab.dir / "hosts" / "host1" / "state" / "run" / "agent.sock"
+    ids = quickstart.experiment.tracepoint_ids
+    again = {"id": 30, "name": "h1-cni0-in-again", "device": "cni0", "direction": "ingress"}
+    marks = []
+    try:
+        trace.start(quickstart, "ctl", tmp_path)
+        traffic(lab, 5)
+        marks.append(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+        assert request(sock, {"cmd": "remove", "name": "h1-cni0-in"}) == {"ok": True}
+        traffic(lab, 5)
+        marks.append(time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+        assert request(sock, {"cmd": "add", "tracepoint": again}) == {"ok": True}
+        traffic(lab, 5)
+        dup = request(sock, {"cmd": "add", "tracepoint": {**again, "id": 31, "name": "dup"}})
+        assert not dup["ok"] and "already" in dup["error"]
+        bad = request(sock, {"cmd": "add", "tracepoint": {**again, "id": 32, "name": "x", "device": "nope0"}})
+        assert not bad["ok"] and "no device nope0" in bad["error"]
+        st = request(sock, {"cmd": "stats"})["stats"]
+        assert "h1-cni0-in" not in st["attached"] and "h1-cni0-in-again" in st["attached"]
+        time.sleep(0.5)
+    finally:
+        trace.stop(quickstart, tmp_path)
+    ev = events(lab, "ctl")
+    h1 = ev[ev.host == "host1"]
+    first = h1[h1.tracepoint == ids["h1c1-eth0-eg"]]
+    rounds = [first[first.ts_ns < marks[0]], first[(first.ts_ns > marks[0]) & (first.ts_ns < marks[1])],
+              first[first.ts_ns > marks[1]]]
+    assert all(len(r) > 0 for r in rounds) and len(rounds[0]) == len(rounds[2])
+    removed, added = h1[h1.tracepoint == ids["h1-cni0-in"]], h1[h1.tracepoint == 30]
+    assert set(removed.packet_id) == set(rounds[0].packet_id)  # only before the remove
+    assert set(added.packet_id) == set(rounds[2].packet_id)    # only after the add
+    assert filters(lab) == {}

@@ -1,0 +1,96 @@
+"""Deploy stage: start, stop and query the tracer agents of an experiment through roles/tracer.
+
+The spec decides what each host traces; this module turns it into one agent config per host
+(tracepoint ids, namespaces, flows, sampling, the lab's clock emulation) and hands them to the role.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from vnettracer import ROOT, lab
+from vnettracer.errors import VntError
+from vnettracer.orchestrate import PlaybookResult, run_playbook
+from vnettracer.spec import Run, load
+
+BPF_OBJECT = ROOT / "build" / "bpf" / "trace.bpf.o"
+
+
+def agent_configs(run: Run, run_id: str) -> dict[str, dict]:
+    """Agent config of every host that has tracepoints (AgentConfig fields, JSON-ready)."""
+    exp = run.experiment
+    ids = exp.tracepoint_ids
+    hosts = exp.host_names()
+    clocks = exp.lab.options.clock_emulation if exp.lab else {}
+    per_host: dict[str, list[dict]] = {}
+    for tp in exp.tracepoints:
+        if tp.kind != "tc":
+            raise VntError(f"tracepoint {tp.name}: kind '{tp.kind}' is not supported by the agent yet (use tc)")
+        netns = hosts[tp.host].containers[tp.netns].netns if tp.netns else None
+        per_host.setdefault(tp.host, []).append(
+            {"id": ids[tp.name], "name": tp.name, "netns": netns, "device": tp.device, "direction": tp.direction})
+    flows = [{k: (str(v) if v is not None and k in ("src", "dst") else v) for k, v in f.model_dump().items()}
+             for f in exp.flows]
+    out = {}
+    for host, tps in per_host.items():
+        c = clocks.get(host)
+        out[host] = {
+            "host": host, "run_id": run_id, "tracepoints": tps, "flows": flows,
+            "vxlan_ports": exp.tracer.vxlan_ports, "sampling": exp.tracer.sampling,
+            "rotate_mb": exp.sinks.spool.rotate_mb,
+            "clock_offset_ns": int(c.offset_us * 1000) if c else 0, "clock_drift_ppm": c.drift_ppm if c else 0.0,
+        }
+    return out
+
+
+def _target(run: Run) -> tuple[Path, dict]:
+    """Inventory and extra vars for the experiment's hosts (the running lab, or its inventory)."""
+    exp = run.experiment
+    if exp.lab is not None:
+        l = lab.require()
+        if l.plan.topology != exp.lab.topology or {h.name for h in l.plan.hosts} != set(exp.host_names()):
+            raise VntError(f"the lab that is up ({l.plan.topology}, hosts {', '.join(h.name for h in l.plan.hosts)}) "
+                           f"is not the one {exp.name} needs; run `vnettracer lab up` with its topology")
+        # lab hosts share this machine's files: they run the agent from this very venv
+        return l.inventory, {"tracer_python": sys.executable}
+    return run.resolve(exp.inventory.file), {}
+
+
+def _one(name_or_file: str) -> Run:
+    runs = load(name_or_file)
+    if len(runs) > 1:
+        raise VntError(f"{name_or_file} has loop variables ({len(runs)} runs); trace one run with `experiment run`")
+    return runs[0]
+
+
+def start(run: Run, run_id: str, workdir: Path, progress: Callable[[str], None] | None = None) -> PlaybookResult:
+    if not BPF_OBJECT.is_file():
+        raise VntError(f"{BPF_OBJECT} is missing; run `make bpf`")
+    inventory, extra = _target(run)
+    configs = agent_configs(run, run_id)
+    return run_playbook("trace-start", inventory, workdir, progress=progress, extravars={
+        **extra, "tracer_run_id": run_id, "tracer_configs": configs, "tracer_bpf_object": str(BPF_OBJECT),
+    }).raise_for_failures()
+
+
+def stop(run: Run, workdir: Path, progress: Callable[[str], None] | None = None) -> PlaybookResult:
+    inventory, extra = _target(run)
+    return run_playbook("trace-stop", inventory, workdir, progress=progress, extravars=extra).raise_for_failures()
+
+
+def status(run: Run, workdir: Path, progress: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """Per host: the agent's stats, or {} when no agent runs there."""
+    inventory, extra = _target(run)
+    r = run_playbook("trace-status", inventory, workdir, progress=progress, extravars=extra).raise_for_failures()
+    return {h: hr.reports.get("agent") or {} for h, hr in r.hosts.items()}
+
+
+def adhoc_workdir(run: Run) -> Path:
+    """Where Ansible state of `vnettracer trace ...` goes when it is run by hand."""
+    base = lab.lab_dir() / "trace" if run.experiment.lab else Path(run.source).parent / ".vnettracer"
+    d = base / time.strftime("%Y%m%d-%H%M%S")
+    d.mkdir(parents=True, exist_ok=True)
+    return d
