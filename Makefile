@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Debian packages the controller and the embedded lab hosts need (the lab hosts share this root fs).
 APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-apt \
                 clang llvm libbpf-dev libbpf1 bpftool \
-                socat iperf3 procps psmisc
+                socat iperf3 sockperf procps psmisc
 
 .PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean
 
@@ -78,3 +78,9 @@ build/bpf/%.bpf.o: bpf/%.bpf.c bpf/vnettracer.h bpf/vmlinux.h
 # Regenerate bpf/vmlinux.h from the running kernel's BTF (only needed for new kernel types).
 vmlinux:
 	bpftool btf dump file /sys/kernel/btf/vmlinux format c > bpf/vmlinux.h
+
+# Benchmarks (not tests): each prints its own table; see docs/benchmarks.md.
+.PHONY: bench
+bench: setup
+	$(VPY) bench/drain.py
+	$(VPY) bench/overhead.py

@@ -8,7 +8,6 @@ records; the kernel maps the data pages twice in a row, so a batch that wraps is
 from __future__ import annotations
 
 import mmap
-import struct
 
 import numpy as np
 
@@ -28,20 +27,21 @@ class RingBuffer:
         # consumer page (we write our position there), then producer page + data mapped twice
         self._cons = mmap.mmap(map_fd, self.page, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE, offset=0)
         self._prod = mmap.mmap(map_fd, self.page + 2 * size, mmap.MAP_SHARED, mmap.PROT_READ, offset=self.page)
+        # positions as 8-byte views: a numpy store is one aligned 8-byte write. (struct.pack_into
+        # writes byte by byte, and the kernel then sees torn consumer positions: spurious "ring full")
+        self._cons_pos = np.frombuffer(self._cons, "<u8", count=1)
+        self._prod_pos = np.frombuffer(self._prod, "<u8", count=1)
         self._rec = RECORD.itemsize
         self._want_len = EVENT.itemsize
         self.consumed = 0  # events read so far
 
-    def _pos(self, m: mmap.mmap) -> int:
-        return struct.unpack_from("<Q", m, 0)[0]
-
     def pending_bytes(self) -> int:
-        return self._pos(self._prod) - self._pos(self._cons)
+        return int(self._prod_pos[0]) - int(self._cons_pos[0])
 
     def read(self, max_events: int = 1 << 20) -> np.ndarray:
         """All committed events (up to max_events), as a copy; advances the consumer position."""
-        cons = self._pos(self._cons)
-        prod = self._pos(self._prod)
+        cons = int(self._cons_pos[0])
+        prod = int(self._prod_pos[0])
         n = min((prod - cons) // self._rec, max_events)
         if n <= 0:
             return np.empty(0, EVENT)
@@ -56,10 +56,11 @@ class RingBuffer:
             raise RuntimeError(f"ring buffer record of {bad & 0x3FFFFFFF} bytes; expected {self._want_len}")
         keep = (hdr & DISCARD_BIT) == 0
         events = recs["event"][keep].copy() if not keep.all() else recs["event"].copy()
-        struct.pack_into("<Q", self._cons, 0, cons + n * self._rec)
+        self._cons_pos[0] = cons + n * self._rec
         self.consumed += len(events)
         return events
 
     def close(self) -> None:
+        del self._cons_pos, self._prod_pos  # views must go before their mappings
         self._cons.close()
         self._prod.close()
