@@ -247,7 +247,11 @@ static __always_inline int parse_l3(struct __sk_buff *skb, void *cur, void *end,
 		p->seq = bpf_ntohl(th->seq);
 		p->ack = bpf_ntohl(th->ack_seq);
 		p->payload_len = l4_len - doff;
-		if (doff > sizeof(*th)) {
+		/* Linux's usual options (NOP, NOP, timestamps: 12 bytes) cannot hold a tag: skip the scan */
+		__u8 *o = (__u8 *)(th + 1);
+		int usual = doff == sizeof(*th) + 12 && (void *)(o + 4) <= end && o[0] == 1 && o[1] == 1 && o[2] == 8 &&
+			    o[3] == 10;
+		if (doff > sizeof(*th) && !usual) {
 			__u32 off = (void *)(th + 1) - (void *)(long)skb->data;
 			int r = vnt_find_tag(skb, off, doff - sizeof(*th), &p->tag);
 			if (r < 0)
@@ -372,32 +376,38 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 egress)
 		return TC_ACT_UNSPEC;
 	}
 
-	struct vnt_event ev = {};
 	__u8 kind = p.flags & VNT_F_IDENTITY;
+	__u64 packet_id;
 	if (kind == VNT_ID_TAG) {
-		ev.packet_id = p.tag;
+		packet_id = p.tag;
 	} else if (p.proto == IPPROTO_UDP) {
 		kind = VNT_ID_PAYLOAD;
-		ev.packet_id = payload_hash(&p);
+		packet_id = payload_hash(&p);
 	} else {
 		kind = VNT_ID_HASH;
-		ev.packet_id = packet_hash(&p);
+		packet_id = packet_hash(&p);
 	}
-	ev.flow_hash = flow_hash(&p);
+	__u64 fh = flow_hash(&p);
 	__u32 n = hook->sample_n;
-	if (n > 1 && ((ev.packet_id ^ ev.flow_hash) * 0x9E3779B97F4A7C15ULL >> 32) % n) {
+	if (n > 1 && ((packet_id ^ fh) * 0x9E3779B97F4A7C15ULL >> 32) % n) {
 		cnt->c[VNT_C_SAMPLED_OUT]++;
 		return TC_ACT_UNSPEC;
 	}
-	ev.ts_ns = bpf_ktime_get_ns();
-	ev.len = skb->len;
-	ev.tracepoint = key;
-	ev.flags = (p.flags & ~VNT_F_IDENTITY) | kind | (egress ? VNT_F_EGRESS : 0);
-	ev.l4proto = p.proto;
-	if (bpf_ringbuf_output(&vnt_events, &ev, sizeof(ev), BPF_RB_NO_WAKEUP))
+	/* written in place in the ring (no copy from the stack), made visible without a wakeup */
+	struct vnt_event *ev = bpf_ringbuf_reserve(&vnt_events, sizeof(*ev), 0);
+	if (!ev) {
 		cnt->c[VNT_C_DROPPED]++;
-	else
-		cnt->c[VNT_C_EMITTED]++;
+		return TC_ACT_UNSPEC;
+	}
+	ev->ts_ns = bpf_ktime_get_ns();
+	ev->packet_id = packet_id;
+	ev->flow_hash = fh;
+	ev->len = skb->len;
+	ev->tracepoint = key;
+	ev->flags = (p.flags & ~VNT_F_IDENTITY) | kind | (egress ? VNT_F_EGRESS : 0);
+	ev->l4proto = p.proto;
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	cnt->c[VNT_C_EMITTED]++;
 	return TC_ACT_UNSPEC;
 }
 

@@ -107,6 +107,14 @@ def test_tcp_tag_identity_among_other_options(tracer):
     assert one(tracer, pkt)["packet_id"] == 0xDEADBEEF
 
 
+def test_tag_in_twelve_option_bytes_is_found(tracer):
+    """12 option bytes usually mean NOP, NOP, timestamps (skipped fast); a tag there is still found."""
+    pkt = Ether() / IP(src=A, dst=B) / TCP(sport=1, dport=2, options=[("NOP", None), ("NOP", None), TAG_OPT,
+                                                                     ("NOP", None), ("NOP", None)]) / b"d"
+    assert len(bytes(pkt[TCP])) - 1 == 32
+    assert one(tracer, pkt)["packet_id"] == 0xDEADBEEF
+
+
 def test_tcp_option_with_other_exid_is_not_a_tag(tracer):
     other = (253, bytes.fromhex("1234") + (7).to_bytes(4, "big"))
     ip = IP(src=A, dst=B, id=9)

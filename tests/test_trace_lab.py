@@ -46,6 +46,24 @@ def filters(lab) -> dict[str, list[str]]:
     return out
 
 
+def links() -> list[tuple[int, int]]:
+    """(link id, prog id) of every tcx link to one of our programs (links are global objects)."""
+    progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True).stdout)
+    ours = {p["id"] for p in progs if p.get("name", "").startswith(("vnt_ingress", "vnt_egress"))}
+    lk = json.loads(subprocess.run(["bpftool", "-j", "link", "show"], capture_output=True, text=True).stdout)
+    return [(x["id"], x["prog_id"]) for x in lk if x.get("prog_id") in ours]
+
+
+def nothing_left(lab) -> None:
+    assert filters(lab) == {}, "no tc filter and no clsact qdisc of ours may stay"
+    assert links() == [], "no tcx link of ours may stay"
+
+
+def with_attach(run, mode: str):
+    exp = run.experiment.model_copy(update={"tracer": run.experiment.tracer.model_copy(update={"attach": mode})})
+    return run.model_copy(update={"experiment": exp})
+
+
 def events(lab, run_id: str) -> pd.DataFrame:
     frames = []
     for h in ("host1", "host2"):
@@ -69,12 +87,12 @@ def test_all_hooks_both_directions(lab, quickstart, tmp_path):
     exp = quickstart.experiment
     try:
         trace.start(quickstart, "full", tmp_path)
-        assert len(filters(lab)) == 20 + 10  # 20 filters, 10 devices with a clsact of ours
+        assert len(links()) == 20 and filters(lab) == {}  # tcx on this kernel: 20 links, no qdisc
         traffic(lab)
         time.sleep(1.5)  # the agents drain every few ms and write stats every second
     finally:
         trace.stop(quickstart, tmp_path)
-    assert filters(lab) == {}, "trace stop must leave no filter and no qdisc of ours"
+    nothing_left(lab)
 
     ev = events(lab, "full")
     ids = exp.tracepoint_ids
@@ -103,17 +121,20 @@ def prog_ids(f: dict[str, list[str]]) -> dict[str, str]:
     return {k: v[0].split(" id ")[1].split()[0] for k, v in f.items() if "clsact" not in k}
 
 
-def test_sigkilled_agent_leaves_no_stale_hooks(lab, quickstart, tmp_path):
+def test_sigkilled_agent_leaves_no_stale_hooks_clsact(lab, quickstart, tmp_path):
+    """tc filters outlive their process: the next agent removes what the dead one left."""
+    run = with_attach(quickstart, "clsact")
     state = lab.dir / "hosts" / "host1" / "state"
     try:
-        trace.start(quickstart, "k1", tmp_path)
+        trace.start(run, "k1", tmp_path)
+        assert len(prog_ids(filters(lab))) == 20 and links() == []
         os.kill(int((state / "run" / "agent.pid").read_text()), signal.SIGKILL)
         subprocess.run(lab.ssh_argv("host2", "kill -TERM $(cat /var/lib/vnettracer/run/agent.pid)"), check=True)
         time.sleep(1)
         stale = prog_ids(filters(lab))
         assert len(stale) == 10 and all(k.startswith("vnt-host1") for k in stale)  # the dead agent's hooks
 
-        trace.start(quickstart, "k2", tmp_path)
+        trace.start(run, "k2", tmp_path)
         now = filters(lab)
         assert all(len(v) == 1 for v in now.values()), "duplicate filters after restart"
         fresh = prog_ids(now)
@@ -122,8 +143,29 @@ def test_sigkilled_agent_leaves_no_stale_hooks(lab, quickstart, tmp_path):
         log = (state / "log" / "agent-k2.log").read_text()
         assert "removed 10 hooks left by a dead agent" in log
     finally:
+        trace.stop(run, tmp_path)
+    nothing_left(lab)
+
+
+def test_sigkilled_agent_leaves_no_stale_hooks_tcx(lab, quickstart, tmp_path):
+    """tcx links live as long as the agent's fds: the kernel removes a killed agent's hooks."""
+    state = lab.dir / "hosts" / "host1" / "state"
+    try:
+        trace.start(quickstart, "x1", tmp_path)
+        before = links()
+        assert len(before) == 20
+        os.kill(int((state / "run" / "agent.pid").read_text()), signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while len(links()) != 10 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert len(links()) == 10  # only host2's agent's hooks are left
+        subprocess.run(lab.ssh_argv("host2", "kill -TERM $(cat /var/lib/vnettracer/run/agent.pid)"), check=True)
+        trace.start(quickstart, "x2", tmp_path)
+        after = links()
+        assert len(after) == 20 and not set(after) & set(before)  # all new, none twice
+    finally:
         trace.stop(quickstart, tmp_path)
-    assert filters(lab) == {}
+    nothing_left(lab)
 
 
 def test_runtime_change_through_control_socket(lab, quickstart, tmp_path):
@@ -158,4 +200,4 @@ def test_runtime_change_through_control_socket(lab, quickstart, tmp_path):
     removed, added = h1[h1.tracepoint == ids["h1-cni0-in"]], h1[h1.tracepoint == 30]
     assert set(removed.packet_id) == set(rounds[0].packet_id)  # only before the remove
     assert set(added.packet_id) == set(rounds[2].packet_id)    # only after the add
-    assert filters(lab) == {}
+    nothing_left(lab)

@@ -133,6 +133,7 @@ Workload = Annotated[Union[UdpEcho, TcpRR, Iperf3], Field(discriminator="kind")]
 class Tracer(Strict):
     sampling: int = Field(1, ge=1, le=1_000_000)  # keep 1 in N packets, chosen by packet id
     vxlan_ports: list[int] = Field([8472, 4789], max_length=4)
+    attach: Literal["auto", "tcx", "clsact"] = "auto"  # tcx links (kernel >= 6.6) or tc clsact filters
 
 
 class Tagging(Strict):

@@ -39,7 +39,7 @@ def agent_configs(run: Run, run_id: str) -> dict[str, dict]:
         c = clocks.get(host)
         out[host] = {
             "host": host, "run_id": run_id, "tracepoints": tps, "flows": flows,
-            "vxlan_ports": exp.tracer.vxlan_ports, "sampling": exp.tracer.sampling,
+            "vxlan_ports": exp.tracer.vxlan_ports, "sampling": exp.tracer.sampling, "attach": exp.tracer.attach,
             "rotate_mb": exp.sinks.spool.rotate_mb,
             "clock_offset_ns": int(c.offset_us * 1000) if c else 0, "clock_drift_ppm": c.drift_ppm if c else 0.0,
         }

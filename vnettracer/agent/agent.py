@@ -48,6 +48,7 @@ class AgentConfig(BaseModel):
     flows: list[dict] = []
     vxlan_ports: list[int] = [8472, 4789]
     sampling: int = Field(1, ge=1)
+    attach: Literal["auto", "tcx", "clsact"] = "auto"
     ring_mb: int = Field(32, ge=1, le=1024)
     rotate_mb: int = Field(64, ge=1)
     poll_ms: float = Field(5.0, gt=0, le=1000)
@@ -184,6 +185,7 @@ class Agent:
             "spooled_events": self.spool.events if hasattr(self, "spool") else 0,
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
             "sampling": self.cfg.sampling,
+            "attach": self.tracer.attach_mode if self.tracer else None,
         }
 
     def run(self, ready=None) -> int:
@@ -198,7 +200,7 @@ class Agent:
         rc = 0
         try:
             self.remove_stale()
-            self.tracer = Tracer(cfg.bpf_object, cfg.flows, cfg.vxlan_ports, cfg.ring_mb << 20)
+            self.tracer = Tracer(cfg.bpf_object, cfg.flows, cfg.vxlan_ports, cfg.ring_mb << 20, cfg.attach)
             self.spool = Spool(cfg.spool_dir, cfg.rotate_mb << 20)
             for tp in cfg.tracepoints:
                 self.add(tp)
@@ -212,7 +214,7 @@ class Agent:
             sel = selectors.DefaultSelector()
             sel.register(server, selectors.EVENT_READ, None)
             self._write_stats()
-            self.log(f"agent ready: {len(self.tps)} tracepoints attached, spool {cfg.spool_dir}")
+            self.log(f"agent ready: {len(self.tps)} tracepoints attached ({self.tracer.attach_mode}), spool {cfg.spool_dir}")
             if ready:
                 ready(f"ready {len(self.tps)}")
             self._loop(sel, server, clock)

@@ -15,6 +15,7 @@ from ctypes import (POINTER, Structure, c_bool, c_char, c_char_p, c_int, c_size_
                     sizeof)
 
 BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2
+BPF_TCX_INGRESS, BPF_TCX_EGRESS = 46, 47  # enum bpf_attach_type, kernels >= 6.6
 BPF_TC_F_REPLACE = 1
 BPF_ANY = 0
 CLONE_NEWNET = 0x40000000
@@ -80,6 +81,7 @@ for name, res, args in [
     ("bpf_map_lookup_elem", c_int, [c_int, c_void_p, c_void_p]),
     ("bpf_map_delete_elem", c_int, [c_int, c_void_p]),
     ("bpf_prog_test_run_opts", c_int, [c_int, POINTER(TestRunOpts)]),
+    ("bpf_link_create", c_int, [c_int, c_int, c_int, c_void_p]),
     ("libbpf_num_possible_cpus", c_int, []),
 ]:
     fn = getattr(_lib, name)
@@ -193,6 +195,15 @@ def tc_attach(ifindex: int, egress: bool, prog_fd: int, handle: int, priority: i
     opts = _sized(TcOpts, prog_fd=prog_fd, flags=BPF_TC_F_REPLACE, handle=handle, priority=priority)
     _check(_lib.bpf_tc_attach(ctypes.byref(hook), ctypes.byref(opts)), f"tc attach ifindex {ifindex}")
     return rc == 0
+
+
+def tcx_attach(ifindex: int, egress: bool, prog_fd: int) -> int:
+    """Attach through a tcx link (no qdisc, no classifier chain). Returns the link fd: closing it
+    detaches, so a killed agent's hooks disappear with its process."""
+    fd = _lib.bpf_link_create(prog_fd, ifindex, BPF_TCX_EGRESS if egress else BPF_TCX_INGRESS, None)
+    if fd < 0:
+        raise BpfError(f"tcx attach ifindex {ifindex}", -fd)
+    return fd
 
 
 def tc_query(ifindex: int, egress: bool, handle: int, priority: int) -> int | None:

@@ -9,6 +9,7 @@ attach or detach: nothing is reloaded.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import socket
 import subprocess
@@ -48,6 +49,7 @@ class Attached:
     ifindex: int
     netns_cookie: int
     created_clsact: bool
+    link_fd: int = -1  # tcx mode: the link (closing it detaches)
 
 
 def netns_path(netns: str | None) -> str:
@@ -93,7 +95,11 @@ def flow_entries(flows: list[dict]) -> list[bytes]:
 
 class Tracer:
     def __init__(self, obj_path: str | Path = DEFAULT_OBJECT, flows: list[dict] | None = None,
-                 vxlan_ports: list[int] | None = None, ring_bytes: int = 1 << 25):
+                 vxlan_ports: list[int] | None = None, ring_bytes: int = 1 << 25, attach: str = "auto"):
+        """attach: "tcx" (links, kernel >= 6.6), "clsact" (tc filters), or "auto" (tcx if it works)."""
+        if attach not in ("auto", "tcx", "clsact"):
+            raise ValueError(f"attach mode {attach!r}: use auto, tcx or clsact")
+        self.attach_mode = attach
         flows = flows or []
         ports = list(vxlan_ports if vxlan_ports is not None else [8472, 4789])
         if len(flows) > MAX_FLOWS or len(ports) > MAX_VXLAN_PORTS:
@@ -127,6 +133,11 @@ class Tracer:
                 raise OSError(f"no device {hook.device} in {hook.netns or 'this namespace'}") from None
             cookie = netns_cookie()
             self.set_hook(cookie, ifindex, hook.egress, tracepoint, sample_n)
+            link_fd = self._tcx(ifindex, hook.egress)
+            if link_fd >= 0:
+                a = Attached(hook, tracepoint, ifindex, cookie, False, link_fd)
+                self.attached[hook] = a
+                return a
             created = libbpf.tc_attach(ifindex, hook.egress, self.prog[hook.egress], TC_HANDLE, TC_PRIORITY)
         # the clsact qdisc is per device: whoever of our hooks found it missing owns it for the device
         created = created or any(a.created_clsact for a in self.attached.values()
@@ -134,6 +145,21 @@ class Tracer:
         a = Attached(hook, tracepoint, ifindex, cookie, created)
         self.attached[hook] = a
         return a
+
+    def _tcx(self, ifindex: int, egress: bool) -> int:
+        """A tcx link fd, or -1 when this tracer uses clsact (chosen once: the first attach in
+        "auto" mode falls back to clsact if the kernel has no tcx)."""
+        if self.attach_mode == "clsact":
+            return -1
+        try:
+            fd = libbpf.tcx_attach(ifindex, egress, self.prog[egress])
+        except libbpf.BpfError as e:
+            if self.attach_mode == "tcx" or e.errno not in (errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP):
+                raise
+            self.attach_mode = "clsact"
+            return -1
+        self.attach_mode = "tcx"
+        return fd
 
     def set_hook(self, cookie: int, ifindex: int, egress: bool, tracepoint: int, sample_n: int = 1) -> None:
         """Say which tracepoint a hook is (the programs ignore packets at hooks not in the map)."""
@@ -147,6 +173,11 @@ class Tracer:
 
     def detach(self, hook: Hook) -> None:
         a = self.attached.pop(hook)
+        if a.link_fd >= 0:
+            os.close(a.link_fd)
+            libbpf.map_delete(self.hooks_fd, pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex,
+                                                  egress=int(a.hook.egress)))
+            return
         last_on_device = not any((o.netns, o.device) == (hook.netns, hook.device) for o in self.attached)
         detach_hook(a.hook, a.ifindex, a.created_clsact and last_on_device)
         key = pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex, egress=int(a.hook.egress))
