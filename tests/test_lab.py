@@ -133,3 +133,20 @@ def test_status_cli(lab):
         assert h.name in r.stdout and str(h.mgmt_ip.ip) in r.stdout
     meta = json.loads((lab.dir / "lab.json").read_text())
     assert set(meta["pids"]) == {"host1", "host2", "db"}
+
+
+def test_playbook_syntax_error_is_reported(lab, tmp_path):
+    """An error that belongs to no host (a broken playbook) still says what Ansible said."""
+    from vnettracer import ROOT
+    from vnettracer.errors import VntError
+
+    bad = ROOT / "playbooks" / "vnt-test-broken.yml"
+    bad.write_text("- hosts: all\n  tasks:\n    - name: x: y\n      ansible.builtin.ping:\n")
+    try:
+        r = run_playbook("vnt-test-broken", lab.inventory, tmp_path)
+        with pytest.raises(VntError) as e:
+            r.raise_for_failures()
+    finally:
+        bad.unlink()
+    text = "\n".join(e.value.lines())
+    assert "YAML parsing failed" in text or "Syntax Error" in text, text

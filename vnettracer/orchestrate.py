@@ -68,9 +68,24 @@ class PlaybookResult:
     def raise_for_failures(self) -> "PlaybookResult":
         if not self.ok:
             n = len({f.host for f in self.failures})
-            detail = [str(f) for f in self.failures] or [f"ansible-playbook ended {self.status} (rc {self.rc}); see {self.artifacts}"]
-            raise VntError(f"playbook {self.playbook} failed on {n} host{'s' if n != 1 else ''}", detail)
+            if self.failures:
+                raise VntError(f"playbook {self.playbook} failed on {n} host{'s' if n != 1 else ''}",
+                               [str(f) for f in self.failures])
+            raise VntError(f"playbook {self.playbook} failed ({self.status}, rc {self.rc})",
+                           self.errors() + [f"runner artifacts: {self.artifacts}"])
         return self
+
+    def errors(self) -> list[str]:
+        """Ansible's own [ERROR] lines (syntax errors and the like, which belong to no host)."""
+        try:
+            lines = (self.artifacts / "stdout").read_text(errors="replace").splitlines()
+        except OSError:
+            return []
+        out = []
+        for i, ln in enumerate(lines):
+            if "[ERROR]" in ln or ln.startswith("ERROR!"):
+                out.append(" ".join([ln.strip()] + [x.strip() for x in lines[i + 1:i + 3] if x.strip()])[:300])
+        return out[:5]
 
     def changed(self) -> int:
         return sum(h.changed for h in self.hosts.values())
