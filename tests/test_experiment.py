@@ -25,8 +25,13 @@ def test_quickstart_runs_the_built_stages(root, tmp_path):
     assert "no report: nothing was measured" in r.stdout  # it must not pretend
     meta = json.loads((run / "meta.json").read_text())
     st = meta["stages"]
-    assert [s for s in st if st[s]["status"] == "ok"] == ["lab", "prepare", "facts"]
-    assert all(st[s]["status"] == "not run" and st[s]["reason"] for s in ("deploy", "workload", "report"))
+    assert [s for s in st if st[s]["status"] == "ok"] == ["lab", "prepare", "facts", "deploy", "collect"]
+    assert all(st[s]["status"] == "not run" and st[s]["reason"] for s in ("clock", "workload", "report"))
+    assert st["deploy"]["tracepoints"] == 20
+    for h in ("host1", "host2"):  # spools came home: stats say every hook was attached, clock pairs exist
+        stats = json.loads((run / "events" / h / "stats.json").read_text())
+        assert len(stats["tracepoints"]) == 10 and stats["attach"] in ("tcx", "clsact")
+        assert (run / "events" / h / "clock.jsonl").read_text().count("ktime_ns") >= 1
     assert meta["measured"] is False
     assert set(meta["hosts"]) == {"host1", "host2", "db"}
     assert all(h["reachable"] and h["btf"] for h in meta["hosts"].values())

@@ -18,7 +18,7 @@ from typing import Callable
 
 import yaml
 
-from vnettracer import ROOT, __version__, hosts, lab
+from vnettracer import ROOT, __version__, hosts, lab, trace
 from vnettracer.errors import VntError
 from vnettracer.orchestrate import run_playbook
 from vnettracer.spec import Run, load
@@ -26,10 +26,8 @@ from vnettracer.spec import Run, load
 # Stages in pipeline order (DESIGN.md) and, for those not built yet, why they do not run.
 STAGES = ["lab", "prepare", "facts", "deploy", "clock", "workload", "collect", "report"]
 NOT_BUILT = {
-    "deploy": "the tracer agent is not built yet",
     "clock": "clock probes are not built yet",
     "workload": "workloads are not built yet",
-    "collect": "nothing to collect without agents",
     "report": "analysis is not built yet",
 }
 PACKAGES = ["ansible-core", "ansible-runner", "pydantic", "pandas", "pyarrow", "numpy", "fabric", "influxdb"]
@@ -121,8 +119,23 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
             raise VntError("facts: hosts failed", [f"{b.host}: {b.problem or 'unreachable'}" for b in bad])
         stage("facts", "ok", time.monotonic() - t0)
 
-        for s in STAGES[3:]:
-            stage(s, "not run", reason=NOT_BUILT[s])
+        deployed = False
+        if exp.tracepoints:
+            t0 = time.monotonic()
+            trace.start(r, d.name, d, progress=lambda m: progress(f"[deploy] {m}"))
+            deployed = True
+            stage("deploy", "ok", time.monotonic() - t0, tracepoints=len(exp.tracepoints))
+        else:
+            stage("deploy", "skipped", reason="no tracepoints")
+        try:
+            for s in ("clock", "workload"):
+                stage(s, "not run", reason=NOT_BUILT[s])
+        finally:
+            if deployed:  # agents never outlive a run: stopped here, on success or failure
+                t0 = time.monotonic()
+                files = trace.collect(r, d.name, d, d, progress=lambda m: progress(f"[collect] {m}"))
+                stage("collect", "ok", time.monotonic() - t0, files=files)
+        stage("report", "not run", reason=NOT_BUILT["report"])
         meta["finished"] = time.time()
         meta["measured"] = False
         (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))

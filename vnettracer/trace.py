@@ -81,6 +81,16 @@ def stop(run: Run, workdir: Path, progress: Callable[[str], None] | None = None)
     return run_playbook("trace-stop", inventory, workdir, progress=progress, extravars=extra).raise_for_failures()
 
 
+def collect(run: Run, run_id: str, dest: Path, workdir: Path,
+            progress: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Stop the agents and fetch their spools into dest/events/<host>/; returns files per host."""
+    inventory, extra = _target(run)
+    r = run_playbook("collect", inventory, workdir, progress=progress, extravars={
+        **extra, "collect_dest": str(dest.resolve()), "collect_run_id": run_id,
+    }).raise_for_failures()
+    return {h: int(hr.reports.get("files") or 0) for h, hr in r.hosts.items()}
+
+
 def status(run: Run, workdir: Path, progress: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Per host: the agent's stats, or {} when no agent runs there."""
     inventory, extra = _target(run)
