@@ -1,0 +1,118 @@
+"""Clocks: each host's events to its wall time, then every host's offset and drift against the
+reference host, from the trace itself (two-way paths) or from NTP-style probes.
+
+Times are int64 ns. Fits run on float64 values relative to a base, so no precision is lost.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class Line:
+    """y = offset_ns + drift * (t - t0_ns): a host's wall clock minus the reference's, over time."""
+
+    offset_ns: float  # at t0_ns
+    drift: float  # dimensionless (ns per ns); ppm = drift * 1e6
+    t0_ns: int
+    samples: int = 0
+    method: str = ""
+
+    def at(self, t_ns: np.ndarray) -> np.ndarray:
+        return self.offset_ns + self.drift * (np.asarray(t_ns, dtype=np.int64) - self.t0_ns).astype(np.float64)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["drift_ppm"] = self.drift * 1e6
+        return d
+
+
+def ktime_to_wall(pairs: pd.DataFrame) -> tuple[int, int, float]:
+    """Fit wall = r0 + slope * (ktime - k0) to a host's (ktime, realtime) pairs.
+    Returns (k0, r0, slope). One pair: slope 1."""
+    k = pairs["ktime_ns"].to_numpy(np.int64)
+    r = pairs["realtime_ns"].to_numpy(np.int64)
+    k0, r0 = int(k[0]), int(r[0])
+    if len(k) < 2:
+        return k0, r0, 1.0
+    dk = (k - k0).astype(np.float64)
+    dr = (r - r0).astype(np.float64)
+    slope, intercept = np.polyfit(dk, dr, 1)
+    return k0, r0 + int(round(intercept)), float(slope)
+
+
+def to_wall(ktime: np.ndarray, fit: tuple[int, int, float]) -> np.ndarray:
+    k0, r0, slope = fit
+    return r0 + np.round((ktime.astype(np.int64) - k0).astype(np.float64) * slope).astype(np.int64)
+
+
+def _fit_line(t: np.ndarray, y: np.ndarray, method: str, samples: int) -> Line:
+    t0 = int(np.median(t))
+    x = (t - t0).astype(np.float64)
+    if len(t) >= 2 and np.ptp(x) > 0:
+        drift, offset = np.polyfit(x, y, 1)
+    else:
+        drift, offset = 0.0, float(np.mean(y))
+    return Line(float(offset), float(drift), t0, samples, method)
+
+
+def window_minima(t: np.ndarray, d: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per time window: the minimum of d and the time it occurred (NaN where a window is empty)."""
+    idx = np.searchsorted(edges, t, side="right") - 1
+    ok = (idx >= 0) & (idx < len(edges) - 1)
+    idx, t, d = idx[ok], t[ok], d[ok]
+    order = np.lexsort((d, idx))
+    idx, t, d = idx[order], t[order], d[order]
+    first = np.r_[True, idx[1:] != idx[:-1]]
+    mins = np.full(len(edges) - 1, np.nan)
+    at = np.full(len(edges) - 1, np.nan)
+    mins[idx[first]] = d[first]
+    at[idx[first]] = t[first]
+    return mins, at
+
+
+def offset_from_trace(t_fwd: np.ndarray, d_fwd: np.ndarray, t_rev: np.ndarray, d_rev: np.ndarray,
+                      window_ns: int | None = None) -> Line | None:
+    """Offset and drift of host B against host A from one-way delays measured with both clocks:
+    d_fwd = (B's time of arrival) - (A's time of sending) = delay + theta(t); d_rev = delay' - theta(t).
+    The lower envelopes (per-window minima) of the two share the minimum delay, so
+    theta = (min d_fwd - min d_rev) / 2 per window; a line through those gives offset and drift.
+    Needs the minimum delay to be the same both ways (true for one wire, as in the lab)."""
+    if len(t_fwd) < 20 or len(t_rev) < 20:
+        return None
+    lo, hi = int(min(t_fwd.min(), t_rev.min())), int(max(t_fwd.max(), t_rev.max()))
+    span = max(hi - lo, 1)
+    if window_ns is None:  # about 100 samples per window, at most 200 windows, at least 10 ms
+        n = max(1, min(200, min(len(t_fwd), len(t_rev)) // 100))
+        window_ns = max(span // n + 1, 10_000_000) if n > 1 else span + 1
+    edges = np.arange(lo, hi + window_ns, window_ns, dtype=np.int64)
+    mf, tf = window_minima(t_fwd, d_fwd.astype(np.float64), edges)
+    mr, tr = window_minima(t_rev, d_rev.astype(np.float64), edges)
+    ok = ~np.isnan(mf) & ~np.isnan(mr)
+    if not ok.any():
+        return None
+    theta = (mf[ok] - mr[ok]) / 2
+    t_mid = ((tf[ok] + tr[ok]) / 2).astype(np.int64)
+    return _fit_line(t_mid, theta, "trace", int(len(t_fwd) + len(t_rev)))
+
+
+def offset_from_probes(probes: pd.DataFrame, window_ns: int = 1_000_000_000) -> Line | None:
+    """NTP-style exchange of a host with the reference: t1 (ref sends), t2 (host receives),
+    t3 (host replies), t4 (ref receives), each by its own clock. Per window the minimum-RTT sample
+    gives theta = ((t2 - t1) + (t3 - t4)) / 2; a line through them gives offset and drift."""
+    if probes is None or len(probes) < 2:
+        return None
+    t1, t2, t3, t4 = (probes[c].to_numpy(np.int64) for c in ("t1", "t2", "t3", "t4"))
+    rtt = (t4 - t1) - (t3 - t2)
+    theta = ((t2 - t1) + (t3 - t4)) / 2
+    lo = int(t1.min())
+    edges = np.arange(lo, int(t1.max()) + window_ns + 1, window_ns, dtype=np.int64)
+    idx = np.searchsorted(edges, t1, side="right") - 1
+    order = np.lexsort((rtt, idx))
+    first = np.r_[True, idx[order][1:] != idx[order][:-1]]
+    pick = order[first]
+    return _fit_line(t1[pick], theta[pick].astype(np.float64), "probe", len(probes))

@@ -1,0 +1,131 @@
+"""Correlate: follow each packet along a path by its identity; decompose per segment.
+
+All column-wise (numpy): events are sorted by (packet key, time); a new packet starts where the
+key changes or the same key comes back after more than `window_ns` (id wrap or collision). The
+first sighting at each hook is kept and the rest counted as duplicates (retransmits, GSO
+super-packets seen again). Times are corrected wall times (int64 ns).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from vnettracer.agent.record import F_IDENTITY, IDENTITY_NAMES
+
+MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass
+class PathTrace:
+    name: str
+    tracepoints: list[str]
+    times: np.ndarray  # packets x hooks, int64 ns; -1 where the packet was not seen
+    lengths: np.ndarray  # packets, bytes at the first hook seen
+    duplicates: np.ndarray  # per hook: extra sightings dropped
+    identity: dict[str, float] = field(default_factory=dict)  # share of events per identity kind
+    id_repeats: int = 0  # keys that came back after the window (wrap/collision), counted as new packets
+
+    @property
+    def seen(self) -> np.ndarray:
+        return self.times >= 0
+
+
+def correlate(ev: pd.DataFrame, name: str, tracepoints: list[str], ids: dict[str, int],
+              window_ns: int = 1_000_000_000) -> PathTrace:
+    """ev: columns tracepoint, t_ns (corrected), packet_id, flow_hash, len, flags."""
+    hooks = [ids[n] for n in tracepoints]
+    pos_of = np.full(256, -1, np.int64)
+    pos_of[hooks] = np.arange(len(hooks))
+    tp = ev["tracepoint"].to_numpy()
+    pos = pos_of[tp]
+    keep = pos >= 0
+    pos = pos[keep]
+    t = ev["t_ns"].to_numpy(np.int64)[keep]
+    key = ev["flow_hash"].to_numpy(np.uint64)[keep] ^ (ev["packet_id"].to_numpy(np.uint64)[keep] * MIX)
+    flags = ev["flags"].to_numpy(np.uint8)[keep]
+    length = ev["len"].to_numpy(np.uint32)[keep]
+    kinds = np.bincount(flags & F_IDENTITY, minlength=4)
+    identity = {IDENTITY_NAMES[k]: float(kinds[k] / max(kinds.sum(), 1)) for k in range(4) if kinds[k]}
+
+    order = np.lexsort((t, key))
+    key, t, pos, length = key[order], t[order], pos[order], length[order]
+    new_key = np.r_[True, key[1:] != key[:-1]]
+    gap = np.r_[False, np.diff(t) > window_ns] & ~new_key
+    packet = np.cumsum(new_key | gap) - 1
+    npk, nh = (int(packet[-1]) + 1 if len(packet) else 0), len(hooks)
+
+    times = np.full((npk, nh), -1, np.int64)
+    cell = packet * nh + pos
+    # rows are time-ordered within a packet; a stable sort by cell keeps that order, so the first
+    # row of each cell is the packet's first sighting at that hook
+    by_cell = np.argsort(cell, kind="stable")
+    c = cell[by_cell]
+    firsts = np.r_[True, c[1:] != c[:-1]] if len(c) else np.zeros(0, bool)
+    times.reshape(-1)[c[firsts]] = t[by_cell][firsts]
+    counts = np.bincount(cell, minlength=npk * nh).reshape(npk, nh)
+    dups = (counts - 1).clip(min=0).sum(axis=0) if npk else np.zeros(nh, np.int64)
+    lengths = np.zeros(npk, np.uint32)
+    pk_first = np.r_[True, packet[1:] != packet[:-1]] if len(packet) else np.zeros(0, bool)
+    lengths[packet[pk_first]] = length[pk_first]
+    return PathTrace(name, tracepoints, times, lengths, dups, identity, int(gap.sum()))
+
+
+def _stats(x: np.ndarray) -> dict:
+    if not len(x):
+        return {"count": 0}
+    p50, p90, p99 = np.percentile(x, [50, 90, 99])
+    return {"count": int(len(x)), "p50_ns": float(p50), "p90_ns": float(p90), "p99_ns": float(p99),
+            "mean_ns": float(x.mean()), "min_ns": float(x.min()), "max_ns": float(x.max())}
+
+
+def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_000,
+              rise: float = 0.2, rise_floor_ns: float = 1000.0) -> dict:
+    """Per segment: count, loss (where it happened), latency statistics, share of end to end,
+    whether it rose over the run; and end to end for the path."""
+    times, seen = pt.times, pt.seen
+    nh = len(pt.tracepoints)
+    # how far each packet got: last hook seen; packets seen at the last hook are complete
+    last = np.where(seen.any(axis=1), nh - 1 - np.argmax(seen[:, ::-1], axis=1), -1)
+    first = np.argmax(seen, axis=1)
+    t_last = times[np.arange(len(times)), last] if len(times) else np.zeros(0, np.int64)
+    complete = seen.all(axis=1)
+    e2e = (times[:, -1] - times[:, 0])[complete] if len(times) else np.zeros(0, np.int64)
+    # still travelling when the capture ended: last seen less than twice the path's p99 before the end
+    horizon = 2 * float(np.percentile(e2e, 99)) if len(e2e) else float(window_ns)
+    in_flight = (t_last > end_ns - horizon) & ~complete if end_ns is not None else np.zeros(len(times), bool)
+    lost_after = np.where((last < nh - 1) & ~in_flight & (first == 0), last, -1)
+    segs = []
+    for j in range(nh - 1):
+        both = seen[:, j] & seen[:, j + 1]
+        lat = (times[both, j + 1] - times[both, j]).astype(np.float64)
+        lost = int((lost_after == j).sum())
+        reached = int(seen[:, j].sum())
+        s = {"name": f"{pt.tracepoints[j]} -> {pt.tracepoints[j + 1]}", "from": pt.tracepoints[j],
+             "to": pt.tracepoints[j + 1], **_stats(lat), "lost": lost,
+             "loss_rate": lost / reached if reached else 0.0, "negative": int((lat < 0).sum()),
+             "duplicates_at_to": int(pt.duplicates[j + 1])}
+        if len(lat) >= 30:  # rose over the run: last third's median vs first third's
+            tt = times[both, j]
+            o = np.argsort(tt)
+            k = len(o) // 3
+            a, b = float(np.median(lat[o[:k]])), float(np.median(lat[o[-k:]]))
+            s["rising"] = bool(b > a * (1 + rise) and b - a > rise_floor_ns)
+            s["first_third_p50_ns"], s["last_third_p50_ns"] = a, b
+        else:
+            s["rising"] = False
+        segs.append(s)
+    e2e_stats = _stats(e2e.astype(np.float64))
+    total = sum(s.get("p50_ns", 0.0) for s in segs) or 1.0
+    for s in segs:
+        s["share"] = s.get("p50_ns", 0.0) / total
+    dominant = max(segs, key=lambda s: s.get("p50_ns", -1))["name"] if segs else None
+    return {
+        "tracepoints": pt.tracepoints, "packets": int(len(times)), "complete": int(complete.sum()),
+        "lost": int((lost_after >= 0).sum()), "in_flight_at_end": int(in_flight.sum()) if len(times) else 0,
+        "identity": pt.identity, "duplicates": int(pt.duplicates.sum()), "id_repeats": pt.id_repeats,
+        "ambiguity_rate": float((pt.duplicates.sum() + pt.id_repeats) / max(seen.sum(), 1)),
+        "end_to_end": e2e_stats, "segments": segs, "dominant": dominant,
+    }

@@ -1,0 +1,113 @@
+"""Synthetic run folders with known answers, for tests and the analysis benchmark.
+
+The quickstart topology: request path host1 -> host2 and reply path back, 10 hooks each. Every
+segment has a known base delay plus exponential noise; host2's clock is off by a known offset and
+drift; a known share of request packets is lost at one hop; some are seen twice at one hook; the
+rows of each host's spool are shuffled (events out of order across CPUs).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as ipc
+import yaml
+
+from vnettracer.agent.record import EVENT, F_EGRESS, F_ENCAP, ID_HASH
+from vnettracer.agent.spool import SCHEMA
+from vnettracer.spec import load
+
+EPOCH = 1_795_000_000_000_000_000  # wall time of t = 0
+
+
+@dataclass
+class Truth:
+    offset_ns: float  # host2's clock minus the truth, at t = 0 ...
+    drift_ppm: float  # ... and how fast that grows
+    seg_delays: dict[str, np.ndarray] = field(default_factory=dict)  # "path/segment" -> true delays of kept packets
+    lost_at: str = ""
+    lost: int = 0
+    duplicates: int = 0
+
+    def theta(self, t_ns: np.ndarray) -> np.ndarray:
+        return self.offset_ns + self.drift_ppm * 1e-6 * t_ns
+
+
+def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset_us: float = 1500.0,
+             drift_ppm: float = 20.0, loss: float = 0.01, dup: float = 0.005, slow_segment: float = 0.0,
+             seed: int = 1) -> Truth:
+    """Write a run folder; returns the truth. `slow_segment` adds that many ns to request segment 3."""
+    rng = np.random.default_rng(seed)
+    exp = load("quickstart")[0].experiment
+    ids = exp.tracepoint_ids
+    host_of = {tp.name: tp.host for tp in exp.tracepoints}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.yml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
+    truth = Truth(offset_us * 1000, drift_ppm)
+    kboot = {"host1": 5_000_000_000, "host2": 9_000_000_000}  # different boot times: ktime bases
+    # base delay per segment (ns); the wire between the hosts is the same both ways
+    base = [2_000, 3_000, 4_000, 8_000, 30_000, 6_000, 4_000, 3_000, 2_000]
+    rows: dict[str, list[np.ndarray]] = {"host1": [], "host2": []}
+    t_send = np.sort(rng.uniform(0, seconds * 1e9, packets)).astype(np.int64)
+    lost_hop = 4  # request packets lost between hook 4 (h1-eth0-eg) and 5 (h2-eth0-in): on the wire
+    for pi, path in enumerate(exp.paths):
+        n = packets
+        delays = np.stack([b + rng.exponential(500, n) for b in base], axis=1).astype(np.int64)
+        if path.name == "request" and slow_segment:
+            delays[:, 3] += int(slow_segment)
+        start = t_send if pi == 0 else t_send + 100_000 + delays.sum(axis=1)  # reply after the request
+        times = np.concatenate([start[:, None], start[:, None] + np.cumsum(delays, axis=1)], axis=1)
+        seen = np.ones_like(times, dtype=bool)
+        if path.name == "request" and loss:
+            gone = rng.random(n) < loss
+            seen[gone, lost_hop + 1:] = False
+            truth.lost, truth.lost_at = int(gone.sum()), f"{path.tracepoints[lost_hop]} -> {path.tracepoints[lost_hop + 1]}"
+        for j in range(len(base)):
+            ok = seen[:, j] & seen[:, j + 1]
+            truth.seg_delays[f"{path.name}/{j}"] = delays[ok, j]
+        pid = rng.integers(0, 2**63, n, dtype=np.uint64)
+        flow = np.uint64(0x1111 + pi)
+        for j, name in enumerate(path.tracepoints):
+            host = host_of[name]
+            m = seen[:, j]
+            t = times[m, j]
+            dup_rows = np.zeros(0, np.int64)
+            if j == 2 and dup:  # some packets seen twice at the bridge: the first must be kept
+                d = rng.random(m.sum()) < dup
+                truth.duplicates += int(d.sum()) if pi == 0 else 0
+                dup_rows = np.flatnonzero(d)
+            ev = np.zeros(m.sum() + len(dup_rows), EVENT)
+            theta = truth.theta(t) if host == "host2" else 0  # what host2's clock gets wrong
+            # ktime is the host's monotonic clock: wall - epoch + boot base; host2's pairs carry theta
+            ev["ts_ns"][: m.sum()] = t + kboot[host]
+            ev["ts_ns"][m.sum():] = t[dup_rows] + kboot[host] + 1_000
+            ev["packet_id"][: m.sum()] = pid[m]
+            ev["packet_id"][m.sum():] = pid[m][dup_rows]
+            ev["flow_hash"] = flow
+            ev["len"] = 114
+            ev["tracepoint"] = ids[name]
+            ev["flags"] = ID_HASH | (F_ENCAP if "eth0" in name and not name.startswith(("h1c", "h2c")) else 0) | \
+                (F_EGRESS if name.endswith("eg") else 0)
+            ev["l4proto"] = 6
+            rows[host].append(ev)
+            del theta
+    for host, parts in rows.items():
+        ev = np.concatenate(parts)
+        ev = ev[rng.permutation(len(ev))]  # out of order, as from several CPUs
+        hd = folder / "events" / host
+        hd.mkdir(parents=True, exist_ok=True)
+        with pa.OSFile(str(hd / "events-000001.arrows"), "wb") as sink, ipc.new_stream(sink, SCHEMA) as w:
+            for chunk in np.array_split(ev, max(1, len(ev) // 500_000)):
+                w.write_batch(pa.RecordBatch.from_arrays([pa.array(np.ascontiguousarray(chunk[f])) for f in EVENT.names],
+                                                         schema=SCHEMA))
+        # clock pairs every second: host2's realtime is off by theta(t)
+        tk = np.arange(0, int(seconds * 1e9) + 2_000_000_000, 1_000_000_000, dtype=np.int64)
+        real = EPOCH + tk + (np.round(truth.theta(tk)).astype(np.int64) if host == "host2" else 0)
+        with open(hd / "clock.jsonl", "w") as f:
+            for k, r in zip(tk + kboot[host], real):
+                f.write(json.dumps({"ktime_ns": int(k), "realtime_ns": int(r), "uncertainty_ns": 0}) + "\n")
+    return truth
