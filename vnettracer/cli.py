@@ -267,6 +267,54 @@ def agent_ctl(
         raise typer.Exit(1)
 
 
+@app.command("report")
+def report(
+    run_dir: Path = typer.Argument(..., help="a run folder (results/<experiment>/<run>)"),
+    baseline: Optional[Path] = typer.Option(None, help="a baseline run folder to compare with (CI gate)"),
+    max_regression: str = typer.Option("20%", help="allowed growth of a segment's p50/p99/loss"),
+    junit: Optional[Path] = typer.Option(None, help="write JUnit XML (one test case per segment)"),
+) -> None:
+    """Correlate, correct clocks, decompose; write report.md/.html, summary.json and figures.
+    With --baseline: exit 1 when a segment regressed."""
+    import json as _json
+
+    from vnettracer.analysis import analyze
+    from vnettracer.analysis import gate
+    from vnettracer.analysis.report import write
+
+    try:
+        limit = gate.parse_pct(max_regression)
+    except ValueError as e:
+        raise VntError(f"--max-regression: {e}") from None
+    if not run_dir.is_dir():
+        raise VntError(f"run folder {run_dir} does not exist")
+    t0 = time.monotonic()
+    a = analyze(run_dir)
+    files = write(a, run_dir)
+    for name, p in a.summary["paths"].items():
+        out.print(f"{name}: {p['packets']} packets, {p['lost']} lost, dominant segment {p['dominant']}")
+    out.print(f"report: {files['markdown']} and {files['html']} ({time.monotonic() - t0:.1f} s)")
+    if baseline is None:
+        return
+    bfile = baseline / "summary.json"
+    if not bfile.is_file():
+        write(analyze(baseline), baseline)
+    checks = gate.compare(a.summary, _json.loads(bfile.read_text()), limit)
+    t = Table("path", "segment", "result", "detail")
+    for c in checks:
+        t.add_row(c.path, c.segment, "[green]ok[/green]" if c.ok else "[red]REGRESSED[/red]",
+                  "; ".join(c.problems) or c.detail)
+    out.print(t)
+    if junit:
+        gate.junit(checks, junit)
+        out.print(f"JUnit: {junit}")
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        err.print(f"{len(bad)} of {len(checks)} segments regressed beyond {max_regression}")
+        raise typer.Exit(1)
+    out.print(f"all {len(checks)} segments within {max_regression} of the baseline")
+
+
 def _sigterm(signum, frame):  # turn SIGTERM into the same clean unwinding as Ctrl-C
     raise KeyboardInterrupt
 

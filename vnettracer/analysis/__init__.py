@@ -85,8 +85,10 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
         by_probe = offset_from_probes(probes.get(host)) if host in probes else None
         want = by_trace if exp.report.clock == "trace" else by_probe
         applied = want or by_trace or by_probe
-        rep = {"trace": by_trace.as_dict() if by_trace else None, "probe": by_probe.as_dict() if by_probe else None,
-               "applied": applied.method if applied else "none"}
+        start = np.array([int(ev["t_ns"].min())], np.int64)
+        rep = {"applied": applied.method if applied else "none"}
+        for kind, line in (("trace", by_trace), ("probe", by_probe)):
+            rep[kind] = {**line.as_dict(), "offset_at_start_ns": float(line.at(start)[0])} if line else None
         if by_trace and by_probe:
             t = np.array([by_trace.t0_ns], np.int64)
             rep["disagreement_ns"] = float(by_trace.at(t)[0] - by_probe.at(t)[0])

@@ -2,8 +2,8 @@
 
 Each sshd runs in its host's network namespace, in a private mount and UTS namespace of its own:
 its hostname is the host's name, /run/sshd is a private tmpfs, the host's state folder is mounted
-at the common path /var/lib/vnettracer, /root is a home of its own (so the controller's shell
-init, e.g. pyenv's, never runs in lab sessions), and bpffs, tracefs and cgroup2 are mounted where a real
+at the common path /var/lib/vnettracer, root's shell rc files are shadowed by an empty file (so the
+controller's shell init, e.g. pyenv's rehash with its lock, never runs in lab sessions), and bpffs, tracefs and cgroup2 are mounted where a real
 host has them (`ip netns exec` gives a fresh /sys without them).
 """
 
@@ -46,7 +46,9 @@ set -e
 hostname {name}
 mount -t tmpfs -o mode=0755,size=1m tmpfs /run/sshd
 mount --bind {state} {state_mount}
-mount --bind {home} /root
+for rc in /root/.bashrc /root/.profile /root/.bash_profile; do
+  if [ -e "$rc" ]; then mount --bind {norc} "$rc"; fi
+done
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
 mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
@@ -72,10 +74,10 @@ def start(host: Host, hostdir: Path, authorized_keys: Path) -> int:
     config = hostdir / "sshd_config"
     config.write_text(SSHD_CONFIG.format(name=host.name, address=host.mgmt_ip.ip, host_key=host_key,
                                          authorized_keys=authorized_keys))
-    home = hostdir / "root"  # its own root home: not this machine's shell init (pyenv etc.)
-    home.mkdir(mode=0o700, exist_ok=True)
+    norc = hostdir / "norc"  # empty: shadows root's shell rc files (pyenv's rehash, prompts, ...)
+    norc.write_text("")
     script = HOST_INIT.format(name=host.name, state=shlex.quote(str(state)), state_mount=STATE_MOUNT,
-                              home=shlex.quote(str(home)),
+                              norc=shlex.quote(str(norc)),
                               sshd=SSHD, config=shlex.quote(str(config)))
     log = open(hostdir / "sshd.log", "ab")
     proc = subprocess.Popen(

@@ -1,0 +1,74 @@
+"""CI gate: compare a run's segments with a baseline run's; a regression fails the build.
+
+Per segment of every path: p50 and p99 latency may not grow by more than `max_regression`
+(relative, ignoring changes below `floor_ns`), and the loss rate may not grow by more than
+`max_regression` relative plus 0.1 % absolute. A segment missing from the run fails too.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape, quoteattr
+
+
+@dataclass
+class Check:
+    path: str
+    segment: str
+    problems: list[str]
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+def parse_pct(text: str) -> float:
+    t = text.strip()
+    try:
+        v = float(t[:-1]) / 100 if t.endswith("%") else float(t)
+    except ValueError:
+        raise ValueError(f"'{text}' is not a percentage like 20%") from None
+    if not 0 < v <= 10:
+        raise ValueError(f"'{text}' is out of range (0%, 1000%]")
+    return v
+
+
+def compare(now: dict, base: dict, max_regression: float, floor_ns: float = 500.0) -> list[Check]:
+    checks = []
+    for pname, bp in base["paths"].items():
+        np_ = now["paths"].get(pname, {"segments": []})
+        segs = {s["name"]: s for s in np_["segments"]}
+        for bs in bp["segments"]:
+            s = segs.get(bs["name"])
+            if s is None or not s.get("count"):
+                checks.append(Check(pname, bs["name"], ["segment missing or never seen in this run"], ""))
+                continue
+            problems = []
+            for key in ("p50_ns", "p99_ns"):
+                b, n = bs.get(key), s.get(key)
+                if b is not None and n is not None and n > b * (1 + max_regression) and n - b > floor_ns:
+                    problems.append(f"{key[:3]} {b / 1000:.2f} -> {n / 1000:.2f} us (+{(n / b - 1):.0%})")
+            bl, nl = bs.get("loss_rate", 0.0), s.get("loss_rate", 0.0)
+            if nl > bl * (1 + max_regression) + 0.001:
+                problems.append(f"loss {bl:.3%} -> {nl:.3%}")
+            detail = (f"p50 {bs.get('p50_ns', 0) / 1000:.2f} -> {s.get('p50_ns', 0) / 1000:.2f} us, "
+                      f"p99 {bs.get('p99_ns', 0) / 1000:.2f} -> {s.get('p99_ns', 0) / 1000:.2f} us, "
+                      f"loss {bl:.3%} -> {nl:.3%}")
+            checks.append(Check(pname, bs["name"], problems, detail))
+    return checks
+
+
+def junit(checks: list[Check], path: Path, suite: str = "vnettracer") -> None:
+    fails = sum(not c.ok for c in checks)
+    out = [f'<?xml version="1.0" encoding="UTF-8"?>',
+           f"<testsuite name={quoteattr(suite)} tests=\"{len(checks)}\" failures=\"{fails}\" errors=\"0\">"]
+    for c in checks:
+        out.append(f"  <testcase classname={quoteattr(c.path)} name={quoteattr(c.segment)}>")
+        if not c.ok:
+            msg = "; ".join(c.problems)
+            out.append(f"    <failure message={quoteattr(msg)}>{escape(c.detail)}</failure>")
+        out.append("  </testcase>")
+    out.append("</testsuite>")
+    path.write_text("\n".join(out) + "\n")

@@ -1,0 +1,207 @@
+"""Write the report of a run: summary.json (stable keys), report.md, report.html (figures
+embedded) and figures/*.png."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from vnettracer.analysis import Analysis  # noqa: E402
+
+SUMMARY_VERSION = 1
+
+
+def us(ns: float | None) -> str:
+    return "-" if ns is None else f"{ns / 1000:.2f}"
+
+
+def write(a: Analysis, run_dir: Path) -> dict[str, Path]:
+    run_dir = Path(run_dir)
+    figs = run_dir / "figures"
+    figs.mkdir(exist_ok=True)
+    s = {"version": SUMMARY_VERSION, **a.summary}
+    (run_dir / "summary.json").write_text(json.dumps(s, indent=1))
+    files = {"summary": run_dir / "summary.json"}
+    pngs = {
+        "segments": _stacked(a, figs / "segments.png"),
+        "cdf": _cdf(a, figs / "cdf.png"),
+        "over_time": _over_time(a, figs / "over_time.png"),
+        "clock": _clock(a, figs / "clock.png"),
+    }
+    md = markdown(s)
+    (run_dir / "report.md").write_text(md)
+    (run_dir / "report.html").write_text(_html(s, pngs))
+    files.update({"markdown": run_dir / "report.md", "html": run_dir / "report.html"})
+    return files
+
+
+def markdown(s: dict) -> str:
+    out = [f"# {s['experiment']}: run {s['run']}", "",
+           f"{s['events']} events over {(s['end_ns'] - s['start_ns']) / 1e9:.1f} s.", ""]
+    c = s["clock"]
+    out += ["## Clocks", "", f"Reference host: {c['reference']}; correction: {c['method']} where available.", "",
+            "| host | applied | trace offset at start us | trace drift ppm | probe offset at start us | probe drift ppm | disagreement us |",
+            "|---|---|---|---|---|---|---|"]
+    for h, r in c["hosts"].items():
+        t, p = r.get("trace") or {}, r.get("probe") or {}
+        out.append(f"| {h} | {r['applied']} | {us(t.get('offset_at_start_ns'))} | {t.get('drift_ppm', float('nan')):.3f} | "
+                   f"{us(p.get('offset_at_start_ns'))} | {p.get('drift_ppm', float('nan')):.3f} | {us(r.get('disagreement_ns'))} |")
+    for name, p in s["paths"].items():
+        ident = ", ".join(f"{k} {v:.0%}" for k, v in p["identity"].items())
+        e = p["end_to_end"]
+        out += ["", f"## Path {name}", "",
+                f"{p['packets']} packets, {p['complete']} seen at every hook, {p['lost']} lost, "
+                f"{p['in_flight_at_end']} in flight at the end. Identity: {ident}; ambiguity {p['ambiguity_rate']:.3%} "
+                f"({p['duplicates']} duplicate sightings, {p['id_repeats']} repeated ids).", "",
+                f"End to end: p50 {us(e.get('p50_ns'))} us, p99 {us(e.get('p99_ns'))} us, max {us(e.get('max_ns'))} us.",
+                f"Dominant segment: **{p['dominant']}**.", "",
+                "| segment | count | lost | loss | p50 us | p90 us | p99 us | mean us | max us | share | rising |",
+                "|---|---|---|---|---|---|---|---|---|---|---|"]
+        for g in p["segments"]:
+            out.append(f"| {g['name']} | {g['count']} | {g['lost']} | {g['loss_rate']:.3%} | {us(g.get('p50_ns'))} | "
+                       f"{us(g.get('p90_ns'))} | {us(g.get('p99_ns'))} | {us(g.get('mean_ns'))} | {us(g.get('max_ns'))} | "
+                       f"{g['share']:.1%} | {'yes' if g['rising'] else ''} |")
+    out += ["", "## Throughput per tracepoint", "", "| tracepoint | pkts/s mean | pkts/s peak | MB/s mean | MB/s peak |",
+            "|---|---|---|---|---|"]
+    for tp, t in s["throughput"].items():
+        out.append(f"| {tp} | {t['pkts_per_s_mean']:.0f} | {t['pkts_per_s_peak']:.0f} | "
+                   f"{t['bytes_per_s_mean'] / 1e6:.2f} | {t['bytes_per_s_peak'] / 1e6:.2f} |")
+    out += ["", "Figures: figures/segments.png, figures/cdf.png, figures/over_time.png, figures/clock.png.", ""]
+    return "\n".join(out)
+
+
+def _html(s: dict, pngs: dict[str, Path]) -> str:
+    """Self-contained: the markdown tables as HTML tables, the figures inlined as base64 PNG."""
+    body = []
+    in_table = False
+    for line in markdown(s).splitlines():
+        if line.startswith("|"):
+            cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+            if set(line) <= set("|-"):
+                continue
+            if not in_table:
+                body.append("<table>")
+                in_table = True
+                body.append("<tr>" + "".join(f"<th>{c}</th>" for c in cells) + "</tr>")
+            else:
+                body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+            continue
+        if in_table:
+            body.append("</table>")
+            in_table = False
+        if line.startswith("# "):
+            body.append(f"<h1>{html.escape(line[2:])}</h1>")
+        elif line.startswith("## "):
+            body.append(f"<h2>{html.escape(line[3:])}</h2>")
+        elif line.strip():
+            text = html.escape(line).replace("**", "")
+            body.append(f"<p>{text}</p>")
+    if in_table:
+        body.append("</table>")
+    for name, p in pngs.items():
+        data = base64.b64encode(p.read_bytes()).decode()
+        body.append(f'<figure><img alt="{name}" src="data:image/png;base64,{data}"><figcaption>{name}</figcaption></figure>')
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px;"
+             "text-align:right}td:first-child,th:first-child{text-align:left}img{max-width:100%}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(s['experiment'])} "
+            f"{html.escape(s['run'])}</title><style>{style}</style></head><body>{''.join(body)}</body></html>")
+
+
+def _stacked(a: Analysis, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.9 * max(1, len(a.summary["paths"]))))
+    for i, (name, p) in enumerate(a.summary["paths"].items()):
+        left = 0.0
+        for j, g in enumerate(p["segments"]):
+            w = g.get("p50_ns", 0) / 1000
+            ax.barh(i, w, left=left, color=plt.cm.tab20(j % 20), edgecolor="white",
+                    label=g["name"] if i == 0 else None)
+            left += w
+    ax.set_yticks(range(len(a.summary["paths"])), list(a.summary["paths"]))
+    ax.set_xlabel("median latency per segment, us (stacked)")
+    ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _segment_latencies(a: Analysis, name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    pt = a.traces[name]
+    out = []
+    for j in range(len(pt.tracepoints) - 1):
+        both = (pt.times[:, j] >= 0) & (pt.times[:, j + 1] >= 0)
+        out.append((f"{pt.tracepoints[j]} -> {pt.tracepoints[j + 1]}", pt.times[both, j],
+                    (pt.times[both, j + 1] - pt.times[both, j]) / 1000))
+    return out
+
+
+def _cdf(a: Analysis, path: Path) -> Path:
+    n = len(a.traces)
+    fig, axes = plt.subplots(1, max(n, 1), figsize=(6 * max(n, 1), 4), squeeze=False)
+    for ax, name in zip(axes[0], a.traces):
+        for label, _, lat in _segment_latencies(a, name):
+            if len(lat):
+                x = np.sort(lat)
+                ax.plot(x, np.linspace(0, 1, len(x)), label=label, lw=1)
+        ax.set_xscale("symlog", linthresh=1)
+        ax.set_title(f"{name}: CDF per segment")
+        ax.set_xlabel("us")
+        ax.legend(fontsize=5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _over_time(a: Analysis, path: Path) -> Path:
+    n = len(a.traces)
+    fig, axes = plt.subplots(max(n, 1), 1, figsize=(9, 3.5 * max(n, 1)), squeeze=False)
+    t0 = a.summary["start_ns"]
+    for ax, name in zip(axes[:, 0], a.traces):
+        for label, t, lat in _segment_latencies(a, name):
+            if len(lat):
+                bins = np.linspace(t0, a.summary["end_ns"], 60)
+                idx = np.digitize(t, bins)
+                med = [np.median(lat[idx == k]) if (idx == k).any() else np.nan for k in range(1, len(bins))]
+                ax.plot((bins[1:] - t0) / 1e9, med, label=label, lw=1)
+        ax.set_title(f"{name}: median latency per segment over time")
+        ax.set_xlabel("s")
+        ax.set_ylabel("us")
+        ax.legend(fontsize=5)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _clock(a: Analysis, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(8, 3.5))
+    t0, t1 = a.summary["start_ns"], a.summary["end_ns"]
+    t = np.linspace(t0, t1, 50).astype(np.int64)
+    from vnettracer.analysis.clock import Line
+
+    for host, r in a.summary["clock"]["hosts"].items():
+        for kind in ("trace", "probe"):
+            d = r.get(kind)
+            if d:
+                line = Line(d["offset_ns"], d["drift"], d["t0_ns"])
+                ax.plot((t - t0) / 1e9, line.at(t) / 1000, label=f"{host} ({kind})",
+                        ls="-" if kind == "trace" else "--")
+    ax.set_title(f"clock offset against {a.summary['clock']['reference']}")
+    ax.set_xlabel("s")
+    ax.set_ylabel("us")
+    if ax.lines:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
