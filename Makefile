@@ -84,3 +84,4 @@ vmlinux:
 bench: setup
 	$(VPY) bench/drain.py
 	$(VPY) bench/overhead.py
+	$(VPY) bench/analysis.py
