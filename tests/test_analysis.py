@@ -127,3 +127,31 @@ def test_report_and_gate_cli(tmp_path):
 
     bad = vnettracer("report", str(base), "--max-regression", "lots")
     assert bad.returncode == 2 and "not a percentage" in bad.stderr
+
+
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+
+
+def test_html_report_renders_in_chromium(synth, tmp_path):
+    import subprocess
+
+    import matplotlib.image as mpimg
+
+    from vnettracer.analysis.report import write
+
+    d, _, a = synth
+    html = write(a, d)["html"]
+    profile = tmp_path / "profile"
+    common = CHROMIUM + [f"--user-data-dir={profile}"]
+    dom = subprocess.run(common + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<table>") >= 4  # clocks, two paths, throughput
+    assert dom.count('src="data:image/png;base64,') == 4  # figures are embedded: the file stands alone
+    assert "h1-eth0-eg -&gt; h2-eth0-in" in dom or "h1-eth0-eg -> h2-eth0-in" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run(common + ["--window-size=1200,2400", f"--screenshot={shot}", html.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    img = mpimg.imread(shot)
+    assert img.shape[0] >= 2000 and img.shape[1] >= 1100
+    gray = img[..., :3].mean(axis=2)
+    assert gray.std() > 0.05 and (gray < 0.5).mean() > 0.005  # text and figures, not a blank page

@@ -28,7 +28,6 @@ STAGES = ["lab", "prepare", "facts", "deploy", "clock", "workload", "collect", "
 NOT_BUILT = {
     "clock": "clock probes are not built yet",
     "workload": "workloads are not built yet",
-    "report": "analysis is not built yet",
 }
 PACKAGES = ["ansible-core", "ansible-runner", "pydantic", "pandas", "pyarrow", "numpy", "fabric", "influxdb"]
 
@@ -63,6 +62,12 @@ def run_dir_for(run: Run, stamp: str) -> Path:
     d = results_root() / run.experiment.name / f"{stamp}{suffix}"
     d.mkdir(parents=True, exist_ok=False)
     return d
+
+
+def _has_events(d: Path) -> bool:
+    from vnettracer.agent.spool import read_spool
+
+    return any(read_spool(h).num_rows for h in (d / "events").glob("*") if h.is_dir())
 
 
 def run(name_or_file: str, keep_lab: bool = False, progress: Callable[[str], None] = print) -> list[Path]:
@@ -135,7 +140,15 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
                 t0 = time.monotonic()
                 files = trace.collect(r, d.name, d, d, progress=lambda m: progress(f"[collect] {m}"))
                 stage("collect", "ok", time.monotonic() - t0, files=files)
-        stage("report", "not run", reason=NOT_BUILT["report"])
+        t0 = time.monotonic()
+        if _has_events(d):
+            from vnettracer.analysis import analyze
+            from vnettracer.analysis.report import write
+
+            write(analyze(d, exp), d)
+            stage("report", "ok", time.monotonic() - t0)
+        else:
+            stage("report", "skipped", reason="no events were traced (no workload ran)")
         meta["finished"] = time.time()
         meta["measured"] = False
         (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))

@@ -23,6 +23,10 @@ def us(ns: float | None) -> str:
     return "-" if ns is None else f"{ns / 1000:.2f}"
 
 
+def ppm(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def write(a: Analysis, run_dir: Path) -> dict[str, Path]:
     run_dir = Path(run_dir)
     figs = run_dir / "figures"
@@ -52,8 +56,8 @@ def markdown(s: dict) -> str:
             "|---|---|---|---|---|---|---|"]
     for h, r in c["hosts"].items():
         t, p = r.get("trace") or {}, r.get("probe") or {}
-        out.append(f"| {h} | {r['applied']} | {us(t.get('offset_at_start_ns'))} | {t.get('drift_ppm', float('nan')):.3f} | "
-                   f"{us(p.get('offset_at_start_ns'))} | {p.get('drift_ppm', float('nan')):.3f} | {us(r.get('disagreement_ns'))} |")
+        out.append(f"| {h} | {r['applied']} | {us(t.get('offset_at_start_ns'))} | {ppm(t.get('drift_ppm'))} | "
+                   f"{us(p.get('offset_at_start_ns'))} | {ppm(p.get('drift_ppm'))} | {us(r.get('disagreement_ns'))} |")
     for name, p in s["paths"].items():
         ident = ", ".join(f"{k} {v:.0%}" for k, v in p["identity"].items())
         e = p["end_to_end"]
