@@ -10,6 +10,7 @@ import pytest
 
 from vnettracer import lab as labmod
 from vnettracer.lab import netns
+from vnettracer.procs import alive  # noqa: F401 - used by the lab tests
 
 
 def leftovers() -> list[str]:
@@ -21,14 +22,6 @@ def leftovers() -> list[str]:
     if labmod.lab_dir().exists():
         left.append(f"dir {labmod.lab_dir()}")
     return left
-
-
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,7 @@ import time
 import yaml
 
 from conftest import leftovers, vnettracer
-from vnettracer.orchestrate import descendants
+from vnettracer.procs import descendants
 
 EXE = os.path.join(os.path.dirname(os.sys.executable), "vnettracer")
 

@@ -25,6 +25,7 @@ from typing import Any, Callable
 
 from vnettracer import ROOT
 from vnettracer.errors import VntError
+from vnettracer.procs import alive, descendants
 
 REPORT_PREFIX = "report:"
 
@@ -101,25 +102,6 @@ def _failure_msg(res: dict) -> str:
     return json.dumps(res)[:500]
 
 
-def descendants(pid: int) -> list[int]:
-    """All processes below `pid` (ours to end: we started them), deepest first."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(") ", 1)[1].split()[1])
-            except (OSError, IndexError, ValueError):
-                continue
-            children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], list(children.get(pid, []))
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo += children.get(p, [])
-    return out[::-1]
-
-
 def _end_tree(pid: int) -> None:
     """End ansible-playbook and its workers. Ansible 2.19 gives each worker its own session, so
     runner's killpg() on cancel would leave them orphaned: signal every descendant by pid."""
@@ -132,18 +114,10 @@ def _end_tree(pid: int) -> None:
                 pass
         deadline = time.monotonic() + 2
         while pids and time.monotonic() < deadline:
-            pids = [p for p in pids if os.path.exists(f"/proc/{p}") and _state(p) != "Z"]
+            pids = [p for p in pids if alive(p)]
             time.sleep(0.05)
         if not pids:
             return
-
-
-def _state(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1]
-    except OSError:
-        return "Z"
 
 
 def _close_masters(cp_dir: str) -> None:

@@ -23,6 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vnettracer.agent.spool import Spool
+from vnettracer.procs import alive
 from vnettracer.agent.tracer import DEFAULT_OBJECT, Hook, Tracer, detach_hook, hook_state
 
 
@@ -83,18 +84,6 @@ def _write_atomic(path: Path, data: str) -> None:
     os.replace(tmp, path)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(") ", 1)[1][:1] != "Z"
-    except OSError:
-        return False
-
-
 class Clock:
     """(ktime, realtime) pairs: ktime is CLOCK_MONOTONIC, what bpf_ktime_get_ns() reads."""
 
@@ -137,7 +126,7 @@ class Agent:
         except ValueError:
             state = {}
         pid = state.get("pid", 0)
-        if pid and pid != os.getpid() and _alive(pid):
+        if pid and pid != os.getpid() and alive(pid):
             raise RuntimeError(f"another agent (pid {pid}) is running on this host; stop it first")
         removed = []
         hooks = state.get("hooks", [])

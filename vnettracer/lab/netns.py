@@ -14,6 +14,7 @@ import time
 from ipaddress import ip_network
 
 from vnettracer.errors import VntError
+from vnettracer.procs import alive as is_alive
 from vnettracer.lab.topology import MGMT_BRIDGE, PREFIX, WIRE_NETNS, Host, LabPlan
 
 POD_MTU = 1450  # flannel's: 1500 minus the 50-byte VXLAN header
@@ -66,19 +67,11 @@ def kill_pids(pids: list[int], grace_s: float = 3.0) -> None:
             return
         deadline = time.monotonic() + grace_s
         while time.monotonic() < deadline:
-            alive = [p for p in alive if _alive(p)]
+            alive = [p for p in alive if is_alive(p)]
             if not alive:
                 return
             time.sleep(0.05)
         pids = alive
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(") ")[-1][:1] != "Z"
-    except FileNotFoundError:
-        return False
 
 
 def teardown() -> list[str]:
