@@ -26,6 +26,7 @@ lab_app = typer.Typer(no_args_is_help=True, help="The embedded lab: hosts made o
 hosts_app = typer.Typer(no_args_is_help=True, help="Hosts of a lab or an inventory.")
 spec_app = typer.Typer(no_args_is_help=True, help="Experiment files.")
 exp_app = typer.Typer(no_args_is_help=True, help="Run experiments end to end.")
+workload_app = typer.Typer(no_args_is_help=True, help="Workload servers and clients on a host (used by roles/workload).")
 trace_app = typer.Typer(no_args_is_help=True, help="Tracer agents of an experiment (roles/tracer).")
 agent_app = typer.Typer(no_args_is_help=True, help="The tracer agent of one host (started by roles/tracer).")
 app.add_typer(lab_app, name="lab")
@@ -34,6 +35,7 @@ app.add_typer(spec_app, name="spec")
 app.add_typer(exp_app, name="experiment")
 app.add_typer(agent_app, name="agent")
 app.add_typer(trace_app, name="trace")
+app.add_typer(workload_app, name="workload")
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
@@ -223,6 +225,61 @@ def trace_status(experiment: str = typer.Argument(..., help="experiment name or 
             t.add_row(host, name, str(c["id"]), *(str(c[k]) for k in
                       ("seen", "emitted", "filtered", "sampled_out", "dropped", "parse_fail")))
     out.print(t)
+
+
+@workload_app.command("serve")
+def workload_serve(
+    spec_json: str = typer.Option(..., "--spec", help="one workload, as roles/workload passes it (JSON)"),
+    state_dir: Path = typer.Option(Path("/var/lib/vnettracer")),
+) -> None:
+    """Start a workload's server detached (it ends by itself after its time); returns once it listens."""
+    import json as _json
+
+    from vnettracer import workload
+
+    w = _json.loads(spec_json)
+    run = state_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (state_dir / "log").mkdir(parents=True, exist_ok=True)
+    try:
+        pid = workload.serve(w, run / f"workload-{w['index']}.pid", state_dir / "log" / f"workload-{w['index']}.log")
+    except (OSError, RuntimeError) as e:
+        raise VntError(f"workload: {e}") from None
+    out.print(f"{w['kind']} server pid {pid}")
+
+
+@workload_app.command("client")
+def workload_client(
+    spec_json: str = typer.Option(..., "--spec", help="one workload (JSON)"),
+    out_dir: Path = typer.Option(..., "--out", help="where the raw and parsed output go"),
+) -> None:
+    """Run a workload's client to completion; prints the parsed result (JSON)."""
+    import json as _json
+
+    from vnettracer import workload
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        res = workload.run_client(_json.loads(spec_json), out_dir)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise VntError(f"workload: {e}") from None
+    print(_json.dumps(res))
+
+
+@workload_app.command("stop")
+def workload_stop(pidfile: Path = typer.Option(...)) -> None:
+    """End a workload server started by `serve` (by its pid), if it still runs."""
+    import os as _os
+    import signal as _signal
+
+    from vnettracer.procs import alive
+
+    if not pidfile.exists():
+        return
+    pid = int(pidfile.read_text())
+    if alive(pid):
+        _os.killpg(pid, _signal.SIGTERM)  # the server and its netns/taskset wrappers (own session)
+    pidfile.unlink()
 
 
 @agent_app.command("run")

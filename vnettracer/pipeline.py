@@ -27,7 +27,6 @@ from vnettracer.spec import Run, load
 STAGES = ["lab", "prepare", "facts", "deploy", "clock", "workload", "collect", "report"]
 NOT_BUILT = {
     "clock": "clock probes are not built yet",
-    "workload": "workloads are not built yet",
 }
 PACKAGES = ["ansible-core", "ansible-runner", "pydantic", "pandas", "pyarrow", "numpy", "fabric", "influxdb"]
 
@@ -133,10 +132,17 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
         else:
             stage("deploy", "skipped", reason="no tracepoints")
         try:
-            for s in ("clock", "workload"):
-                stage(s, "not run", reason=NOT_BUILT[s])
+            stage("clock", "not run", reason=NOT_BUILT["clock"])
+            if exp.workloads:
+                t0 = time.monotonic()
+                res = trace.workloads(r, d.name, d, progress=lambda m: progress(f"[workload] {m}"))
+                meta["workloads"] = res
+                meta["measured"] = True
+                stage("workload", "ok", time.monotonic() - t0, count=len(res))
+            else:
+                stage("workload", "skipped", reason="the experiment declares no workload")
         finally:
-            if deployed:  # agents never outlive a run: stopped here, on success or failure
+            if deployed or exp.workloads:  # agents never outlive a run: stopped here, on success or failure
                 t0 = time.monotonic()
                 files = trace.collect(r, d.name, d, d, progress=lambda m: progress(f"[collect] {m}"))
                 stage("collect", "ok", time.monotonic() - t0, files=files)
@@ -150,7 +156,7 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
         else:
             stage("report", "skipped", reason="no events were traced (no workload ran)")
         meta["finished"] = time.time()
-        meta["measured"] = False
+        meta.setdefault("measured", False)
         (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     except BaseException as e:
         meta["error"] = " ".join(e.lines()) if isinstance(e, VntError) else (type(e).__name__ + ": " + str(e))

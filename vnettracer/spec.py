@@ -63,6 +63,7 @@ class ContainerSpec(Strict):
 
 class HostSpec(Strict):
     role: Literal["traced", "db"] = "traced"
+    address: IPv4Address | None = None  # data-path address, for workloads that run on the host itself
     containers: dict[str, ContainerSpec] = {}
 
 
@@ -101,10 +102,16 @@ class Flow(Strict):
     both_directions: bool = True
 
 
+class Pin(Strict):
+    client: int | None = Field(None, ge=0, le=1023)  # CPU the client runs on
+    server: int | None = Field(None, ge=0, le=1023)
+
+
 class _Workload(Strict):
     client: str  # "host" or "host/container"
     server: str
     port: int = Field(5201, ge=1, le=65535)
+    pin: Pin | None = None
 
 
 class UdpEcho(_Workload):
@@ -117,8 +124,10 @@ class UdpEcho(_Workload):
 
 class TcpRR(_Workload):
     kind: Literal["tcp_rr"]
+    port: int = Field(11111, ge=1, le=65535)
     duration_s: float = Field(10, gt=0, le=600)
     size: int = Field(64, ge=1, le=65536)
+    rate: int | None = Field(1000, ge=1, le=1_000_000)  # requests per second; null = as fast as it goes
 
 
 class Iperf3(_Workload):

@@ -46,6 +46,49 @@ def agent_configs(run: Run, run_id: str) -> dict[str, dict]:
     return out
 
 
+def workload_list(run: Run) -> list[dict]:
+    """The experiment's workloads with endpoints resolved to host, namespace and address."""
+    exp = run.experiment
+    hosts = exp.host_names()
+    lp = exp.lab_plan()
+    out = []
+
+    def endpoint(ref: str) -> tuple[str, str | None, str]:
+        host, _, cont = ref.partition("/")
+        if cont:
+            c = hosts[host].containers[cont]
+            return host, c.netns, str(c.address)
+        if lp is not None:
+            h = lp.host(host)
+            addr = h.underlay_ip or h.bridge_ip
+            return host, None, str(addr.ip)
+        if hosts[host].address is None:
+            raise VntError(f"workload endpoint '{ref}': give hosts.{host}.address (or use HOST/CONTAINER)")
+        return host, None, str(hosts[host].address)
+
+    for i, w in enumerate(exp.workloads, start=1):
+        (ch, cns, _), (sh, sns, saddr) = endpoint(w.client), endpoint(w.server)
+        d = w.model_dump(exclude={"pin"})
+        d.update(index=i, client_host=ch, client_netns=cns, server_host=sh, server_netns=sns, server_addr=saddr,
+                 client_cpu=w.pin.client if w.pin else None, server_cpu=w.pin.server if w.pin else None)
+        out.append(d)
+    return out
+
+
+def workloads(run: Run, run_id: str, workdir: Path, progress: Callable[[str], None] | None = None) -> list[dict]:
+    """Run the workloads in order; returns each client's parsed result."""
+    inventory, extra = _target(run)
+    wl = workload_list(run)
+    r = run_playbook("workload", inventory, workdir, progress=progress, timeout_s=3600, extravars={
+        **extra, "workload_list": wl, "workload_run_id": run_id,
+    }).raise_for_failures()
+    results = {}
+    for hr in r.hosts.values():
+        for key, res in hr.reports.items():
+            results[int(key.removeprefix("workload "))] = res
+    return [results.get(w["index"], {}) for w in wl]
+
+
 def _target(run: Run) -> tuple[Path, dict]:
     """Inventory and extra vars for the experiment's hosts (the running lab, or its inventory)."""
     exp = run.experiment
