@@ -47,7 +47,7 @@ def test_quickstart_has_both_full_paths():
     assert all(len(p.tracepoints) == 10 for p in exp.paths)
     ids = exp.tracepoint_ids
     assert sorted(ids.values()) == list(range(1, 21))  # assigned by the spec, dense, in file order
-    assert exp.workloads == []  # placeholder: it must not pretend to measure
+    assert [w.kind for w in exp.workloads] == ["tcp_rr", "udp_echo"]  # TCP request/response, the original's echo
 
 
 def test_good_file_and_ids(tmp_path):
