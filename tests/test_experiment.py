@@ -31,9 +31,9 @@ def test_quickstart_end_to_end(root, tmp_path):
         assert (run / f).is_file(), f
     meta = json.loads((run / "meta.json").read_text())
     st = meta["stages"]
-    assert [s for s in st if st[s]["status"] == "ok"] == ["lab", "prepare", "facts", "deploy", "workload", "collect",
-                                                           "report"]
-    assert st["clock"]["status"] == "not run" and st["clock"]["reason"]
+    assert [s for s in st if st[s]["status"] == "ok"] == ["lab", "prepare", "facts", "deploy", "clock", "workload",
+                                                           "collect", "report"]
+    assert st["clock"]["before"]["host2"] >= 150 and st["clock"]["after"]["host2"] >= 150
     assert meta["measured"] is True and set(meta["hosts"]) == {"host1", "host2", "db"}
     assert meta["versions"]["ansible-core"].startswith("2.19")
     rr, echo = meta["workloads"]
@@ -47,6 +47,15 @@ def test_quickstart_end_to_end(root, tmp_path):
         assert [g["from"] for g in segs] + [segs[-1]["to"]] == path["tracepoints"]  # every segment, in order
         assert all(g["count"] > 0 and g["negative"] == 0 for g in segs), segs
         assert p["complete"] > 1000 and set(p["identity"]) <= {"hash", "payload"}
+    # host2's clock is emulated 1.5 ms ahead and 20 ppm fast: both estimates find it
+    emu = meta["clock_emulation"]
+    truth = emu["hosts"]["host2"]["offset_ns"] + emu["hosts"]["host2"]["drift_ppm"] * 1e-6 * (
+        summary["start_ns"] - emu["t0_ns"])
+    h2 = summary["clock"]["hosts"]["host2"]
+    assert h2["applied"] == "trace"
+    assert abs(h2["trace"]["offset_at_start_ns"] - truth) < 20_000, (h2, truth)
+    assert abs(h2["probe"]["offset_at_start_ns"] - truth) < 50_000, (h2, truth)
+    assert abs(h2["probe"]["drift_ppm"] - 20) < 5 and abs(h2["disagreement_ns"]) < 50_000
     assert leftovers() == []
     from test_trace_lab import links
 

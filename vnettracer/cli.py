@@ -26,6 +26,7 @@ lab_app = typer.Typer(no_args_is_help=True, help="The embedded lab: hosts made o
 hosts_app = typer.Typer(no_args_is_help=True, help="Hosts of a lab or an inventory.")
 spec_app = typer.Typer(no_args_is_help=True, help="Experiment files.")
 exp_app = typer.Typer(no_args_is_help=True, help="Run experiments end to end.")
+clock_app = typer.Typer(no_args_is_help=True, help="Clock probes between hosts (used by roles/clock).")
 workload_app = typer.Typer(no_args_is_help=True, help="Workload servers and clients on a host (used by roles/workload).")
 trace_app = typer.Typer(no_args_is_help=True, help="Tracer agents of an experiment (roles/tracer).")
 agent_app = typer.Typer(no_args_is_help=True, help="The tracer agent of one host (started by roles/tracer).")
@@ -36,6 +37,7 @@ app.add_typer(exp_app, name="experiment")
 app.add_typer(agent_app, name="agent")
 app.add_typer(trace_app, name="trace")
 app.add_typer(workload_app, name="workload")
+app.add_typer(clock_app, name="clock")
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
@@ -225,6 +227,36 @@ def trace_status(experiment: str = typer.Argument(..., help="experiment name or 
             t.add_row(host, name, str(c["id"]), *(str(c[k]) for k in
                       ("seen", "emitted", "filtered", "sampled_out", "dropped", "parse_fail")))
     out.print(t)
+
+
+@clock_app.command("respond")
+def clock_respond(
+    bind: str = typer.Option(...), port: int = typer.Option(12321), seconds: float = typer.Option(60),
+    ready: Optional[Path] = typer.Option(None, help="file created once the socket is bound"),
+    offset_ns: int = typer.Option(0), drift_ppm: float = typer.Option(0.0), t0_ns: int = typer.Option(0),
+) -> None:
+    """Answer clock probes until the prober says bye (or `seconds`). Lab emulation: offset/drift."""
+    from vnettracer import clockprobe
+
+    clk = clockprobe.WallClock(offset_ns, drift_ppm, t0_ns)
+    n = clockprobe.respond(bind, port, seconds, clk, ready=ready.touch if ready else None)
+    out.print(f"answered {n} probes")
+
+
+@clock_app.command("probe")
+def clock_probe(
+    to: str = typer.Option(..., help="responder address"), port: int = typer.Option(12321),
+    count: int = typer.Option(200), interval_ms: float = typer.Option(5.0), out_file: Path = typer.Option(..., "--out"),
+    offset_ns: int = typer.Option(0), drift_ppm: float = typer.Option(0.0), t0_ns: int = typer.Option(0),
+) -> None:
+    """Probe a responder `count` times; append t1,t2,t3,t4 rows to a CSV."""
+    from vnettracer import clockprobe
+
+    out_file.parent.mkdir(parents=True, exist_ok=True)
+    n = clockprobe.probe(to, port, count, interval_ms / 1000, clockprobe.WallClock(offset_ns, drift_ppm, t0_ns), out_file)
+    print(n)
+    if n == 0:
+        raise VntError(f"clock: no answer from {to}:{port}")
 
 
 @workload_app.command("serve")

@@ -25,9 +25,6 @@ from vnettracer.spec import Run, load
 
 # Stages in pipeline order (DESIGN.md) and, for those not built yet, why they do not run.
 STAGES = ["lab", "prepare", "facts", "deploy", "clock", "workload", "collect", "report"]
-NOT_BUILT = {
-    "clock": "clock probes are not built yet",
-}
 PACKAGES = ["ansible-core", "ansible-runner", "pydantic", "pandas", "pyarrow", "numpy", "fabric", "influxdb"]
 
 
@@ -124,15 +121,26 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
         stage("facts", "ok", time.monotonic() - t0)
 
         deployed = False
+        clock_t0 = time.time_ns()  # epoch of the lab's emulated clock drift, shared by agents and probes
+        if trace.clock_emulation(r):
+            meta["clock_emulation"] = {"t0_ns": clock_t0, "hosts": trace.clock_emulation(r),
+                                       "note": "lab emulation: all lab hosts really share one clock"}
         if exp.tracepoints:
             t0 = time.monotonic()
-            trace.start(r, d.name, d, progress=lambda m: progress(f"[deploy] {m}"))
+            trace.start(r, d.name, d, progress=lambda m: progress(f"[deploy] {m}"), clock_t0_ns=clock_t0)
             deployed = True
             stage("deploy", "ok", time.monotonic() - t0, tracepoints=len(exp.tracepoints))
         else:
             stage("deploy", "skipped", reason="no tracepoints")
         try:
-            stage("clock", "not run", reason=NOT_BUILT["clock"])
+            probed = len([h for h, hs in exp.host_names().items() if hs.role == "traced"]) > 1
+            if probed:
+                t0 = time.monotonic()
+                before = trace.clock_probes(r, d.name, "before", d, d, clock_t0,
+                                            progress=lambda m: progress(f"[clock] {m}"))
+                stage("clock", "ok", time.monotonic() - t0, before=before)
+            else:
+                stage("clock", "skipped", reason="one traced host: nothing to compare its clock with")
             if exp.workloads:
                 t0 = time.monotonic()
                 res = trace.workloads(r, d.name, d, progress=lambda m: progress(f"[workload] {m}"))
@@ -141,6 +149,11 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
                 stage("workload", "ok", time.monotonic() - t0, count=len(res))
             else:
                 stage("workload", "skipped", reason="the experiment declares no workload")
+            if probed:
+                t0 = time.monotonic()
+                after = trace.clock_probes(r, d.name, "after", d, d, clock_t0, progress=lambda m: progress(f"[clock] {m}"))
+                stage("clock", "ok", meta["stages"]["clock"]["seconds"] + time.monotonic() - t0,
+                      before=meta["stages"]["clock"]["before"], after=after)
         finally:
             if deployed or exp.workloads:  # agents never outlive a run: stopped here, on success or failure
                 t0 = time.monotonic()

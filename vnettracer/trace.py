@@ -19,12 +19,19 @@ from vnettracer.spec import Run, load
 BPF_OBJECT = ROOT / "build" / "bpf" / "trace.bpf.o"
 
 
-def agent_configs(run: Run, run_id: str) -> dict[str, dict]:
+def clock_emulation(run: Run) -> dict[str, dict]:
+    """Per lab host: the emulated clock error (ns, ppm), as agents and probes apply it."""
+    exp = run.experiment
+    emu = exp.lab.options.clock_emulation if exp.lab else {}
+    return {h: {"offset_ns": int(c.offset_us * 1000), "drift_ppm": c.drift_ppm} for h, c in emu.items()}
+
+
+def agent_configs(run: Run, run_id: str, clock_t0_ns: int = 0) -> dict[str, dict]:
     """Agent config of every host that has tracepoints (AgentConfig fields, JSON-ready)."""
     exp = run.experiment
     ids = exp.tracepoint_ids
     hosts = exp.host_names()
-    clocks = exp.lab.options.clock_emulation if exp.lab else {}
+    clocks = clock_emulation(run)
     per_host: dict[str, list[dict]] = {}
     for tp in exp.tracepoints:
         if tp.kind != "tc":
@@ -41,7 +48,8 @@ def agent_configs(run: Run, run_id: str) -> dict[str, dict]:
             "host": host, "run_id": run_id, "tracepoints": tps, "flows": flows,
             "vxlan_ports": exp.tracer.vxlan_ports, "sampling": exp.tracer.sampling, "attach": exp.tracer.attach,
             "rotate_mb": exp.sinks.spool.rotate_mb,
-            "clock_offset_ns": int(c.offset_us * 1000) if c else 0, "clock_drift_ppm": c.drift_ppm if c else 0.0,
+            "clock_offset_ns": c["offset_ns"] if c else 0, "clock_drift_ppm": c["drift_ppm"] if c else 0.0,
+            "clock_t0_ns": clock_t0_ns,
         }
     return out
 
@@ -89,6 +97,30 @@ def workloads(run: Run, run_id: str, workdir: Path, progress: Callable[[str], No
     return [results.get(w["index"], {}) for w in wl]
 
 
+def reference_host(run: Run) -> str:
+    """The host every other host's clock is compared with (as the analysis chooses it)."""
+    exp = run.experiment
+    host_of = {tp.name: tp.host for tp in exp.tracepoints}
+    if exp.paths:
+        return host_of[exp.paths[0].tracepoints[0]]
+    return sorted(h for h, s in exp.host_names().items() if s.role == "traced")[0]
+
+
+def clock_probes(run: Run, run_id: str, phase: str, dest: Path, workdir: Path, clock_t0_ns: int,
+                 progress: Callable[[str], None] | None = None) -> dict[str, int]:
+    """NTP-style probes from the reference host to every other traced host (management network);
+    CSVs land in dest/clock/. Returns samples per host."""
+    inventory, extra = _target(run)
+    ref = reference_host(run)
+    targets = sorted(h for h, s in run.experiment.host_names().items() if s.role == "traced" and h != ref)
+    r = run_playbook("clock", inventory, workdir, progress=progress, extravars={
+        **extra, "clock_reference": ref, "clock_targets": targets, "clock_phase": phase, "clock_run_id": run_id,
+        "clock_dest": str(dest.resolve()), "clock_emulation": clock_emulation(run), "clock_t0_ns": clock_t0_ns,
+    }).raise_for_failures()
+    rep = r.hosts.get(ref)
+    return {h: int(n) for h, n in ((rep.reports.get("probes") if rep else None) or {}).items()}
+
+
 def _target(run: Run) -> tuple[Path, dict]:
     """Inventory and extra vars for the experiment's hosts (the running lab, or its inventory)."""
     exp = run.experiment
@@ -109,11 +141,12 @@ def _one(name_or_file: str) -> Run:
     return runs[0]
 
 
-def start(run: Run, run_id: str, workdir: Path, progress: Callable[[str], None] | None = None) -> PlaybookResult:
+def start(run: Run, run_id: str, workdir: Path, progress: Callable[[str], None] | None = None,
+          clock_t0_ns: int = 0) -> PlaybookResult:
     if not BPF_OBJECT.is_file():
         raise VntError(f"{BPF_OBJECT} is missing; run `make bpf`")
     inventory, extra = _target(run)
-    configs = agent_configs(run, run_id)
+    configs = agent_configs(run, run_id, clock_t0_ns)
     return run_playbook("trace-start", inventory, workdir, progress=progress, extravars={
         **extra, "tracer_run_id": run_id, "tracer_configs": configs, "tracer_bpf_object": str(BPF_OBJECT),
     }).raise_for_failures()

@@ -56,6 +56,7 @@ class AgentConfig(BaseModel):
     # lab emulation of a host clock that is off by an offset and runs fast/slow by drift (ppm)
     clock_offset_ns: int = 0
     clock_drift_ppm: float = 0.0
+    clock_t0_ns: int = 0  # epoch of the emulated drift, shared with the clock probes (0: agent start)
 
     @property
     def run_dir(self) -> Path:
@@ -87,10 +88,10 @@ def _write_atomic(path: Path, data: str) -> None:
 class Clock:
     """(ktime, realtime) pairs: ktime is CLOCK_MONOTONIC, what bpf_ktime_get_ns() reads."""
 
-    def __init__(self, path: Path, offset_ns: int = 0, drift_ppm: float = 0.0):
+    def __init__(self, path: Path, offset_ns: int = 0, drift_ppm: float = 0.0, t0_ns: int = 0):
         self.f = open(path, "a")
         self.offset_ns, self.drift_ppm = offset_ns, drift_ppm
-        self.t0 = None
+        self.t0 = t0_ns or None
 
     def record(self) -> None:
         m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
@@ -193,7 +194,7 @@ class Agent:
             self.spool = Spool(cfg.spool_dir, cfg.rotate_mb << 20)
             for tp in cfg.tracepoints:
                 self.add(tp)
-            clock = Clock(cfg.spool_dir / "clock.jsonl", cfg.clock_offset_ns, cfg.clock_drift_ppm)
+            clock = Clock(cfg.spool_dir / "clock.jsonl", cfg.clock_offset_ns, cfg.clock_drift_ppm, cfg.clock_t0_ns)
             clock.record()
             cfg.socket_path.unlink(missing_ok=True)
             server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -48,9 +48,13 @@ def load_events(run_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
 
 
 def load_probes(run_dir: Path) -> dict[str, pd.DataFrame]:
-    """Clock probe results (t1..t4 per sample), one file per host, if the clock stage ran."""
+    """Clock probe results (t1..t4 per sample) per host, if the clock stage ran: files
+    clock/probes-<host>.<phase>.csv (before and after the workload), concatenated per host."""
     d = run_dir / "clock"
-    return {f.stem.removeprefix("probes-"): pd.read_csv(f) for f in sorted(d.glob("probes-*.csv"))} if d.is_dir() else {}
+    per: dict[str, list[pd.DataFrame]] = {}
+    for f in sorted(d.glob("probes-*.csv")) if d.is_dir() else []:
+        per.setdefault(f.name.removeprefix("probes-").split(".")[0], []).append(pd.read_csv(f))
+    return {h: pd.concat(fs, ignore_index=True).sort_values("t1") for h, fs in per.items()}
 
 
 def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000_000_000) -> Analysis:
