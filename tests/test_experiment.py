@@ -89,3 +89,22 @@ def test_interrupted_run_leaves_nothing(root, tmp_path):
     (run,) = (tmp_path / "quickstart").iterdir()
     meta = json.loads((run / "meta.json").read_text())
     assert "KeyboardInterrupt" in meta["error"]
+
+
+def test_bottleneck_is_found(root, tmp_path):
+    """A 2 ms delay element between host1 and the wire: the report names that segment, both ways,
+    and its added latency is within 10 % of what was inserted."""
+    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
+    r = vnettracer("experiment", "run", "bottleneck", env=env)
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "bottleneck").iterdir()
+    s = json.loads((run / "summary.json").read_text())
+    inserted_ns = 2_000_000
+    for path, wire in (("request", "h1-eth0-eg -> h2-eth0-in"), ("reply", "h2-eth0-eg -> h1-eth0-in")):
+        p = s["paths"][path]
+        assert p["dominant"] == wire
+        seg = next(g for g in p["segments"] if g["name"] == wire)
+        others = sum(g["p50_ns"] for g in p["segments"] if g["name"] != wire)
+        assert others < 50_000  # the rest of the path is microseconds
+        assert abs(seg["p50_ns"] - inserted_ns) < 0.1 * inserted_ns, seg
+    assert leftovers() == []

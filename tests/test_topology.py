@@ -72,3 +72,16 @@ def test_flannel_needs_two_hosts_and_topology_must_exist():
         plan("flannel-vxlan", LabOptions(hosts=1))
     with pytest.raises(ValueError, match="unknown topology 'mesh'"):
         plan("mesh")
+
+
+def test_delay_element_option():
+    from vnettracer.lab.topology import DelayElement
+
+    lp = plan("flannel-vxlan", LabOptions(delay=DelayElement(host="host2", us=500)))
+    assert "vnt-delay" in lp.netns_names()
+    with pytest.raises(ValueError, match="delay: needs topology flannel-vxlan"):
+        plan("flannel-vxlan", LabOptions(delay=DelayElement(host="host7", us=500)))
+    with pytest.raises(ValueError, match="delay: needs topology flannel-vxlan"):
+        plan("bridge", LabOptions(delay=DelayElement(host="host1", us=500)))
+    with pytest.raises(ValidationError):
+        DelayElement(host="host1", us=0)

@@ -79,8 +79,13 @@ def run_client(w: dict, out_dir: Path) -> dict:
     """Run the client to completion; keep raw output, write parsed JSON beside it."""
     name = f"{w['index']:02d}-{w['kind']}"
     limit = float(w.get("duration_s") or w["count"] / w["rate"]) + 60
-    r = subprocess.run(_netns(w.get("client_netns"), client_argv(w), w.get("client_cpu")), capture_output=True,
-                       text=True, timeout=limit)
+    try:
+        r = subprocess.run(_netns(w.get("client_netns"), client_argv(w), w.get("client_cpu")), capture_output=True,
+                           text=True, timeout=limit)
+    except subprocess.TimeoutExpired as e:
+        (out_dir / f"{name}.out").write_text((e.stdout or b"").decode(errors="replace") if isinstance(e.stdout, bytes)
+                                              else (e.stdout or ""))
+        raise RuntimeError(f"{w['kind']} client did not finish within {limit:.0f} s (killed)") from None
     (out_dir / f"{name}.out").write_text(r.stdout + r.stderr)
     if r.returncode != 0:
         raise RuntimeError(f"{w['kind']} client exited {r.returncode}: {(r.stderr or r.stdout).strip()[-300:]}")

@@ -93,6 +93,10 @@ def up(topology: str = "flannel-vxlan", options: LabOptions | None = None, progr
             netns.build(lp)
             progress(f"network built: {len(lp.netns_names())} namespaces ({time.monotonic() - t0:.1f} s)")
             lab = _start_hosts(lp, d, progress)
+            if lp.options.delay is not None:
+                lab.pids["delay"] = _start_delay(lp, d)
+                _save(lab)
+                progress(f"delay element: {lp.options.delay.us:g} us each way between {lp.options.delay.host} and the wire")
         except BaseException:
             _down()
             raise
@@ -115,11 +119,30 @@ def _start_hosts(lp: LabPlan, d: Path, progress) -> Lab:
     (d / "ssh" / "known_hosts").write_text("\n".join(known) + "\n")
     lab = Lab(dir=d, plan=lp, pids=pids)
     lab.inventory.write_text(yaml.safe_dump(inventory(lab), sort_keys=False))
-    (d / "lab.json").write_text(json.dumps({
-        "topology": lp.topology, "options": lp.options.model_dump(mode="json"), "pids": pids,
+    _save(lab)
+    return lab
+
+
+def _start_delay(lp: LabPlan, d: Path) -> int:
+    """The delay element's forwarder, inside its namespace (ended by teardown like every lab process)."""
+    import sys
+
+    log = open(d / "delay.log", "ab")
+    p = subprocess.Popen(["ip", "netns", "exec", "vnt-delay", sys.executable, "-m", "vnettracer.lab.delay", "dly-host", "dly-wire",
+                          str(lp.options.delay.us)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                         start_new_session=True)
+    log.close()
+    time.sleep(0.3)
+    if p.poll() is not None:
+        raise VntError(f"lab: the delay element exited with {p.returncode}: {(d / 'delay.log').read_text()[-300:]}")
+    return p.pid
+
+
+def _save(lab: Lab) -> None:
+    (lab.dir / "lab.json").write_text(json.dumps({
+        "topology": lab.plan.topology, "options": lab.plan.options.model_dump(mode="json"), "pids": lab.pids,
         "created": time.time(),
     }, indent=2))
-    return lab
 
 
 def inventory(lab: Lab) -> dict:

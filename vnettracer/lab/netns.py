@@ -15,7 +15,7 @@ from ipaddress import ip_network
 
 from vnettracer.errors import VntError
 from vnettracer.procs import alive as is_alive
-from vnettracer.lab.topology import MGMT_BRIDGE, PREFIX, WIRE_NETNS, Host, LabPlan
+from vnettracer.lab.topology import DELAY_NETNS, MGMT_BRIDGE, PREFIX, WIRE_NETNS, Host, LabPlan
 
 POD_MTU = 1450  # flannel's: 1500 minus the 50-byte VXLAN header
 
@@ -121,6 +121,8 @@ def build(lab: LabPlan) -> None:
             _traced_host(lab, h, index)
     if lab.vxlan:
         _flannel_routes(lab)
+    if lab.options.delay is not None:
+        _no_offloads(lab)
 
 
 def _netns_add(ns: str) -> None:
@@ -131,9 +133,21 @@ def _netns_add(ns: str) -> None:
 def _traced_host(lab: LabPlan, h: Host, index: int) -> None:
     o = lab.options
     sh("ip", "netns", "exec", h.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-    if lab.vxlan:
+    delayed = lab.options.delay is not None and lab.options.delay.host == h.name
+    if lab.vxlan and delayed:  # eth0 -- dly-host [vnt-delay: forwarder] dly-wire -- wire0
+        _netns_add(DELAY_NETNS)
+        ip(DELAY_NETNS, "link", "add", "dly-host", "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+        ip(WIRE_NETNS, "link", "add", f"u-{h.name}", "type", "veth", "peer", "name", "dly-wire", "netns", DELAY_NETNS)
+        ip(WIRE_NETNS, "link", "set", f"u-{h.name}", "master", "wire0", "up")
+        for dev in ("dly-host", "dly-wire"):
+            ip(DELAY_NETNS, "link", "set", dev, "up")
+            # frames must stay wire-sized: a raw socket cannot send a GSO/GRO super-frame
+            sh("ip", "netns", "exec", DELAY_NETNS, "ethtool", "-K", dev, "gro", "off", "gso", "off", "tso", "off",
+               check=False)
+    elif lab.vxlan:
         ip(WIRE_NETNS, "link", "add", f"u-{h.name}", "type", "veth", "peer", "name", "eth0", "netns", h.netns)
         ip(WIRE_NETNS, "link", "set", f"u-{h.name}", "master", "wire0", "up")
+    if lab.vxlan:
         ip(h.netns, "addr", "add", str(h.underlay_ip), "dev", "eth0")
         ip(h.netns, "link", "set", "eth0", "up")
         ip(h.netns, "link", "add", "flannel.1", "address", vtep_mac(index), "type", "vxlan", "id", str(o.vni),
@@ -152,6 +166,17 @@ def _traced_host(lab: LabPlan, h: Host, index: int) -> None:
         ip(c.netns, "addr", "add", str(c.ip), "dev", "eth0")
         ip(c.netns, "link", "set", "eth0", "mtu", mtu, "up")
         ip(c.netns, "route", "add", "default", "via", str(h.bridge_ip.ip))
+
+
+def _no_offloads(lab: LabPlan) -> None:
+    """With the delay element, frames cross a raw socket: they must be wire-sized and carry finished
+    checksums (a raw send drops the "checksum still to do" state of offloaded packets)."""
+    for h in lab.traced():
+        for ns in [h.netns] + [c.netns for c in h.containers]:
+            for dev in sh("ip", "netns", "exec", ns, "ls", "/sys/class/net").split():
+                if dev != "lo":
+                    sh("ip", "netns", "exec", ns, "ethtool", "-K", dev, "tx", "off", "gso", "off", "tso", "off",
+                       "gro", "off", check=False)
 
 
 def _flannel_routes(lab: LabPlan) -> None:

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 PREFIX = "vnt-"  # every namespace and root-namespace link the lab makes starts with this
 MGMT_BRIDGE = "vnt-mgmt"  # management bridge in the root namespace (ssh, later InfluxDB)
 WIRE_NETNS = "vnt-wire"  # the underlay "switch": a namespace holding bridge wire0
+DELAY_NETNS = "vnt-delay"  # the delay element, between one host's eth0 and the wire
 STATE_MOUNT = "/var/lib/vnettracer"  # every lab host sees its own state directory here
 TOPOLOGIES = ("flannel-vxlan", "bridge")
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
@@ -29,6 +30,15 @@ class ClockEmulation(BaseModel):
     model_config = ConfigDict(extra="forbid")
     offset_us: float = Field(0.0, ge=-60e6, le=60e6)
     drift_ppm: float = Field(0.0, ge=-1000, le=1000)
+
+
+class DelayElement(BaseModel):
+    """A known delay in the data path: a forwarder between `host`'s eth0 and the underlay wire that
+    holds every frame `us` microseconds, both ways."""
+
+    model_config = ConfigDict(extra="forbid")
+    host: str
+    us: float = Field(gt=0, le=1_000_000)
 
 
 class LabOptions(BaseModel):
@@ -44,6 +54,7 @@ class LabOptions(BaseModel):
     vxlan_port: int = Field(8472, ge=1, le=65535)
     vni: int = Field(1, ge=1, le=16777215)
     clock_emulation: dict[str, ClockEmulation] = {}  # host name -> emulated clock error
+    delay: DelayElement | None = None  # flannel-vxlan only
 
     @model_validator(mode="after")
     def _ranges(self) -> "LabOptions":
@@ -139,7 +150,7 @@ class LabPlan:
 
     def netns_names(self) -> list[str]:
         names = [h.netns for h in self.hosts] + [c.netns for h in self.hosts for c in h.containers]
-        return names + ([WIRE_NETNS] if self.vxlan else [])
+        return names + ([WIRE_NETNS] if self.vxlan else []) + ([DELAY_NETNS] if self.options.delay else [])
 
 
 def plan(topology: str = "flannel-vxlan", options: LabOptions | None = None) -> LabPlan:
@@ -159,6 +170,9 @@ def plan(topology: str = "flannel-vxlan", options: LabOptions | None = None) -> 
     for name in opts.clock_emulation:
         if name not in known:
             raise ValueError(f"clock_emulation names unknown host '{name}'; traced hosts: {', '.join(known)}")
+    if opts.delay is not None and (topology != "flannel-vxlan" or opts.delay.host not in known):
+        raise ValueError(f"delay: needs topology flannel-vxlan and a traced host ({', '.join(known)}), "
+                         f"got {topology} / '{opts.delay.host}'")
 
     def iface(net: IPv4Network, index: int) -> IPv4Interface:
         return IPv4Interface(f"{net[index]}/{net.prefixlen}")
