@@ -59,7 +59,7 @@ def markdown(s: dict) -> str:
         out.append(f"| {h} | {r['applied']} | {us(t.get('offset_at_start_ns'))} | {ppm(t.get('drift_ppm'))} | "
                    f"{us(p.get('offset_at_start_ns'))} | {ppm(p.get('drift_ppm'))} | {us(r.get('disagreement_ns'))} |")
     for name, p in s["paths"].items():
-        ident = ", ".join(f"{k} {v:.0%}" for k, v in p["identity"].items())
+        ident = ", ".join(f"{k} {v:.1%}" for k, v in p["identity"].items())
         e = p["end_to_end"]
         out += ["", f"## Path {name}", "",
                 f"{p['packets']} packets, {p['complete']} seen at every hook, {p['lost']} lost, "
