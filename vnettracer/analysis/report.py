@@ -13,6 +13,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from vnettracer.analysis import Analysis  # noqa: E402
 
@@ -132,10 +133,7 @@ def _stacked(a: Analysis, path: Path) -> Path:
     ax.set_yticks(range(len(a.summary["paths"])), list(a.summary["paths"]))
     ax.set_xlabel("median latency per segment, us (stacked)")
     ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _segment_latencies(a: Analysis, name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -148,43 +146,48 @@ def _segment_latencies(a: Analysis, name: str) -> list[tuple[str, np.ndarray, np
     return out
 
 
-def _cdf(a: Analysis, path: Path) -> Path:
-    n = len(a.traces)
-    fig, axes = plt.subplots(1, max(n, 1), figsize=(6 * max(n, 1), 4), squeeze=False)
-    for ax, name in zip(axes[0], a.traces):
-        for label, _, lat in _segment_latencies(a, name):
-            if len(lat):
-                x = np.sort(lat)
-                ax.plot(x, np.linspace(0, 1, len(x)), label=label, lw=1)
-        ax.set_xscale("symlog", linthresh=1)
-        ax.set_title(f"{name}: CDF per segment")
-        ax.set_xlabel("us")
-        ax.legend(fontsize=5)
+def _save(fig, path: Path) -> Path:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _per_segment(a: Analysis, path: Path, stacked: bool, title: str, xlabel: str, draw, ylabel: str = "") -> Path:
+    """One panel per path, one line per segment: `draw(ax, label, t, latency_us)` draws a line."""
+    n = max(len(a.traces), 1)
+    fig, axes = (plt.subplots(n, 1, figsize=(9, 3.5 * n), squeeze=False) if stacked
+                 else plt.subplots(1, n, figsize=(6 * n, 4), squeeze=False))
+    for ax, name in zip(axes.flat, a.traces):
+        for label, t, lat in _segment_latencies(a, name):
+            if len(lat):
+                draw(ax, label, t, lat)
+        ax.set_title(f"{name}: {title}")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.legend(fontsize=5)
+    return _save(fig, path)
+
+
+def _cdf(a: Analysis, path: Path) -> Path:
+    def draw(ax, label, t, lat):
+        x = np.sort(lat)
+        ax.plot(x, np.linspace(0, 1, len(x)), label=label, lw=1)
+        ax.set_xscale("symlog", linthresh=1)
+
+    return _per_segment(a, path, False, "CDF per segment", "us", draw)
 
 
 def _over_time(a: Analysis, path: Path) -> Path:
-    n = len(a.traces)
-    fig, axes = plt.subplots(max(n, 1), 1, figsize=(9, 3.5 * max(n, 1)), squeeze=False)
     t0 = a.summary["start_ns"]
-    for ax, name in zip(axes[:, 0], a.traces):
-        for label, t, lat in _segment_latencies(a, name):
-            if len(lat):
-                bins = np.linspace(t0, a.summary["end_ns"], 60)
-                idx = np.digitize(t, bins)
-                med = [np.median(lat[idx == k]) if (idx == k).any() else np.nan for k in range(1, len(bins))]
-                ax.plot((bins[1:] - t0) / 1e9, med, label=label, lw=1)
-        ax.set_title(f"{name}: median latency per segment over time")
-        ax.set_xlabel("s")
-        ax.set_ylabel("us")
-        ax.legend(fontsize=5)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    bins = np.linspace(t0, a.summary["end_ns"], 61)
+
+    def draw(ax, label, t, lat):
+        idx = np.clip(np.digitize(t, bins) - 1, 0, len(bins) - 2)
+        med = pd.Series(lat).groupby(idx).median().reindex(range(len(bins) - 1))
+        ax.plot((bins[1:] - t0) / 1e9, med.to_numpy(), label=label, lw=1)
+
+    return _per_segment(a, path, True, "median latency per segment over time", "s", draw, ylabel="us")
 
 
 def _clock(a: Analysis, path: Path) -> Path:
@@ -205,7 +208,4 @@ def _clock(a: Analysis, path: Path) -> Path:
     ax.set_ylabel("us")
     if ax.lines:
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
