@@ -113,6 +113,7 @@ class Agent:
         self.log = log
         self.stop_reason: str | None = None
         self.tracer: Tracer | None = None
+        self.spool: Spool | None = None
         self.tps: dict[str, TracepointConfig] = {}
         self.started = time.time()
 
@@ -172,7 +173,7 @@ class Agent:
             "host": self.cfg.host, "run_id": self.cfg.run_id, "pid": os.getpid(), "time": time.time(),
             "attached": sorted(self.tps),
             "tracepoints": {names.get(tp, str(tp)): {"id": tp, **c} for tp, c in counters.items()},
-            "spooled_events": self.spool.events if hasattr(self, "spool") else 0,
+            "spooled_events": self.spool.events if self.spool else 0,
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
             "sampling": self.cfg.sampling,
             "attach": self.tracer.attach_mode if self.tracer else None,
@@ -274,18 +275,20 @@ class Agent:
     def _shutdown(self, sel, server, clock) -> int:
         rc = 0
         if self.tracer is not None:
-            try:  # what is still in the ring goes to the spool before the object is closed
-                while len(ev := self.tracer.ring.read()):
-                    self.spool.write(ev)
-            except Exception as e:  # noqa: BLE001
-                self.log(f"final drain failed: {e}")
-            problems = self.tracer.detach_all()
+            problems = self.tracer.detach_all()  # first: no event can arrive after this
             if problems:
                 self.log("detach problems: " + "; ".join(problems))
                 rc = 1
-            self._write_stats()
+            if self.spool is not None:
+                try:  # then what is still in the ring goes to the spool
+                    while len(ev := self.tracer.ring.read()):
+                        self.spool.write(ev)
+                except Exception as e:  # noqa: BLE001
+                    self.log(f"final drain failed: {e}")
+                    rc = 1
+                self._write_stats()
+                self.spool.close()
             self.tracer.close()
-            self.spool.close()
             self.cfg.state_file.unlink(missing_ok=True)
         if clock:
             clock.close()
