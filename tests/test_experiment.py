@@ -26,7 +26,8 @@ def test_quickstart_end_to_end(root, tmp_path):
     (run,) = (tmp_path / "quickstart").iterdir()
     assert f"results: {run}" in r.stdout and "no report" not in r.stdout
     for f in ("spec.yml", "meta.json", "summary.json", "report.md", "report.html", "figures/segments.png",
-              "workload/01-tcp_rr.json", "workload/02-udp_echo.json", "events/host1/clock.jsonl",
+              "workload/01-tcp_rr.json", "workload/02-udp_echo.json", "workload/03-redis.json",
+              "workload/03-redis.out", "events/host1/clock.jsonl",
               "events/host2/stats.json"):
         assert (run / f).is_file(), f
     meta = json.loads((run / "meta.json").read_text())
@@ -36,9 +37,11 @@ def test_quickstart_end_to_end(root, tmp_path):
     assert st["clock"]["before"]["host2"] >= 150 and st["clock"]["after"]["host2"] >= 150
     assert meta["measured"] is True and set(meta["hosts"]) == {"host1", "host2", "db"}
     assert meta["versions"]["ansible-core"].startswith("2.19")
-    rr, echo = meta["workloads"]
+    rr, echo, redis = meta["workloads"]
     assert rr["kind"] == "tcp_rr" and rr["latency_us"]["p50"] > 0 and rr["observations"] > 1000
     assert echo["kind"] == "udp_echo" and echo["received"] == echo["sent"] == 50
+    assert redis["kind"] == "redis" and set(redis["tests"]) == {"SET", "GET"}
+    assert all(t["rps"] > 100 and t["p50_latency_ms"] > 0 for t in redis["tests"].values())
     summary = json.loads((run / "summary.json").read_text())
     spec = yaml.safe_load((run / "spec.yml").read_text())
     for path in spec["paths"]:

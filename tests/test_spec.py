@@ -47,7 +47,7 @@ def test_quickstart_has_both_full_paths():
     assert all(len(p.tracepoints) == 10 for p in exp.paths)
     ids = exp.tracepoint_ids
     assert sorted(ids.values()) == list(range(1, 21))  # assigned by the spec, dense, in file order
-    assert [w.kind for w in exp.workloads] == ["tcp_rr", "udp_echo"]  # TCP request/response, the original's echo
+    assert [w.kind for w in exp.workloads] == ["tcp_rr", "udp_echo", "redis"]  # RR, the original's echo, a service
 
 
 def test_good_file_and_ids(tmp_path):
@@ -115,7 +115,7 @@ BAD = [
      ["overlaps"], 2),
     ("bridge topology with 2 hosts", GOOD.replace("flannel-vxlan}", "bridge, options: {hosts: 2}}"), ["exactly one traced host"], 2),
     ("unknown workload kind", GOOD + "workloads: [{kind: ping, client: host1, server: host2}]\n",
-     ["unknown kind 'ping'", "udp_echo"], 9),
+     ["unknown kind 'ping'", "udp_echo", "redis"], 9),
     ("workload without kind", GOOD + "workloads: [{client: host1, server: host2}]\n", ["needs a 'kind'"], 9),
     ("workload unknown endpoint", GOOD + "workloads: [{kind: iperf3, client: host1/c1, server: host3/c1}]\n",
      ["workloads[0].server", "unknown host 'host3'"], 9),

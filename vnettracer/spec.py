@@ -136,7 +136,18 @@ class Iperf3(_Workload):
     parallel: int = Field(1, ge=1, le=16)
 
 
-Workload = Annotated[Union[UdpEcho, TcpRR, Iperf3], Field(discriminator="kind")]
+class Redis(_Workload):
+    """A real service: redis-server, driven by redis-benchmark."""
+
+    kind: Literal["redis"]
+    port: int = Field(6379, ge=1, le=65535)
+    requests: int = Field(10_000, ge=1, le=10_000_000)
+    clients: int = Field(1, ge=1, le=64)
+    size: int = Field(64, ge=1, le=65536)
+    tests: str = Field("get,set", pattern=r"^[a-z]+(,[a-z]+)*$")
+
+
+Workload = Annotated[Union[UdpEcho, TcpRR, Iperf3, Redis], Field(discriminator="kind")]
 
 
 class Tracer(Strict):
@@ -316,7 +327,7 @@ def _pydantic_problems(err: ValidationError, data: Any) -> list[Problem]:
         elif e["type"] == "union_tag_invalid":
             msg = f"unknown kind {e['input'].get('kind')!r}; allowed: {e['ctx']['expected_tags']}"
         elif e["type"] == "union_tag_not_found":
-            msg = f"needs a 'kind'; allowed: {e['ctx']['discriminator']} = udp_echo, tcp_rr, iperf3"
+            msg = f"needs a 'kind'; allowed: {e['ctx']['discriminator']} = udp_echo, tcp_rr, iperf3, redis"
         else:
             msg = msg.removeprefix("Value error, ")
             if "input" in e and not isinstance(e["input"], (dict, list)) and str(e["input"]) not in msg:

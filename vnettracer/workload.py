@@ -5,10 +5,13 @@ container's network namespace, bounded in count and time, output kept raw and pa
   echoed back; our own server and client (RTT per message, losses).
 - tcp_rr: sockperf ping-pong over TCP (one-way latency percentiles as sockperf reports them).
 - iperf3: bulk TCP (throughput).
+- redis: a real service, redis-server driven by redis-benchmark (requests/s and latency per test).
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 import os
 import re
@@ -34,7 +37,19 @@ def server_argv(kind: str, addr: str, port: int, seconds: float) -> list[str]:
         return ["timeout", str(int(seconds + GRACE_S)), "sockperf", "server", "--tcp", "-i", addr, "-p", str(port)]
     if kind == "iperf3":
         return ["timeout", str(int(seconds + GRACE_S)), "iperf3", "-s", "-1", "-B", addr, "-p", str(port)]
+    if kind == "redis":
+        return ["timeout", str(int(seconds + GRACE_S)), "redis-server", "--bind", addr, "--port", str(port),
+                "--save", "", "--appendonly", "no", "--protected-mode", "no", "--dir", "/tmp"]
     raise ValueError(f"unknown workload kind {kind}")
+
+
+def expected_seconds(w: dict) -> float:
+    """How long the client should take (servers end on their own GRACE_S after that)."""
+    if w.get("duration_s"):
+        return float(w["duration_s"])
+    if w["kind"] == "udp_echo":
+        return w["count"] / w["rate"]
+    return 120.0  # redis: bounded by its request count; this only bounds the server's lifetime
 
 
 def client_argv(w: dict) -> list[str]:
@@ -47,6 +62,9 @@ def client_argv(w: dict) -> list[str]:
                 "--msg-size", str(w["size"]), f"--mps={w.get('rate') or 'max'}"]
     if kind == "iperf3":
         return ["iperf3", "-c", addr, "-p", port, "-t", str(int(w["duration_s"])), "-P", str(w["parallel"]), "-J"]
+    if kind == "redis":
+        return ["redis-benchmark", "-h", addr, "-p", port, "-n", str(w["requests"]), "-c", str(w["clients"]),
+                "-d", str(w["size"]), "-t", w["tests"], "--csv"]
     raise ValueError(f"unknown workload kind {kind}")
 
 
@@ -63,8 +81,7 @@ def _wait_listening(ns: str | None, port: int, proto: str, timeout_s: float = 10
 
 def serve(w: dict, pidfile: Path, log: Path) -> int:
     """Start the server detached; return its pid once it listens."""
-    argv = _netns(w.get("server_netns"), server_argv(w["kind"], w["server_addr"], w["port"],
-                                                     float(w.get("duration_s") or w["count"] / w["rate"])),
+    argv = _netns(w.get("server_netns"), server_argv(w["kind"], w["server_addr"], w["port"], expected_seconds(w)),
                   w.get("server_cpu"))
     with open(log, "ab") as f:
         p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
@@ -78,7 +95,7 @@ def serve(w: dict, pidfile: Path, log: Path) -> int:
 def run_client(w: dict, out_dir: Path) -> dict:
     """Run the client to completion; keep raw output, write parsed JSON beside it."""
     name = f"{w['index']:02d}-{w['kind']}"
-    limit = float(w.get("duration_s") or w["count"] / w["rate"]) + 60
+    limit = expected_seconds(w) + 60
     try:
         r = subprocess.run(_netns(w.get("client_netns"), client_argv(w), w.get("client_cpu")), capture_output=True,
                            text=True, timeout=limit)
@@ -108,6 +125,10 @@ def parse(kind: str, out: str) -> dict:
         j = json.loads(out)
         return {"gbit_per_s": j["end"]["sum_received"]["bits_per_second"] / 1e9,
                 "retransmits": j["end"].get("sum_sent", {}).get("retransmits")}
+    if kind == "redis":  # --csv: "test","rps","avg_latency_ms","min_latency_ms","p50_latency_ms",...
+        rows = list(csv.reader(io.StringIO(out)))
+        head, body = rows[0], [r for r in rows[1:] if r]
+        return {"tests": {r[0]: {k: float(v) for k, v in zip(head[1:], r[1:])} for r in body}}
     raise ValueError(kind)
 
 

@@ -75,29 +75,59 @@ def window_minima(t: np.ndarray, d: np.ndarray, edges: np.ndarray) -> tuple[np.n
     return mins, at
 
 
+def lower_line(t: np.ndarray, d: np.ndarray) -> tuple[float, float] | None:
+    """The line a + b*t under every point that is closest to them on average (the linear program
+    of Moon, Skelly and Towsley): it is the edge of the lower convex hull that spans the mean t.
+    t is float64 relative to some base. Returns (a, b)."""
+    if len(t) < 2 or np.ptp(t) == 0:
+        return None
+    o = np.lexsort((d, t))
+    t, d = t[o], d[o]
+    hull: list[int] = []
+    for k in range(len(t)):  # monotone chain, lower hull
+        while len(hull) >= 2:
+            i, j = hull[-2], hull[-1]
+            if (t[j] - t[i]) * (d[k] - d[i]) - (d[j] - d[i]) * (t[k] - t[i]) <= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(k)
+    h = np.array(hull)
+    ht, hd = t[h], d[h]
+    m = float(t.mean())
+    e = int(np.clip(np.searchsorted(ht, m) - 1, 0, len(h) - 2))
+    if ht[e + 1] == ht[e]:
+        return None
+    b = (hd[e + 1] - hd[e]) / (ht[e + 1] - ht[e])
+    return float(hd[e] - b * ht[e]), float(b)
+
+
 def offset_from_trace(t_fwd: np.ndarray, d_fwd: np.ndarray, t_rev: np.ndarray, d_rev: np.ndarray,
                       window_ns: int | None = None) -> Line | None:
     """Offset and drift of host B against host A from one-way delays measured with both clocks:
-    d_fwd = (B's time of arrival) - (A's time of sending) = delay + theta(t); d_rev = delay' - theta(t).
-    The lower envelopes (per-window minima) of the two share the minimum delay, so
-    theta = (min d_fwd - min d_rev) / 2 per window; a line through those gives offset and drift.
-    Needs the minimum delay to be the same both ways (true for one wire, as in the lab)."""
+    d_fwd = (B's time of arrival) - (A's time of sending) = delay + theta(t), d_rev = delay' - theta(t).
+    Each direction's lower envelope is a line under all its points (the queue-free delay, plus or
+    minus theta); with the same minimum delay both ways, theta(t) = (L_fwd(t) - L_rev(t)) / 2,
+    which gives offset and drift. Points are first reduced to per-window minima (the envelope only
+    ever touches those). Needs the minimum delay to be the same both ways (one wire, as in the lab)."""
     if len(t_fwd) < 20 or len(t_rev) < 20:
         return None
     lo, hi = int(min(t_fwd.min(), t_rev.min())), int(max(t_fwd.max(), t_rev.max()))
     span = max(hi - lo, 1)
-    if window_ns is None:  # about 100 samples per window, at most 200 windows, at least 10 ms
-        n = max(1, min(200, min(len(t_fwd), len(t_rev)) // 100))
-        window_ns = max(span // n + 1, 10_000_000) if n > 1 else span + 1
+    if window_ns is None:  # about 2000 windows at most, at least 1 ms
+        window_ns = max(span // 2000 + 1, 1_000_000)
     edges = np.arange(lo, hi + window_ns, window_ns, dtype=np.int64)
-    mf, tf = window_minima(t_fwd, d_fwd.astype(np.float64), edges)
-    mr, tr = window_minima(t_rev, d_rev.astype(np.float64), edges)
-    ok = ~np.isnan(mf) & ~np.isnan(mr)
-    if not ok.any():
-        return None
-    theta = (mf[ok] - mr[ok]) / 2
-    t_mid = ((tf[ok] + tr[ok]) / 2).astype(np.int64)
-    return _fit_line(t_mid, theta, "trace", int(len(t_fwd) + len(t_rev)))
+    t0 = (lo + hi) // 2
+    lines = []
+    for t, d in ((t_fwd, d_fwd), (t_rev, d_rev)):
+        mins, at = window_minima(t, d.astype(np.float64), edges)
+        ok = ~np.isnan(mins)
+        line = lower_line(at[ok] - t0, mins[ok])
+        if line is None:
+            return None
+        lines.append(line)
+    (af, bf), (ar, br) = lines
+    return Line((af - ar) / 2, (bf - br) / 2, t0, int(len(t_fwd) + len(t_rev)), "trace")
 
 
 def offset_from_probes(probes: pd.DataFrame, window_ns: int = 1_000_000_000) -> Line | None:
