@@ -24,7 +24,7 @@ def test_quickstart_end_to_end(root, tmp_path):
     assert r.returncode == 0, r.stderr
     assert took < 180, f"quickstart took {took:.0f} s (must finish in 3 minutes with lab up)"
     (run,) = (tmp_path / "quickstart").iterdir()
-    assert f"results: {run}" in r.stdout and "no report" not in r.stdout
+    assert f"results: {run}" in r.stdout and f"report:  {run / 'report.md'}" in r.stdout
     for f in ("spec.yml", "meta.json", "summary.json", "report.md", "report.html", "figures/segments.png",
               "workload/01-tcp_rr.json", "workload/02-udp_echo.json", "workload/03-redis.json",
               "workload/03-redis.out", "events/host1/clock.jsonl",

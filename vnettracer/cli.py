@@ -179,8 +179,11 @@ def experiment_run(
     _stop_bar()
     out.print(f"experiment {name}: {len(dirs)} run(s) in {time.monotonic() - t0:.1f} s")
     for d in dirs:
-        report = d / "report.md"
-        out.print(f"  results: {d}" + ("" if report.exists() else "  (no report: nothing was measured, see meta.json)"))
+        out.print(f"  results: {d}")
+        if (d / "report.md").exists():
+            out.print(f"  report:  {d / 'report.md'}  (and {d / 'report.html'})")
+        else:
+            out.print("  no report: nothing was traced, see meta.json")
 
 
 @trace_app.command("start")
