@@ -155,3 +155,17 @@ def test_html_report_renders_in_chromium(synth, tmp_path):
     assert img.shape[0] >= 2000 and img.shape[1] >= 1100
     gray = img[..., :3].mean(axis=2)
     assert gray.std() > 0.05 and (gray < 0.5).mean() > 0.005  # text and figures, not a blank page
+
+
+def test_short_sparse_trace_gives_offset_without_drift():
+    """Two seconds of sparse exchanges cannot show drift: offset only, and right."""
+    from vnettracer.analysis.clock import offset_from_trace
+
+    rng = np.random.default_rng(7)
+    t = np.sort(rng.uniform(0, 2e9, 200)).astype(np.int64)
+    theta = 1_500_000
+    d_fwd = 20_000 + rng.exponential(3_000, 200) + theta
+    d_rev = 20_000 + rng.exponential(3_000, 200) - theta
+    line = offset_from_trace(t, d_fwd, t, d_rev)
+    assert line.drift == 0.0
+    assert line.at(np.array([0]))[0] == pytest.approx(theta, abs=2_000)

@@ -12,6 +12,10 @@ import numpy as np
 import pandas as pd
 
 
+MIN_DRIFT_SPAN_NS = 5_000_000_000  # drift is only fitted over at least this much time ...
+MIN_DRIFT_WINDOWS = 10  # ... with this many windows holding samples in each direction
+
+
 @dataclass
 class Line:
     """y = offset_ns + drift * (t - t0_ns): a host's wall clock minus the reference's, over time."""
@@ -118,16 +122,18 @@ def offset_from_trace(t_fwd: np.ndarray, d_fwd: np.ndarray, t_rev: np.ndarray, d
         window_ns = max(span // 2000 + 1, 1_000_000)
     edges = np.arange(lo, hi + window_ns, window_ns, dtype=np.int64)
     t0 = (lo + hi) // 2
-    lines = []
+    n = int(len(t_fwd) + len(t_rev))
+    lines, windows = [], []
     for t, d in ((t_fwd, d_fwd), (t_rev, d_rev)):
         mins, at = window_minima(t, d.astype(np.float64), edges)
         ok = ~np.isnan(mins)
-        line = lower_line(at[ok] - t0, mins[ok])
-        if line is None:
-            return None
-        lines.append(line)
+        windows.append(int(ok.sum()))
+        lines.append(lower_line(at[ok] - t0, mins[ok]))
+    if span < MIN_DRIFT_SPAN_NS or min(windows) < MIN_DRIFT_WINDOWS or None in lines:
+        # too short or too sparse to see drift: an offset alone, from the two directions' minima
+        return Line((float(d_fwd.min()) - float(d_rev.min())) / 2, 0.0, t0, n, "trace")
     (af, bf), (ar, br) = lines
-    return Line((af - ar) / 2, (bf - br) / 2, t0, int(len(t_fwd) + len(t_rev)), "trace")
+    return Line((af - ar) / 2, (bf - br) / 2, t0, n, "trace")
 
 
 def offset_from_probes(probes: pd.DataFrame, window_ns: int = 1_000_000_000) -> Line | None:
