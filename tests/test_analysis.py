@@ -169,3 +169,17 @@ def test_short_sparse_trace_gives_offset_without_drift():
     line = offset_from_trace(t, d_fwd, t, d_rev)
     assert line.drift == 0.0
     assert line.at(np.array([0]))[0] == pytest.approx(theta, abs=2_000)
+
+
+def test_rerun_report_stage_on_a_run_folder(tmp_path):
+    d = tmp_path / "run"
+    make_run(d, packets=2000, seconds=10, seed=9)
+    (d / "meta.json").write_text(json.dumps({"experiment": "quickstart", "stages": {}}))
+    r = vnettracer("experiment", "run", str(d), "--stage", "report")
+    assert r.returncode == 0, r.stderr
+    assert (d / "report.html").is_file() and f"report:  {d / 'report.md'}" in r.stdout
+    assert json.loads((d / "meta.json").read_text())["stages"]["report"]["status"] == "ok"
+    bad = vnettracer("experiment", "run", str(d), "--stage", "workload")
+    assert bad.returncode == 2 and "cannot be re-run" in bad.stderr
+    bad = vnettracer("experiment", "run", str(d), "--stage", "nope")
+    assert bad.returncode == 2 and "unknown stage 'nope'" in bad.stderr

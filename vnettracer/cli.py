@@ -168,13 +168,21 @@ def spec_check(files: list[str] = typer.Argument(..., help="experiment names or 
 
 @exp_app.command("run")
 def experiment_run(
-    name: str = typer.Argument(..., help="experiment name (experiments/NAME.yml) or a .yml file"),
+    name: str = typer.Argument(..., help="experiment name (experiments/NAME.yml) or a .yml file; "
+                                         "with --stage: a run folder"),
     keep_lab: bool = typer.Option(False, "--keep-lab", help="leave the lab up afterwards"),
+    stage: Optional[str] = typer.Option(None, help="run one stage again on an existing run folder (report)"),
 ) -> None:
     """Run an experiment end to end; prints where its results are."""
     from vnettracer import pipeline
 
     t0 = time.monotonic()
+    if stage is not None:
+        d = pipeline.rerun_stage(Path(name), stage, progress=_progress)
+        _stop_bar()
+        out.print(f"stage {stage} of {d} done in {time.monotonic() - t0:.1f} s")
+        out.print(f"  report:  {d / 'report.md'}  (and {d / 'report.html'})")
+        return
     dirs = pipeline.run(name, keep_lab=keep_lab, progress=_progress)
     _stop_bar()
     out.print(f"experiment {name}: {len(dirs)} run(s) in {time.monotonic() - t0:.1f} s")

@@ -66,6 +66,32 @@ def _has_events(d: Path) -> bool:
     return any(read_spool(h).num_rows for h in (d / "events").glob("*") if h.is_dir())
 
 
+RERUNNABLE = ("report",)  # the other stages need the live lab and agents of their run
+
+
+def rerun_stage(run_dir: Path, stage: str, progress: Callable[[str], None] = print) -> Path:
+    """Run one stage again on an existing run folder (e.g. the report, after changing the analysis)."""
+    if stage not in STAGES:
+        raise VntError(f"unknown stage '{stage}'; stages: {', '.join(STAGES)}")
+    if stage not in RERUNNABLE:
+        raise VntError(f"stage '{stage}' cannot be re-run on a finished run (it needs that run's live lab and "
+                       f"agents); re-runnable: {', '.join(RERUNNABLE)}")
+    meta_file = run_dir / "meta.json"
+    if not meta_file.is_file():
+        raise VntError(f"{run_dir} is not a run folder (no meta.json)")
+    from vnettracer.analysis import analyze
+    from vnettracer.analysis.report import write
+
+    t0 = time.monotonic()
+    write(analyze(run_dir), run_dir)
+    meta = json.loads(meta_file.read_text())
+    meta.setdefault("stages", {})["report"] = {"status": "ok", "seconds": round(time.monotonic() - t0, 2),
+                                               "rerun": time.time()}
+    meta_file.write_text(json.dumps(meta, indent=2, default=str))
+    progress(f"[report] ok ({time.monotonic() - t0:.1f} s)")
+    return run_dir
+
+
 def run(name_or_file: str, keep_lab: bool = False, progress: Callable[[str], None] = print) -> list[Path]:
     """Run every combination of the experiment's loop variables; returns the run folders."""
     runs = load(name_or_file)
