@@ -111,3 +111,22 @@ def test_bottleneck_is_found(root, tmp_path):
         assert others < 50_000  # the rest of the path is microseconds
         assert abs(seg["p50_ns"] - inserted_ns) < 0.1 * inserted_ns, seg
     assert leftovers() == []
+
+
+def test_bulk_workload_without_tracing(root, tmp_path):
+    """iperf3 across the overlay, no tracepoints: workload stage and collect still run, no report."""
+    exp = tmp_path / "bulk.yml"
+    exp.write_text(
+        "name: bulk\nlab: {topology: flannel-vxlan}\n"
+        "workloads:\n  - {kind: iperf3, client: host1/c1, server: host2/c1, duration_s: 2, parallel: 2}\n")
+    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path / "results")}
+    r = vnettracer("experiment", "run", str(exp), env=env)
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "results" / "bulk").iterdir()
+    meta = json.loads((run / "meta.json").read_text())
+    (bulk,) = meta["workloads"]
+    assert bulk["kind"] == "iperf3" and bulk["gbit_per_s"] > 0.1
+    assert meta["stages"]["deploy"]["status"] == "skipped" and meta["stages"]["report"]["status"] == "skipped"
+    assert (run / "workload" / "01-iperf3.out").read_text().lstrip().startswith("{")
+    assert "no report: nothing was traced" in r.stdout
+    assert leftovers() == []
