@@ -202,7 +202,7 @@ def trace_start(
     """Start the agents on every traced host; returns once every hook is attached."""
     from vnettracer import trace
 
-    r = trace._one(experiment)
+    r = trace.load_one(experiment)
     rid = run_id or time.strftime("%Y%m%d-%H%M%S")
     res = trace.start(r, rid, trace.adhoc_workdir(r), progress=_progress)
     _stop_bar()
@@ -216,7 +216,7 @@ def trace_stop(experiment: str = typer.Argument(..., help="experiment name or .y
     """Stop the agents; every hook is detached."""
     from vnettracer import trace
 
-    r = trace._one(experiment)
+    r = trace.load_one(experiment)
     res = trace.stop(r, trace.adhoc_workdir(r), progress=_progress)
     _stop_bar()
     out.print(f"agents stopped on {len(res.hosts)} hosts in {res.seconds:.1f} s")
@@ -227,7 +227,7 @@ def trace_status(experiment: str = typer.Argument(..., help="experiment name or 
     """Per tracepoint: events seen, emitted, filtered, dropped, parse failures."""
     from vnettracer import trace
 
-    r = trace._one(experiment)
+    r = trace.load_one(experiment)
     stats = trace.status(r, trace.adhoc_workdir(r), progress=_progress)
     _stop_bar()
     t = Table("host", "tracepoint", "id", "seen", "emitted", "filtered", "sampled out", "dropped", "parse fail")

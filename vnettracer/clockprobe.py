@@ -18,16 +18,21 @@ MSG = struct.Struct("!IqqqB")  # seq, t1, t2, t3, bye
 
 
 class WallClock:
-    """CLOCK_REALTIME, plus an emulated error: offset + drift * (t - t0) (lab only)."""
+    """CLOCK_REALTIME, plus an emulated error: offset + drift * (t - t0) (lab only). The one place
+    the emulation is computed: agents and probes both read wall time through it. t0_ns 0 means
+    "the first reading"."""
 
     def __init__(self, offset_ns: int = 0, drift_ppm: float = 0.0, t0_ns: int = 0):
         self.offset_ns, self.drift_ppm, self.t0_ns = offset_ns, drift_ppm, t0_ns
 
+    def emulate(self, real: int) -> int:
+        if not (self.offset_ns or self.drift_ppm):
+            return real
+        self.t0_ns = self.t0_ns or real
+        return real + self.offset_ns + int((real - self.t0_ns) * self.drift_ppm * 1e-6)
+
     def now(self) -> int:
-        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
-        if self.offset_ns or self.drift_ppm:
-            real += self.offset_ns + int((real - self.t0_ns) * self.drift_ppm * 1e-6)
-        return real
+        return self.emulate(time.clock_gettime_ns(time.CLOCK_REALTIME))
 
 
 def respond(bind: str, port: int, seconds: float, clock: WallClock, ready=None) -> int:

@@ -134,7 +134,7 @@ def _target(run: Run) -> tuple[Path, dict]:
     return run.resolve(exp.inventory.file), {}
 
 
-def _one(name_or_file: str) -> Run:
+def load_one(name_or_file: str) -> Run:
     runs = load(name_or_file)
     if len(runs) > 1:
         raise VntError(f"{name_or_file} has loop variables ({len(runs)} runs); trace one run with `experiment run`")

@@ -23,8 +23,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vnettracer.agent.spool import Spool
+from vnettracer.clockprobe import WallClock
 from vnettracer.procs import alive
-from vnettracer.agent.tracer import DEFAULT_OBJECT, Hook, Tracer, detach_hook, hook_state
+from vnettracer.agent.tracer import DEFAULT_OBJECT, Hook, Tracer, detach_stale, hook_state
 
 
 class TracepointConfig(BaseModel):
@@ -90,16 +91,12 @@ class Clock:
 
     def __init__(self, path: Path, offset_ns: int = 0, drift_ppm: float = 0.0, t0_ns: int = 0):
         self.f = open(path, "a")
-        self.offset_ns, self.drift_ppm = offset_ns, drift_ppm
-        self.t0 = t0_ns or None
+        self.wall = WallClock(offset_ns, drift_ppm, t0_ns)  # the lab's emulation, if any
 
     def record(self) -> None:
         m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        real = time.clock_gettime_ns(time.CLOCK_REALTIME)
+        real = self.wall.now()
         m2 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        self.t0 = real if self.t0 is None else self.t0
-        if self.offset_ns or self.drift_ppm:  # emulation: what a host with a wrong clock would read
-            real += self.offset_ns + int((real - self.t0) * self.drift_ppm * 1e-6)
         self.f.write(json.dumps({"ktime_ns": (m1 + m2) // 2, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
         self.f.flush()
 
@@ -130,14 +127,7 @@ class Agent:
         pid = state.get("pid", 0)
         if pid and pid != os.getpid() and alive(pid):
             raise RuntimeError(f"another agent (pid {pid}) is running on this host; stop it first")
-        removed = []
-        hooks = state.get("hooks", [])
-        for i, a in enumerate(hooks):
-            h = Hook(**a["hook"])
-            rest = [Hook(**b["hook"]) for b in hooks[i + 1:]]
-            last_on_device = not any((o.netns, o.device) == (h.netns, h.device) for o in rest)
-            if detach_hook(h, None, a.get("created_clsact", False) and last_on_device):
-                removed.append(str(h))
+        removed = detach_stale([(Hook(**a["hook"]), a.get("created_clsact", False)) for a in state.get("hooks", [])])
         sf.unlink()
         if removed:
             self.log(f"removed {len(removed)} hooks left by a dead agent (pid {pid}): {', '.join(removed)}")

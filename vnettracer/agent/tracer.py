@@ -175,13 +175,10 @@ class Tracer:
         a = self.attached.pop(hook)
         if a.link_fd >= 0:
             os.close(a.link_fd)
-            libbpf.map_delete(self.hooks_fd, pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex,
-                                                  egress=int(a.hook.egress)))
-            return
-        last_on_device = not any((o.netns, o.device) == (hook.netns, hook.device) for o in self.attached)
-        detach_hook(a.hook, a.ifindex, a.created_clsact and last_on_device)
-        key = pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex, egress=int(a.hook.egress))
-        libbpf.map_delete(self.hooks_fd, key)
+        else:
+            detach_hook(a.hook, a.ifindex, a.created_clsact and _last_on_device(hook, self.attached))
+        libbpf.map_delete(self.hooks_fd, pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex,
+                                              egress=int(a.hook.egress)))
 
     def detach_all(self) -> list[str]:
         """Detach every hook; returns the problems met (never raises: runs on the way out)."""
@@ -215,6 +212,21 @@ class Tracer:
         self.ring.close()
         self.obj.close()
         return problems
+
+
+def _last_on_device(hook: Hook, others) -> bool:
+    """No other hook of ours is left on this hook's device (so a clsact qdisc we made can go)."""
+    return not any((o.netns, o.device) == (hook.netns, hook.device) for o in others)
+
+
+def detach_stale(hooks: list[tuple[Hook, bool]]) -> list[str]:
+    """Remove the filters a dead agent left: (hook, it created the device's clsact) pairs from its
+    state file. Returns the hooks that were still there."""
+    removed = []
+    for i, (h, created) in enumerate(hooks):
+        if detach_hook(h, None, created and _last_on_device(h, [o for o, _ in hooks[i + 1:]])):
+            removed.append(str(h))
+    return removed
 
 
 def detach_hook(hook: Hook, ifindex: int | None = None, destroy_clsact: bool = False) -> bool:
