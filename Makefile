@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 # Debian packages the controller and the embedded lab hosts need (the lab hosts share this root fs).
 APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-apt \
                 clang llvm libbpf-dev libbpf1 bpftool \
-                socat iperf3 sockperf redis-server redis-tools procps psmisc chromium ethtool
+                socat iperf3 sockperf redis-server redis-tools procps psmisc chromium ethtool influxdb
 
 .PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean
 

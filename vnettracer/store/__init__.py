@@ -1,0 +1,1 @@
+"""The InfluxDB side: client (bounded queries into pandas), line protocol, the agent's writer."""

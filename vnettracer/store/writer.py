@@ -1,0 +1,192 @@
+"""The agent's InfluxDB writer: batches by size and time, an on-disk outbox, a sender thread.
+
+Every sealed batch is first a file in the outbox (`NNNNNNNNNN.lp`, written then renamed), and the
+sender posts the files oldest first, deleting each only after InfluxDB answered 204. So:
+- the database away (refused, timeout, 5xx): the sender retries the same file with backoff while new
+  batches keep landing in the outbox; once it is back they go in order;
+- a killed agent leaves its outbox; the next writer on that folder (or `vnettracer store replay`)
+  sends it;
+- a batch posted twice (the answer was lost) writes the same points again, which InfluxDB overwrites:
+  a point is (measurement, tags, time), fixed when the batch was sealed. Nothing is written twice.
+A batch the server rejects for its content (HTTP 400) can never succeed: it moves to rejected/ with
+the server's reason and the sender goes on. Authentication errors (401/403) stop the sender; the
+outbox stays for a replay with the right credentials.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vnettracer.store.client import Endpoint, Influx, StoreError
+
+
+@dataclass
+class WriterStats:
+    points_sent: int = 0
+    batches_sent: int = 0
+    retries: int = 0
+    rejected_batches: int = 0
+    backlog_batches: int = 0
+    backlog_points: int = 0
+    last_error: str = ""
+    stopped: str = ""  # why the sender gave up (auth), "" while it runs
+
+    def as_dict(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _points(data: bytes) -> int:
+    return data.count(b"\n")
+
+
+@dataclass
+class _Pending:
+    parts: list[bytes] = field(default_factory=list)
+    points: int = 0
+    since: float = 0.0
+
+
+class Writer:
+    def __init__(self, ep: Endpoint, outbox: Path, batch_points: int = 20_000, flush_s: float = 1.0,
+                 backoff_s: tuple[float, float] = (0.2, 5.0), timeout_s: float = 30.0, log=lambda m: None):
+        self.ep = ep
+        self.outbox = outbox
+        (outbox / "rejected").mkdir(parents=True, exist_ok=True)
+        self.batch_points = batch_points
+        self.flush_s = flush_s
+        self.backoff = backoff_s
+        self.log = log
+        self.client = Influx(ep, timeout_s)
+        self.stats = WriterStats()
+        self._pending = _Pending()
+        self._lock = threading.Lock()
+        self._cv = threading.Condition(self._lock)
+        self._closing = False
+        existing = self._files()
+        self._seq = int(existing[-1].stem) if existing else 0
+        if existing:
+            self.log(f"influxdb outbox: {len(existing)} batches left by an earlier writer, sending them first")
+        self._thread = threading.Thread(target=self._send_loop, name="influx-writer", daemon=True)
+        self._thread.start()
+
+    # ---------------------------------------------------------------- producer side
+    def add(self, lines: bytes) -> None:
+        """Queue complete lines (each ending in a newline); seals a batch when it is full or old."""
+        if not lines:
+            return
+        p = self._pending
+        if not p.parts:
+            p.since = time.monotonic()
+        p.parts.append(lines)
+        p.points += _points(lines)
+        if p.points >= self.batch_points or time.monotonic() - p.since >= self.flush_s:
+            self.seal()
+
+    def tick(self) -> None:
+        """Call now and then: seals a batch that waited flush_s."""
+        if self._pending.parts and time.monotonic() - self._pending.since >= self.flush_s:
+            self.seal()
+
+    def seal(self) -> None:
+        p = self._pending
+        if not p.parts:
+            return
+        data = b"".join(p.parts)
+        self._pending = _Pending()
+        with self._cv:
+            self._seq += 1
+            path = self.outbox / f"{self._seq:010d}.lp"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+            self._cv.notify()
+
+    def flush(self, timeout_s: float = 30.0) -> bool:
+        """Seal what is pending and wait until the outbox is empty; False if it is not by then."""
+        self.seal()
+        deadline = time.monotonic() + timeout_s
+        with self._cv:
+            while self._files() and not self.stats.stopped:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self._cv.wait(min(left, 0.2))
+            self._update_backlog()
+            return not self._files()
+
+    def close(self, timeout_s: float = 30.0) -> WriterStats:
+        """Flush (up to timeout_s), then stop the sender. What is not sent stays in the outbox."""
+        self.flush(timeout_s)
+        with self._cv:
+            self._closing = True
+            self._cv.notify_all()
+        self._thread.join(timeout=self.client.timeout + 5)
+        self.client.close()
+        self._update_backlog()
+        return self.stats
+
+    # ---------------------------------------------------------------- sender side
+    def _files(self) -> list[Path]:
+        return sorted(self.outbox.glob("*.lp"))
+
+    def _update_backlog(self) -> None:
+        files = self._files()
+        self.stats.backlog_batches = len(files)
+        self.stats.backlog_points = sum(_points(f.read_bytes()) for f in files) if len(files) < 64 else -1
+
+    def _send_loop(self) -> None:
+        delay = self.backoff[0]
+        while True:
+            with self._cv:
+                files = self._files()
+                while not files and not self._closing:
+                    self._cv.wait(0.5)
+                    files = self._files()
+                if not files and self._closing:
+                    return
+            f = files[0]
+            data = f.read_bytes()
+            try:
+                self.client.write(data)
+            except StoreError as e:
+                self.stats.last_error = str(e)
+                if e.status in (401, 403):
+                    self.stats.stopped = f"InfluxDB refused the credentials ({e}); outbox kept at {self.outbox}"
+                    self.log(self.stats.stopped)
+                    with self._cv:
+                        self._cv.notify_all()
+                    return
+                if e.status == 400:
+                    os.replace(f, self.outbox / "rejected" / f.name)
+                    (self.outbox / "rejected" / (f.name + ".error")).write_text(str(e) + "\n")
+                    self.stats.rejected_batches += 1
+                    self.log(f"influxdb rejected batch {f.name}: {e}")
+                    continue
+                self.stats.retries += 1
+                with self._cv:
+                    if self._closing:
+                        return  # close() gave up waiting: the outbox keeps the rest
+                    self._cv.wait(delay)
+                delay = min(delay * 2, self.backoff[1])
+                continue
+            delay = self.backoff[0]
+            f.unlink()
+            self.stats.points_sent += _points(data)
+            self.stats.batches_sent += 1
+            with self._cv:
+                self._cv.notify_all()
+
+
+def replay(ep: Endpoint, outbox: Path, timeout_s: float = 300.0, log=print) -> WriterStats:
+    """Send what an outbox holds (a stopped agent's, or one fetched into a run folder)."""
+    if not outbox.is_dir():
+        raise StoreError(f"{outbox} is not an outbox folder")
+    w = Writer(ep, outbox, log=log)
+    stats = w.close(timeout_s)
+    if stats.stopped:
+        raise StoreError(stats.stopped)
+    return stats
