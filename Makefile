@@ -85,3 +85,4 @@ bench: setup
 	$(VPY) bench/drain.py
 	$(VPY) bench/overhead.py
 	$(VPY) bench/analysis.py
+	$(VPY) bench/ingest.py

@@ -7,7 +7,9 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
+import pandas as pd
 import yaml
 
 from conftest import leftovers, vnettracer
@@ -19,11 +21,16 @@ EXE = os.path.join(os.path.dirname(os.sys.executable), "vnettracer")
 def test_quickstart_end_to_end(root, tmp_path):
     env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
     t0 = time.monotonic()
-    r = vnettracer("experiment", "run", "quickstart", env=env)
-    took = time.monotonic() - t0
-    assert r.returncode == 0, r.stderr
-    assert took < 180, f"quickstart took {took:.0f} s (must finish in 3 minutes with lab up)"
-    (run,) = (tmp_path / "quickstart").iterdir()
+    try:
+        r = vnettracer("experiment", "run", "quickstart", "--keep-lab", env=env)  # kept: InfluxDB is read below
+        took = time.monotonic() - t0
+        assert r.returncode == 0, r.stderr
+        assert took < 180, f"quickstart took {took:.0f} s (must finish in 3 minutes with lab up)"
+        (run,) = (tmp_path / "quickstart").iterdir()
+        _check_influxdb(run)
+    finally:
+        down = vnettracer("lab", "down")
+    assert down.returncode == 0, down.stderr
     assert f"results: {run}" in r.stdout and f"report:  {run / 'report.md'}" in r.stdout
     for f in ("spec.yml", "meta.json", "summary.json", "report.md", "report.html", "figures/segments.png",
               "workload/01-tcp_rr.json", "workload/02-udp_echo.json", "workload/03-redis.json",
@@ -63,6 +70,32 @@ def test_quickstart_end_to_end(root, tmp_path):
     from test_trace_lab import links
 
     assert links() == []  # agents gone, hooks detached
+
+
+def _check_influxdb(run: Path) -> None:
+    """What the run put into InfluxDB on the lab's db host: every spooled event, exactly, per
+    tracepoint; per-second summaries of every segment; agent health."""
+    from vnettracer import lab
+    from vnettracer.agent.spool import read_spool
+    from vnettracer.store import credentials
+    from vnettracer.store.client import Endpoint, Influx
+
+    meta = json.loads((run / "meta.json").read_text())
+    creds = credentials.load_or_create(lab.lab_dir())
+    db = Influx(Endpoint(meta["influxdb"]["url"], meta["influxdb"]["database"], creds["writer_user"],
+                         creds["writer_password"]))
+    t0, t1 = int(meta["started"] * 1e9) - 60 * 10**9, time.time_ns() + 60 * 10**9  # +-1 min: host2's clock is emulated
+    got = db.count("vnt_event", "pid", t0, t1, {"run": run.name}, group_by="host,tracepoint")
+    spooled = pd.concat([read_spool(h).to_pandas().assign(host=h.name) for h in (run / "events").iterdir()])
+    names = {i + 1: tp["name"] for i, tp in enumerate(yaml.safe_load((run / "spec.yml").read_text())["tracepoints"])}
+    want = spooled.groupby(["host", spooled["tracepoint"].map(names)]).size()
+    assert {(r.host, r.tracepoint): r.count for r in got.itertuples()} == want.to_dict()
+    seg = db.count("vnt_segment", "count", t0, t1, {"run": run.name}, group_by="path,segment")
+    summary = json.loads((run / "summary.json").read_text())
+    assert {(r.path, r.segment) for r in seg.itertuples()} == {
+        (p, s["name"]) for p, ps in summary["paths"].items() for s in ps["segments"]}
+    agent = db.select("vnt_agent", t0, t1, where={"run": run.name})
+    assert set(agent["host"]) == {"host1", "host2"} and agent["dropped"].max() == 0
 
 
 def test_interrupted_run_leaves_nothing(root, tmp_path):

@@ -3,6 +3,7 @@ writer sends to it over the management network, and we count what arrived."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ import numpy as np
 import pytest
 import requests
 
+from conftest import vnettracer
 from vnettracer.agent.record import EVENT
 from vnettracer.store import credentials, deploy, lineproto
 from vnettracer.store.client import Influx, QueryRefused, StoreError
@@ -119,7 +121,7 @@ def test_auth_is_enforced(influx):
     with pytest.raises(StoreError) as e:
         writer.execute(f'DROP DATABASE "{ep.database}"')
     assert e.value.status == 403
-    admin = Influx(deploy.admin_endpoint(ep.url, ep.database, creds))
+    admin = Influx(deploy.admin_endpoint(ep, creds))
     assert ep.database in [v[0] for v in admin.execute("SHOW DATABASES")[0]["series"][0]["values"]]
 
 
@@ -141,3 +143,24 @@ def test_unbounded_query_is_never_sent(influx):
     now = time.time_ns()
     Influx(ep).write(f"vnt_agent,host=x,run=bounded events=1i {now - 10**9}\n".encode())
     assert Influx(ep).query(f'SELECT * FROM "vnt_agent" WHERE time > {now - 3600 * 10**9} AND time < {now}').shape[0] >= 1
+
+
+def test_store_replay_sends_a_runs_leftover_batches(influx, tmp_path):
+    lab, wd, creds, ep = influx
+    run = tmp_path / "20260101-000000"
+    outbox = run / "events" / "host1" / "influx-outbox"
+    outbox.mkdir(parents=True)
+    base = _base() - 1200 * 10**9
+    (outbox / "0000000001.lp").write_bytes(lineproto.events(_events(3000, 0, base), "replayed", "host1", NAMES, base))
+    (outbox / "0000000002.lp").write_bytes(lineproto.events(_events(1000, 3000, base), "replayed", "host1", NAMES, base))
+    (run / "meta.json").write_text(json.dumps({"influxdb": {
+        "url": ep.url, "database": ep.database, "credentials": str(credentials.credentials_file(lab.dir))}}))
+    r = vnettracer("store", "replay", str(run))
+    assert r.returncode == 0, r.stderr
+    assert "events/host1/influx-outbox: 4000 points sent" in r.stdout
+    assert not outbox.exists()
+    assert _arrived(Influx(ep), "replayed", base, 4000) == _expected(4000)
+    again = vnettracer("store", "replay", str(run))
+    assert again.returncode == 0 and "nothing to send" in again.stdout
+    bad = vnettracer("store", "replay", str(tmp_path))
+    assert bad.returncode == 2 and "not a run folder" in bad.stderr

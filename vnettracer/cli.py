@@ -30,6 +30,7 @@ clock_app = typer.Typer(no_args_is_help=True, help="Clock probes between hosts (
 workload_app = typer.Typer(no_args_is_help=True, help="Workload servers and clients on a host (used by roles/workload).")
 trace_app = typer.Typer(no_args_is_help=True, help="Tracer agents of an experiment (roles/tracer).")
 agent_app = typer.Typer(no_args_is_help=True, help="The tracer agent of one host (started by roles/tracer).")
+store_app = typer.Typer(no_args_is_help=True, help="InfluxDB: send what could not be sent during a run.")
 app.add_typer(lab_app, name="lab")
 app.add_typer(hosts_app, name="hosts")
 app.add_typer(spec_app, name="spec")
@@ -38,6 +39,7 @@ app.add_typer(agent_app, name="agent")
 app.add_typer(trace_app, name="trace")
 app.add_typer(workload_app, name="workload")
 app.add_typer(clock_app, name="clock")
+app.add_typer(store_app, name="store")
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
@@ -323,6 +325,20 @@ def workload_stop(pidfile: Path = typer.Option(...)) -> None:
     if alive(pid):
         _os.killpg(pid, _signal.SIGTERM)  # the server and its netns/taskset wrappers (own session)
     pidfile.unlink()
+
+
+@store_app.command("replay")
+def store_replay(
+    run_dir: Path = typer.Argument(..., help="a run folder whose meta.json names its InfluxDB"),
+    url: Optional[str] = typer.Option(None, help="send to this server instead (http://HOST:PORT)"),
+    credentials_file: Optional[Path] = typer.Option(None, "--credentials", help="InfluxDB credentials JSON "
+                                                    "(default: $VNT_INFLUXDB_CREDENTIALS, else the lab's)"),
+) -> None:
+    """Send a run's unsent InfluxDB batches (agents' outboxes and the report's), oldest first."""
+    from vnettracer.store.replay import replay_run
+
+    for line in replay_run(run_dir, url, credentials_file):
+        out.print(line, highlight=False)
 
 
 @agent_app.command("run")

@@ -22,6 +22,9 @@ from vnettracer import ROOT, __version__, hosts, lab, trace
 from vnettracer.errors import VntError
 from vnettracer.orchestrate import run_playbook
 from vnettracer.spec import Run, load
+from vnettracer.store import credentials
+from vnettracer.store import deploy as store_deploy
+from vnettracer.store.publish import publish
 
 # Stages in pipeline order (DESIGN.md) and, for those not built yet, why they do not run.
 STAGES = ["lab", "prepare", "facts", "deploy", "clock", "workload", "collect", "report"]
@@ -134,8 +137,18 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
             stage("lab", "skipped", reason="inventory experiment")
 
         t0 = time.monotonic()
-        res = run_playbook("prepare", inventory, d, progress=lambda m: progress(f"[prepare] {m}"))
+        influx = exp.sinks.influxdb
+        creds = ep = None
+        if influx.enabled:
+            creds_dir = lab.lab_dir() if exp.lab else Path(r.source).parent / ".vnettracer"
+            creds = credentials.load_or_create(creds_dir)
+        res = run_playbook("prepare", inventory, d, progress=lambda m: progress(f"[prepare] {m}"),
+                           **(store_deploy.role_args(creds, influx.database) if creds else {}))
         res.raise_for_failures()
+        if creds:
+            ep = store_deploy.endpoint(res, influx.database, creds)
+            meta["influxdb"] = {"url": ep.url, "database": ep.database, "raw_events": influx.raw_events,
+                                "credentials": str(credentials.credentials_file(creds_dir))}
         stage("prepare", "ok", time.monotonic() - t0, changed=res.changed())
 
         t0 = time.monotonic()
@@ -153,7 +166,9 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
                                        "note": "lab emulation: all lab hosts really share one clock"}
         if exp.tracepoints:
             t0 = time.monotonic()
-            trace.start(r, d.name, d, progress=lambda m: progress(f"[deploy] {m}"), clock_t0_ns=clock_t0)
+            trace.start(r, d.name, d, progress=lambda m: progress(f"[deploy] {m}"), clock_t0_ns=clock_t0,
+                        influxdb=ep and {"url": ep.url, "database": ep.database, "user": ep.user,
+                                         "password": ep.password, "raw_events": influx.raw_events})
             deployed = True
             stage("deploy", "ok", time.monotonic() - t0, tracepoints=len(exp.tracepoints))
         else:
@@ -190,7 +205,10 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
             from vnettracer.analysis import analyze
             from vnettracer.analysis.report import write
 
-            write(analyze(d, exp), d)
+            a = analyze(d, exp)
+            write(a, d)
+            if ep:
+                meta["influxdb"].update(publish(d, a, ep, log=lambda m: progress(f"[report] {m}")))
             stage("report", "ok", time.monotonic() - t0)
         else:
             stage("report", "skipped", reason="no events were traced (no workload ran)")

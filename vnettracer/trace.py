@@ -142,14 +142,16 @@ def load_one(name_or_file: str) -> Run:
 
 
 def start(run: Run, run_id: str, workdir: Path, progress: Callable[[str], None] | None = None,
-          clock_t0_ns: int = 0) -> PlaybookResult:
+          clock_t0_ns: int = 0, influxdb: dict | None = None) -> PlaybookResult:
+    """Start the agents. influxdb: {url, database, user, password, raw_events} the agents write to
+    (travels as a secret, never in extra vars)."""
     if not BPF_OBJECT.is_file():
         raise VntError(f"{BPF_OBJECT} is missing; run `make bpf`")
     inventory, extra = _target(run)
     configs = agent_configs(run, run_id, clock_t0_ns)
     return run_playbook("trace-start", inventory, workdir, progress=progress, extravars={
         **extra, "tracer_run_id": run_id, "tracer_configs": configs, "tracer_bpf_object": str(BPF_OBJECT),
-    }).raise_for_failures()
+    }, secrets={"tracer_influxdb": influxdb} if influxdb else None).raise_for_failures()
 
 
 def stop(run: Run, workdir: Path, progress: Callable[[str], None] | None = None) -> PlaybookResult:

@@ -23,6 +23,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from vnettracer.agent.spool import Spool
+from vnettracer.store import lineproto
+from vnettracer.store.client import Endpoint
+from vnettracer.store.writer import Writer
 from vnettracer.clockprobe import WallClock
 from vnettracer.procs import alive
 from vnettracer.agent.tracer import DEFAULT_OBJECT, Hook, Tracer, detach_stale, hook_state
@@ -38,6 +41,18 @@ class TracepointConfig(BaseModel):
 
     def hook(self) -> Hook:
         return Hook(self.netns, self.device, self.direction == "egress")
+
+
+class InfluxConfig(BaseModel):
+    """Where the agent sends agent health (always) and raw events (raw_events) in InfluxDB."""
+
+    model_config = ConfigDict(extra="forbid")
+    url: str
+    database: str = "vnettracer"
+    user: str = ""
+    password: str = Field("", repr=False)
+    retention_policy: str = ""
+    raw_events: bool = False
 
 
 class AgentConfig(BaseModel):
@@ -58,6 +73,7 @@ class AgentConfig(BaseModel):
     clock_offset_ns: int = 0
     clock_drift_ppm: float = 0.0
     clock_t0_ns: int = 0  # epoch of the emulated drift, shared with the clock probes (0: agent start)
+    influxdb: InfluxConfig | None = None
 
     @property
     def run_dir(self) -> Path:
@@ -66,6 +82,10 @@ class AgentConfig(BaseModel):
     @property
     def spool_dir(self) -> Path:
         return self.state_dir / "spool" / self.run_id
+
+    @property
+    def outbox(self) -> Path:
+        return self.spool_dir / "influx-outbox"
 
     @property
     def socket_path(self) -> Path:
@@ -97,6 +117,7 @@ class Clock:
         m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         real = self.wall.now()
         m2 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        self.offset_ns = real - (m1 + m2) // 2  # wall = ktime + offset, until the next pair
         self.f.write(json.dumps({"ktime_ns": (m1 + m2) // 2, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
         self.f.flush()
 
@@ -111,6 +132,7 @@ class Agent:
         self.stop_reason: str | None = None
         self.tracer: Tracer | None = None
         self.spool: Spool | None = None
+        self.writer: Writer | None = None
         self.tps: dict[str, TracepointConfig] = {}
         self.started = time.time()
 
@@ -167,6 +189,7 @@ class Agent:
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
             "sampling": self.cfg.sampling,
             "attach": self.tracer.attach_mode if self.tracer else None,
+            "influxdb": self.writer.stats.as_dict() if self.writer else None,
         }
 
     def run(self, ready=None) -> int:
@@ -187,6 +210,10 @@ class Agent:
                 self.add(tp)
             clock = Clock(cfg.spool_dir / "clock.jsonl", cfg.clock_offset_ns, cfg.clock_drift_ppm, cfg.clock_t0_ns)
             clock.record()
+            if cfg.influxdb:
+                ep = Endpoint(cfg.influxdb.url, cfg.influxdb.database, cfg.influxdb.user, cfg.influxdb.password,
+                              cfg.influxdb.retention_policy)
+                self.writer = Writer(ep, cfg.outbox, log=self.log)
             cfg.socket_path.unlink(missing_ok=True)
             server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
             server.bind(str(cfg.socket_path))
@@ -218,11 +245,16 @@ class Agent:
             events = self.tracer.ring.read()
             if len(events):
                 self.spool.write(events)
+                self._to_influx(events, clock)
             now = time.monotonic()
             if now >= next_tick:
                 clock.record()
                 self._write_stats()
+                if self.writer:
+                    self.writer.add(lineproto.agent(self.stats(), self.cfg.run_id, clock.wall.now()))
                 next_tick = now + 1
+            if self.writer:
+                self.writer.tick()
             # a big batch means more is waiting: don't sleep
             for key, _ in sel.select(timeout=0 if len(events) > 4096 else poll):
                 if key.data is None:
@@ -231,6 +263,11 @@ class Agent:
                     conn.settimeout(2)
                     self._serve(conn)
         self.log(f"agent stopping ({self.stop_reason})")
+
+    def _to_influx(self, events, clock) -> None:
+        if self.writer and self.cfg.influxdb.raw_events:
+            names = {t.id: t.name for t in self.tps.values()}
+            self.writer.add(lineproto.events(events, self.cfg.run_id, self.cfg.host, names, clock.offset_ns))
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -273,11 +310,20 @@ class Agent:
                 try:  # then what is still in the ring goes to the spool
                     while len(ev := self.tracer.ring.read()):
                         self.spool.write(ev)
+                        if clock:
+                            self._to_influx(ev, clock)
                 except Exception as e:  # noqa: BLE001
                     self.log(f"final drain failed: {e}")
                     rc = 1
                 self._write_stats()
                 self.spool.close()
+            if self.writer:  # what InfluxDB does not take within the grace stays in the outbox
+                if clock:
+                    self.writer.add(lineproto.agent(self.stats(), self.cfg.run_id, clock.wall.now()))
+                st = self.writer.close(timeout_s=10)
+                if st.backlog_batches:
+                    self.log(f"influxdb: {st.backlog_batches} batches not sent ({st.last_error}); kept in {self.cfg.outbox}")
+                self._write_stats()
             self.tracer.close()
             self.cfg.state_file.unlink(missing_ok=True)
         if clock:

@@ -81,10 +81,10 @@ def _stats(x: np.ndarray) -> dict:
             "mean_ns": float(x.mean()), "min_ns": float(x.min()), "max_ns": float(x.max())}
 
 
-def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_000,
-              rise: float = 0.2, rise_floor_ns: float = 1000.0) -> dict:
-    """Per segment: count, loss (where it happened), latency statistics, share of end to end,
-    whether it rose over the run; and end to end for the path."""
+def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_000,
+           ) -> tuple[np.ndarray, np.ndarray]:
+    """Per packet: the hook after which it was lost (-1: not lost), and whether it was still in
+    flight when the capture ended (last seen less than twice the path's p99 before the end)."""
     times, seen = pt.times, pt.seen
     nh = len(pt.tracepoints)
     # how far each packet got: last hook seen; packets seen at the last hook are complete
@@ -93,10 +93,20 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
     t_last = times[np.arange(len(times)), last] if len(times) else np.zeros(0, np.int64)
     complete = seen.all(axis=1)
     e2e = (times[:, -1] - times[:, 0])[complete] if len(times) else np.zeros(0, np.int64)
-    # still travelling when the capture ended: last seen less than twice the path's p99 before the end
     horizon = 2 * float(np.percentile(e2e, 99)) if len(e2e) else float(window_ns)
     in_flight = (t_last > end_ns - horizon) & ~complete if end_ns is not None else np.zeros(len(times), bool)
-    lost_after = np.where((last < nh - 1) & ~in_flight & (first == 0), last, -1)
+    return np.where((last < nh - 1) & ~in_flight & (first == 0), last, -1), in_flight
+
+
+def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_000,
+              rise: float = 0.2, rise_floor_ns: float = 1000.0) -> dict:
+    """Per segment: count, loss (where it happened), latency statistics, share of end to end,
+    whether it rose over the run; and end to end for the path."""
+    times, seen = pt.times, pt.seen
+    nh = len(pt.tracepoints)
+    complete = seen.all(axis=1)
+    e2e = (times[:, -1] - times[:, 0])[complete] if len(times) else np.zeros(0, np.int64)
+    lost_after, in_flight = losses(pt, end_ns, window_ns)
     segs = []
     for j in range(nh - 1):
         both = seen[:, j] & seen[:, j + 1]

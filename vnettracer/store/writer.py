@@ -127,6 +127,11 @@ class Writer:
         self._thread.join(timeout=self.client.timeout + 5)
         self.client.close()
         self._update_backlog()
+        for d in (self.outbox / "rejected", self.outbox):  # leave no empty folders behind
+            try:
+                d.rmdir()
+            except OSError:
+                pass
         return self.stats
 
     # ---------------------------------------------------------------- sender side
