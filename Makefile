@@ -65,7 +65,7 @@ clean:
 
 # BPF objects: compiled on the controller against the vmlinux.h kept in bpf/ (CO-RE), shipped to
 # hosts, which need no compiler or kernel headers.
-BPF_OBJS   := build/bpf/trace.bpf.o
+BPF_OBJS   := build/bpf/trace.bpf.o build/bpf/tag.bpf.o
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Ibpf -Wall -Werror
 
 .PHONY: bpf vmlinux

@@ -11,6 +11,15 @@
 #define VNT_TCPOPT_LEN 8
 #define VNT_TCPOPT_EXID 0x564e /* "VN" */
 
+/* Counters of the tagging program (bpf/tag.bpf.c), per CPU. */
+enum vnt_tag_counter {
+	VNT_TAG_C_SOCKETS = 0,      /* connections set up for tagging */
+	VNT_TAG_C_TAGGED = 1,       /* segments (GSO packets) that got the option */
+	VNT_TAG_C_NO_ROOM = 2,      /* option space full (SACK blocks): untagged */
+	VNT_TAG_C_STORE_FAILED = 3, /* the kernel refused the write */
+	VNT_TAG_C_MAX = 4,
+};
+
 #define VNT_MAX_TRACEPOINTS 256 /* tracepoint ids are 1..255, assigned by the experiment spec */
 #define VNT_MAX_FLOWS 16
 #define VNT_MAX_VXLAN_PORTS 4

@@ -17,6 +17,7 @@ def leftovers() -> list[str]:
     """Everything of a lab still on the machine: what `lab down` must leave empty."""
     left = [f"netns {n}" for n in netns.lab_netns()]
     left += [f"link {n}" for n in netns.lab_root_links()]
+    left += [f"cgroup {c}" for c in netns.lab_cgroups()]
     with open("/proc/self/mountinfo") as f:
         left += [f"mount {line.split()[4]}" for line in f if str(labmod.lab_dir()) in line or "/var/lib/vnettracer" in line]
     if labmod.lab_dir().exists():
@@ -43,3 +44,12 @@ def vnettracer(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedPr
     """Run the CLI as a user would."""
     exe = Path(os.sys.executable).parent / "vnettracer"
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """A VntError's problem lines (host, task, message) in the failure report."""
+    outcome = yield
+    rep = outcome.get_result()
+    if call.excinfo is not None and hasattr(call.excinfo.value, "lines"):
+        rep.sections.append(("vnettracer error", "\n".join(call.excinfo.value.lines())))

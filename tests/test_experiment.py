@@ -44,6 +44,8 @@ def test_quickstart_end_to_end(root, tmp_path):
     assert st["clock"]["before"]["host2"] >= 150 and st["clock"]["after"]["host2"] >= 150
     assert meta["measured"] is True and set(meta["hosts"]) == {"host1", "host2", "db"}
     assert meta["versions"]["ansible-core"].startswith("2.19")
+    assert {h: t["mode"] for h, t in meta["tagging"].items()} == {"host1": "sockops", "host2": "sockops"}
+    assert all(t["counters"]["tagged"] > 1000 for t in meta["tagging"].values())
     rr, echo, redis = meta["workloads"]
     assert rr["kind"] == "tcp_rr" and rr["latency_us"]["p50"] > 0 and rr["observations"] > 1000
     assert echo["kind"] == "udp_echo" and echo["received"] == echo["sent"] == 50
@@ -56,7 +58,9 @@ def test_quickstart_end_to_end(root, tmp_path):
         segs = p["segments"]
         assert [g["from"] for g in segs] + [segs[-1]["to"]] == path["tracepoints"]  # every segment, in order
         assert all(g["count"] > 0 and g["negative"] == 0 for g in segs), segs
-        assert p["complete"] > 1000 and set(p["identity"]) <= {"hash", "payload"}
+        # the lab runs no patched kernel: roles/tagging chose sockops, TCP data segments carry tags
+        # (untagged: SYN/ACK/FIN, hashed; UDP echo: payload identity)
+        assert p["complete"] > 1000 and set(p["identity"]) <= {"tag", "hash", "payload"} and p["identity"]["tag"] > 0.9
     # host2's clock is emulated 1.5 ms ahead and 20 ppm fast: both estimates find it
     emu = meta["clock_emulation"]
     truth = emu["hosts"]["host2"]["offset_ns"] + emu["hosts"]["host2"]["drift_ppm"] * 1e-6 * (
@@ -143,6 +147,9 @@ def test_bottleneck_is_found(root, tmp_path):
         others = sum(g["p50_ns"] for g in p["segments"] if g["name"] != wire)
         assert others < 50_000  # the rest of the path is microseconds
         assert abs(seg["p50_ns"] - inserted_ns) < 0.1 * inserted_ns, seg
+        assert "tag" not in p["identity"] and p["identity"]["hash"] > 0.9  # tagging: none -> hashes
+    meta = json.loads((run / "meta.json").read_text())
+    assert {t["mode"] for t in meta["tagging"].values()} == {"none"}
     assert leftovers() == []
 
 

@@ -41,6 +41,17 @@ def test_counters_enum_matches(btf):
     assert sorted(vals.values()) == list(range(len(record.COUNTERS)))
 
 
+def test_tag_counters_enum_matches():
+    tag_obj = ROOT / "build" / "bpf" / "tag.bpf.o"
+    out = subprocess.run(["bpftool", "-j", "btf", "dump", "file", str(tag_obj)], capture_output=True, text=True,
+                         check=True).stdout
+    (enum,) = [t for t in json.loads(out)["types"] if t.get("name") == "vnt_tag_counter"]
+    vals = {v["name"]: v["val"] for v in enum["values"]}
+    assert vals.pop("VNT_TAG_C_MAX") == len(record.TAG_COUNTERS)
+    assert [k.removeprefix("VNT_TAG_C_").lower() for k, v in sorted(vals.items(), key=lambda kv: kv[1])] == \
+        record.TAG_COUNTERS
+
+
 def test_defines_match():
     header = (ROOT / "bpf" / "vnettracer.h").read_text()
     defines = {m[0]: int(m[1], 0) for m in re.findall(r"#define (VNT_\w+) (0x[0-9a-fA-F]+|\d+)", header)}

@@ -95,11 +95,14 @@ class PlaybookResult:
 def _failure_msg(res: dict) -> str:
     if res.get("censored"):
         return res["censored"]
-    for key in ("msg", "stderr", "module_stderr", "reason"):
+    msg = " ".join(str(res.get("msg") or "").split())
+    if msg == "non-zero return code" and res.get("stderr"):  # a command: what it said matters, not that
+        msg = ""
+    for key in ("stderr", "module_stderr", "reason"):
         val = res.get(key)
-        if val:
-            return " ".join(str(val).split())[:500]
-    return json.dumps(res)[:500]
+        if val and not msg:
+            msg = " ".join(str(val).split())
+    return msg[:500] if msg else json.dumps(res)[:500]
 
 
 def _end_tree(pid: int) -> None:

@@ -124,7 +124,7 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
         progress(f"[{name}] {status}" + (f" ({seconds:.1f} s)" if seconds else ""))
         (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
 
-    built_lab = False
+    built_lab = tagged = False
     try:
         t0 = time.monotonic()
         if exp.lab is not None:
@@ -149,7 +149,11 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
             ep = store_deploy.endpoint(res, influx.database, creds)
             meta["influxdb"] = {"url": ep.url, "database": ep.database, "raw_events": influx.raw_events,
                                 "credentials": str(credentials.credentials_file(creds_dir))}
-        stage("prepare", "ok", time.monotonic() - t0, changed=res.changed())
+        tagged = True  # from here on, undone on any failure (also a half-done present)
+        tags = trace.tagging(r, "present", d, progress=lambda m: progress(f"[prepare] {m}"))
+        meta["tagging"] = tags
+        stage("prepare", "ok", time.monotonic() - t0, changed=res.changed(),
+              tagging={h: t.get("mode") for h, t in tags.items()})
 
         t0 = time.monotonic()
         rows = hosts.check(inventory, d)
@@ -200,6 +204,10 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
                 t0 = time.monotonic()
                 files = trace.collect(r, d.name, d, d, progress=lambda m: progress(f"[collect] {m}"))
                 stage("collect", "ok", time.monotonic() - t0, files=files)
+            undone = trace.tagging(r, "absent", d, progress=lambda m: progress(f"[collect] {m}"))
+            tagged = False
+            for h, t in undone.items():
+                meta["tagging"].setdefault(h, {})["counters"] = t.get("counters", {})
         t0 = time.monotonic()
         if _has_events(d):
             from vnettracer.analysis import analyze
@@ -216,6 +224,11 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
         meta.setdefault("measured", False)
         (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
     except BaseException as e:
+        if tagged:  # a failure between tagging and collect: undo it before the lab goes (or stays)
+            try:
+                trace.tagging(r, "absent", d, progress=lambda m: progress(f"[collect] {m}"))
+            except BaseException as undo:  # noqa: BLE001 - the first error is the one to report
+                progress(f"[collect] undoing the tagging failed too: {undo}")
         meta["error"] = " ".join(e.lines()) if isinstance(e, VntError) else (type(e).__name__ + ": " + str(e))
         (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
         raise

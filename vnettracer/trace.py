@@ -154,6 +154,22 @@ def start(run: Run, run_id: str, workdir: Path, progress: Callable[[str], None] 
     }, secrets={"tracer_influxdb": influxdb} if influxdb else None).raise_for_failures()
 
 
+TAG_OBJECT = ROOT / "build" / "bpf" / "tag.bpf.o"
+
+
+def tagging(run: Run, state: str, workdir: Path, progress: Callable[[str], None] | None = None) -> dict[str, dict]:
+    """roles/tagging on the traced hosts: 'present' (per host: the mode it chose) or 'absent' (undo;
+    per host: the sockops program's counters)."""
+    if state == "present" and not TAG_OBJECT.is_file():
+        raise VntError(f"{TAG_OBJECT} is missing; run `make bpf`")
+    inventory, extra = _target(run)
+    r = run_playbook("tagging", inventory, workdir, progress=progress, extravars={
+        **extra, "tagging_state": state, "tagging_mode": run.experiment.tagging.mode,
+        "tagging_bpf_object": str(TAG_OBJECT),
+    }).raise_for_failures()
+    return {h: hr.reports.get("tagging") or {} for h, hr in r.hosts.items()}
+
+
 def stop(run: Run, workdir: Path, progress: Callable[[str], None] | None = None) -> PlaybookResult:
     inventory, extra = _target(run)
     return run_playbook("trace-stop", inventory, workdir, progress=progress, extravars=extra).raise_for_failures()

@@ -82,6 +82,8 @@ for name, res, args in [
     ("bpf_map_delete_elem", c_int, [c_int, c_void_p]),
     ("bpf_prog_test_run_opts", c_int, [c_int, POINTER(TestRunOpts)]),
     ("bpf_link_create", c_int, [c_int, c_int, c_int, c_void_p]),
+    ("bpf_obj_pin", c_int, [c_int, c_char_p]),
+    ("bpf_obj_get", c_int, [c_char_p]),
     ("libbpf_num_possible_cpus", c_int, []),
 ]:
     fn = getattr(_lib, name)
@@ -245,6 +247,31 @@ def test_run(prog_fd: int, data: bytes, ctx: bytes | None = None, repeat: int = 
                   ctx_in=ctypes.cast(cin, c_void_p) if cin else None, ctx_size_in=len(ctx) if ctx else 0)
     _check(_lib.bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts)), "test run")
     return ctypes.c_int32(opts.retval).value, opts.duration
+
+
+BPF_CGROUP_SOCK_OPS = 3
+
+
+def cgroup_sockops_attach(cgroup: str, prog_fd: int) -> int:
+    """Attach a sockops program to a cgroup v2 through a link; returns the link fd (pin it to keep
+    the program attached after this process ends)."""
+    cg = os.open(cgroup, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = _lib.bpf_link_create(prog_fd, cg, BPF_CGROUP_SOCK_OPS, None)
+    finally:
+        os.close(cg)
+    if fd < 0:
+        raise BpfError(f"attach sockops to cgroup {cgroup}", -fd)
+    return fd
+
+
+def obj_pin(fd: int, path: str) -> None:
+    _check(_lib.bpf_obj_pin(fd, path.encode()), f"pin {path}")
+
+
+def obj_get(path: str) -> int:
+    """fd of a pinned object (raises BpfError with ENOENT when nothing is pinned there)."""
+    return _check(_lib.bpf_obj_get(path.encode()), f"open pinned {path}")
 
 
 def setns(fd: int) -> None:

@@ -34,6 +34,8 @@ EVENT = np.dtype([
 # enum vnt_counter, in order; struct vnt_counters is VNT_C_MAX u64s
 COUNTERS = ["seen", "emitted", "filtered", "sampled_out", "dropped", "parse_fail", "not_ip"]
 COUNTERS_MAX = 8
+# enum vnt_tag_counter (bpf/tag.bpf.c), in order
+TAG_COUNTERS = ["sockets", "tagged", "no_room", "store_failed"]
 COUNTER_VALUE = np.dtype([("c", "<u8", (COUNTERS_MAX,))])
 
 # struct vnt_hook_key / struct vnt_hook

@@ -151,7 +151,8 @@ def inventory(lab: Lab) -> dict:
     opts = " ".join(ssh_options(lab.ssh_key, lab.known_hosts)[2:])  # the key goes in its own variable
     groups: dict[str, dict] = {"traced": {"hosts": {}}, "db": {"hosts": {}}}
     for h in lp.hosts:
-        hv: dict = {"ansible_host": str(h.mgmt_ip.ip), "vnt_netns": h.netns}
+        hv: dict = {"ansible_host": str(h.mgmt_ip.ip), "vnt_netns": h.netns,
+                    "vnt_cgroup": f"/sys/fs/cgroup/{sshd.host_cgroup(h.name)}"}
         if h.underlay_ip:
             hv["vnt_underlay_ip"] = str(h.underlay_ip.ip)
         if h.containers:

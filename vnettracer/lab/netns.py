@@ -12,6 +12,7 @@ import signal
 import subprocess
 import time
 from ipaddress import ip_network
+from pathlib import Path
 
 from vnettracer.errors import VntError
 from vnettracer.procs import alive as is_alive
@@ -85,7 +86,34 @@ def teardown() -> list[str]:
     for link in lab_root_links():
         sh("ip", "link", "del", link, check=False)
         removed.append(f"link {link}")
+    for cg in lab_cgroups():  # empty now: their processes ended with the namespaces'
+        try:
+            os.rmdir(cg)
+            removed.append(f"cgroup {cg}")
+        except OSError:
+            pass
     return removed
+
+
+def cgroup2_root() -> Path | None:
+    """Where this machine's cgroup v2 hierarchy is mounted (/sys/fs/cgroup or .../unified)."""
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            dev, mnt, fstype = line.split()[:3]
+            if fstype == "cgroup2":
+                return Path(mnt)
+    return None
+
+
+def lab_cgroups() -> list[Path]:
+    """The lab hosts' cgroups (children first), then their parent."""
+    from vnettracer.lab.sshd import CGROUP_PARENT
+
+    root = cgroup2_root()
+    parent = root / CGROUP_PARENT if root else None
+    if parent is None or not parent.is_dir():
+        return []
+    return sorted(p for p in parent.iterdir() if p.is_dir()) + [parent]
 
 
 def check_free(lab: LabPlan) -> None:

@@ -51,9 +51,21 @@ for rc in /root/.bashrc /root/.profile /root/.bash_profile; do
 done
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null || true
-mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null || true
+if mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null; then
+  # the host's own cgroup: sshd and all it starts (workloads) live in it; sockops tagging attaches here
+  mkdir -p /sys/fs/cgroup/{cgroup}
+  echo $$ > /sys/fs/cgroup/{cgroup}/cgroup.procs
+fi
 exec {sshd} -D -e -f {config}
 """
+
+
+CGROUP_PARENT = "vnt-lab"
+
+
+def host_cgroup(name: str) -> str:
+    """The lab host's cgroup, relative to the cgroup2 root."""
+    return f"{CGROUP_PARENT}/{name}"
 
 
 def keygen(path: Path, comment: str) -> str:
@@ -76,7 +88,7 @@ def start(host: Host, hostdir: Path, authorized_keys: Path) -> int:
                                          authorized_keys=authorized_keys))
     norc = hostdir / "norc"  # empty: shadows root's shell rc files (pyenv's rehash, prompts, ...)
     norc.write_text("")
-    script = HOST_INIT.format(name=host.name, state=shlex.quote(str(state)), state_mount=STATE_MOUNT,
+    script = HOST_INIT.format(name=host.name, cgroup=host_cgroup(host.name), state=shlex.quote(str(state)), state_mount=STATE_MOUNT,
                               norc=shlex.quote(str(norc)),
                               sshd=SSHD, config=shlex.quote(str(config)))
     log = open(hostdir / "sshd.log", "ab")

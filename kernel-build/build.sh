@@ -1,0 +1,89 @@
+#!/bin/sh
+# Build the patched kernel, out of the source tree, reusing an earlier build when nothing changed.
+#
+#   kernel-build/build.sh image        bzImage from tinyconfig + config/test.config (QEMU boot test)
+#   kernel-build/build.sh deb [CONFIG] Debian packages (bindeb-pkg); CONFIG: cloud (default, Debian's
+#                                      cloud-amd64 config: VMs), generic (Debian's amd64 config) or test
+#
+# Source: Debian's linux-source-6.1 (/usr/src/linux-source-6.1.tar.xz), patches: patches/6.1/*.patch,
+# build directory: $KERNEL_BUILD_DIR (default build/kernel). A build is keyed by a hash of the source
+# tarball's name and size, the patches, the config fragments and this script: same key, no work.
+# Prints the path of the result on its last line.
+set -eu
+
+HERE=$(cd "$(dirname "$0")" && pwd)
+ROOT=$(dirname "$HERE")
+BUILD=${KERNEL_BUILD_DIR:-$ROOT/build/kernel}
+TARBALL=${KERNEL_SOURCE:-/usr/src/linux-source-6.1.tar.xz}
+JOBS=${JOBS:-$(nproc)}
+what=${1:-image}
+flavour=${2:-cloud}
+LOCALVERSION=-vnt
+
+[ -f "$TARBALL" ] || { echo "build.sh: $TARBALL missing (apt-get install linux-source-6.1)" >&2; exit 2; }
+case "$what" in image|deb) ;; *) echo "build.sh: image or deb, not '$what'" >&2; exit 2 ;; esac
+case "$flavour" in cloud|generic|test) ;; *) echo "build.sh: config cloud, generic or test, not '$flavour'" >&2; exit 2 ;; esac
+[ "$what" = image ] && flavour=test
+
+key=$( (basename "$TARBALL"; stat -c %s "$TARBALL"; cat "$HERE"/patches/6.1/*.patch "$HERE"/config/*.config "$0"; \
+        echo "$what $flavour") | sha256sum | cut -c1-12)
+out="$BUILD/$what-$flavour-$key"
+result="$out/result"
+if [ -e "$result" ]; then
+    echo "build.sh: reusing $out (nothing changed)" >&2
+    cat "$result"
+    exit 0
+fi
+
+mkdir -p "$BUILD"
+# one patched source tree per patch set
+src="$BUILD/src-$( (basename "$TARBALL"; stat -c %s "$TARBALL"; cat "$HERE"/patches/6.1/*.patch) | sha256sum | cut -c1-12)"
+if [ ! -e "$src/.vnt-patched" ]; then
+    echo "build.sh: extracting $TARBALL and applying $(ls "$HERE"/patches/6.1/*.patch | wc -l) patches into $src" >&2
+    rm -rf "$src" && mkdir -p "$src"
+    tar -xf "$TARBALL" -C "$src" --strip-components=1
+    for p in "$HERE"/patches/6.1/*.patch; do
+        patch -d "$src" -p1 -s --no-backup-if-mismatch < "$p" || { echo "build.sh: $p does not apply" >&2; exit 1; }
+    done
+    touch "$src/.vnt-patched"
+fi
+
+rm -rf "$out" && mkdir -p "$out"
+t0=$(date +%s)
+case "$flavour" in
+test)
+    make -s -C "$src" O="$out" tinyconfig
+    "$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "$HERE/config/test.config" >/dev/null
+    ;;
+cloud|generic)
+    name=$([ "$flavour" = cloud ] && echo config.amd64_none_cloud-amd64 || echo config.amd64_none_amd64)
+    xz -dc "/usr/src/linux-config-6.1/$name.xz" > "$out/.config" 2>/dev/null \
+        || { echo "build.sh: /usr/src/linux-config-6.1/$name.xz missing (apt-get install linux-config-6.1)" >&2; exit 2; }
+    "$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "$HERE/config/deb.config" >/dev/null
+    ;;
+esac
+make -s -C "$src" O="$out" olddefconfig
+# every option a fragment asks for must have survived olddefconfig
+for frag in $([ "$flavour" = test ] && echo "$HERE/config/test.config" || echo "$HERE/config/deb.config"); do
+    grep '^CONFIG_' "$frag" | while read -r line; do
+        grep -qx "$line" "$out/.config" || { echo "build.sh: $line from $(basename "$frag") did not stick" >&2; exit 1; }
+    done
+done
+
+echo "build.sh: building $what ($flavour config) in $out with $JOBS jobs" >&2
+if [ "$what" = image ]; then
+    make -C "$src" O="$out" -j"$JOBS" LOCALVERSION="$LOCALVERSION" bzImage > "$out/build.log" 2>&1 \
+        || { tail -30 "$out/build.log" >&2; echo "build.sh: build failed, see $out/build.log" >&2; exit 1; }
+    echo "$out/arch/x86/boot/bzImage" > "$result.tmp"
+else
+    make -C "$src" O="$out" -j"$JOBS" LOCALVERSION="$LOCALVERSION" KDEB_PKGVERSION="6.1-vnt.$key" \
+        bindeb-pkg > "$out/build.log" 2>&1 \
+        || { tail -30 "$out/build.log" >&2; echo "build.sh: build failed, see $out/build.log" >&2; exit 1; }
+    mkdir -p "$out/debs"
+    mv "$BUILD"/linux-*_6.1-vnt."$key"_*.deb "$out/debs/"
+    rm -f "$BUILD"/linux-*_6.1-vnt."$key"_*.buildinfo "$BUILD"/linux-*_6.1-vnt."$key"_*.changes
+    echo "$out/debs" > "$result.tmp"
+fi
+mv "$result.tmp" "$result"
+echo "build.sh: built in $(( $(date +%s) - t0 )) s" >&2
+cat "$result"
