@@ -12,14 +12,18 @@ PYTEST_ARGS ?=
 # Debian packages the controller and the embedded lab hosts need (the lab hosts share this root fs).
 APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-apt \
                 clang llvm libbpf-dev libbpf1 bpftool \
-                socat iperf3 sockperf redis-server redis-tools procps psmisc chromium ethtool influxdb
+                socat iperf3 sockperf redis-server redis-tools procps psmisc chromium ethtool influxdb \
+                linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils patch gcc libc6-dev \
+                qemu-system-x86 busybox-static
+# and for `make kernel` (Debian packages of the patched kernel) on top
+KERNEL_DEB_PACKAGES := linux-config-6.1 dpkg-dev rsync kmod dwarves
 
-.PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean
+.PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean kernel kernel-test-image
 
 setup: apt venv bpf
 
 apt:
-	@missing=""; for p in $(APT_PACKAGES); do \
+	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then echo "setup: apt packages present"; \
@@ -62,6 +66,15 @@ hosts-check: setup
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+# The patched kernel (kernel-build/, docs/kernel.md): out of the source tree under build/kernel,
+# reused while patches, config fragments and the build script are unchanged.
+kernel-test-image: apt
+	kernel-build/build.sh image
+
+kernel:
+	@$(MAKE) --no-print-directory apt EXTRA_APT="$(KERNEL_DEB_PACKAGES)"
+	kernel-build/build.sh deb $(KERNEL_CONFIG)
 
 # BPF objects: compiled on the controller against the vmlinux.h kept in bpf/ (CO-RE), shipped to
 # hosts, which need no compiler or kernel headers.

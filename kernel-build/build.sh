@@ -52,7 +52,7 @@ rm -rf "$out" && mkdir -p "$out"
 t0=$(date +%s)
 case "$flavour" in
 test)
-    make -s -C "$src" O="$out" tinyconfig
+    make -s -C "$src" O="$out" tinyconfig >/dev/null
     "$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "$HERE/config/test.config" >/dev/null
     ;;
 cloud|generic)
@@ -62,7 +62,7 @@ cloud|generic)
     "$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "$HERE/config/deb.config" >/dev/null
     ;;
 esac
-make -s -C "$src" O="$out" olddefconfig
+make -s -C "$src" O="$out" olddefconfig >/dev/null
 # every option a fragment asks for must have survived olddefconfig
 for frag in $([ "$flavour" = test ] && echo "$HERE/config/test.config" || echo "$HERE/config/deb.config"); do
     grep '^CONFIG_' "$frag" | while read -r line; do
