@@ -3,7 +3,9 @@
 #
 #   kernel-build/build.sh image        bzImage from tinyconfig + config/test.config (QEMU boot test)
 #   kernel-build/build.sh deb [CONFIG] Debian packages (bindeb-pkg); CONFIG: cloud (default, Debian's
-#                                      cloud-amd64 config: VMs), generic (Debian's amd64 config) or test
+#                                      cloud-amd64 config: VMs), generic (Debian's amd64 config), or vm
+#                                      (upstream defconfig + kvm_guest + config/vm.config: a quick build
+#                                      that boots Debian in QEMU, used by `make test-kernel-install`)
 #
 # Source: Debian's linux-source-6.1 (/usr/src/linux-source-6.1.tar.xz), patches: patches/6.1/*.patch,
 # build directory: $KERNEL_BUILD_DIR (default build/kernel). A build is keyed by a hash of the source
@@ -22,7 +24,7 @@ LOCALVERSION=-vnt
 
 [ -f "$TARBALL" ] || { echo "build.sh: $TARBALL missing (apt-get install linux-source-6.1)" >&2; exit 2; }
 case "$what" in image|deb) ;; *) echo "build.sh: image or deb, not '$what'" >&2; exit 2 ;; esac
-case "$flavour" in cloud|generic|test) ;; *) echo "build.sh: config cloud, generic or test, not '$flavour'" >&2; exit 2 ;; esac
+case "$flavour" in cloud|generic|vm|test) ;; *) echo "build.sh: config cloud, generic, vm or test, not '$flavour'" >&2; exit 2 ;; esac
 [ "$what" = image ] && flavour=test
 
 key=$( (basename "$TARBALL"; stat -c %s "$TARBALL"; cat "$HERE"/patches/6.1/*.patch "$HERE"/config/*.config "$0"; \
@@ -55,6 +57,11 @@ test)
     make -s -C "$src" O="$out" tinyconfig >/dev/null
     "$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "$HERE/config/test.config" >/dev/null
     ;;
+vm)
+    make -s -C "$src" O="$out" defconfig >/dev/null
+    make -s -C "$src" O="$out" kvm_guest.config >/dev/null
+    "$src"/scripts/kconfig/merge_config.sh -m -O "$out" "$out/.config" "$HERE/config/vm.config" >/dev/null
+    ;;
 cloud|generic)
     name=$([ "$flavour" = cloud ] && echo config.amd64_none_cloud-amd64 || echo config.amd64_none_amd64)
     xz -dc "/usr/src/linux-config-6.1/$name.xz" > "$out/.config" 2>/dev/null \
@@ -64,7 +71,8 @@ cloud|generic)
 esac
 make -s -C "$src" O="$out" olddefconfig >/dev/null
 # every option a fragment asks for must have survived olddefconfig
-for frag in $([ "$flavour" = test ] && echo "$HERE/config/test.config" || echo "$HERE/config/deb.config"); do
+case "$flavour" in test) frag="$HERE/config/test.config" ;; vm) frag="$HERE/config/vm.config" ;; *) frag="$HERE/config/deb.config" ;; esac
+for frag in $frag; do
     grep '^CONFIG_' "$frag" | while read -r line; do
         grep -qx "$line" "$out/.config" || { echo "build.sh: $line from $(basename "$frag") did not stick" >&2; exit 1; }
     done

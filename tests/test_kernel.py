@@ -17,6 +17,7 @@ from scapy.all import IP, TCP, UDP, rdpcap
 
 from vnettracer import ROOT
 from vnettracer.agent.record import TCPOPT_EXID, TCPOPT_KIND
+from vnettracer.orchestrate import run_playbook
 
 pytestmark = pytest.mark.lab
 
@@ -186,3 +187,19 @@ def test_udp_trailer_on_the_wire_and_removed_for_the_receiver(boot):
     assert _said(console, "udp_recv") == f"rx 5 {b'hello'.hex()}"  # trailer removed on the trace port
     assert _said(console, "udp_recv_off") == f"rx 9 {b'hello'.hex()}c0ffee01"  # sysctl off: left alone
     assert _said(console, "udp_self") == f"rx 5 {b'hello'.hex()}"  # patched sender to patched receiver
+
+
+def test_kernel_role_refuses_lab_hosts(lab, tmp_path):
+    """Lab hosts share the controller's kernel: roles/kernel stops before changing anything."""
+    pkgs = tmp_path / "debs"
+    pkgs.mkdir()
+    (pkgs / "linux-image-6.1.192-vnt_6.1-vnt.1_amd64.deb").write_bytes(b"not installed")
+    before = subprocess.run(lab.ssh_argv("host1", "cat", "/proc/sys/kernel/random/boot_id"), capture_output=True,
+                            text=True).stdout
+    r = run_playbook("kernel", lab.inventory, tmp_path, limit="host1",
+                     extravars={"kernel_packages_dir": str(pkgs), "kernel_hosts": "traced"})
+    assert r.failures and "share the controller's kernel" in r.failures[0].msg and "no reboot" in r.failures[0].msg
+    assert r.hosts["host1"].changed == 0
+    after = subprocess.run(lab.ssh_argv("host1", "cat", "/proc/sys/kernel/random/boot_id"), capture_output=True,
+                           text=True).stdout
+    assert before == after and before.strip()

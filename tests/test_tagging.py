@@ -114,3 +114,4 @@ def test_refuses_sysctl_mode_without_the_patched_kernel(lab, tmp_path):
         "tracer_python": sys.executable})
     assert r.failures and "needs the patched kernel" in r.failures[0].msg
     assert r.hosts["host1"].changed == 0
+

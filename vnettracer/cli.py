@@ -30,6 +30,7 @@ clock_app = typer.Typer(no_args_is_help=True, help="Clock probes between hosts (
 workload_app = typer.Typer(no_args_is_help=True, help="Workload servers and clients on a host (used by roles/workload).")
 trace_app = typer.Typer(no_args_is_help=True, help="Tracer agents of an experiment (roles/tracer).")
 agent_app = typer.Typer(no_args_is_help=True, help="The tracer agent of one host (started by roles/tracer).")
+kernel_app = typer.Typer(no_args_is_help=True, help="The patched kernel on real hosts (roles/kernel).")
 store_app = typer.Typer(no_args_is_help=True, help="InfluxDB: send what could not be sent during a run.")
 app.add_typer(lab_app, name="lab")
 app.add_typer(hosts_app, name="hosts")
@@ -40,6 +41,7 @@ app.add_typer(trace_app, name="trace")
 app.add_typer(workload_app, name="workload")
 app.add_typer(clock_app, name="clock")
 app.add_typer(store_app, name="store")
+app.add_typer(kernel_app, name="kernel")
 
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
@@ -325,6 +327,23 @@ def workload_stop(pidfile: Path = typer.Option(...)) -> None:
     if alive(pid):
         _os.killpg(pid, _signal.SIGTERM)  # the server and its netns/taskset wrappers (own session)
     pidfile.unlink()
+
+
+@kernel_app.command("install")
+def kernel_install(
+    inventory: Path = typer.Option(..., help="Ansible inventory of the hosts"),
+    packages: Path = typer.Option(..., help="folder with the kernel's .deb packages (`make kernel` prints it)"),
+    hosts: str = typer.Option("traced", help="inventory group or host pattern"),
+) -> None:
+    """Install the patched kernel, reboot into it, check uname -r and net.ipv4.tcp_option."""
+    from vnettracer import kernel
+
+    res = kernel.install(inventory, packages, hosts, progress=_progress)
+    _stop_bar()
+    for host, rep in sorted(res.items()):
+        out.print(f"{host}: {rep.get('before')} -> {rep.get('release')}"
+                  f"{' (rebooted)' if str(rep.get('rebooted')).lower() == 'true' else ' (already running it)'}, "
+                  f"net.ipv4.tcp_option={rep.get('tcp_option')}")
 
 
 @store_app.command("replay")
