@@ -18,7 +18,8 @@ APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-a
 # and for `make kernel` (Debian packages of the patched kernel) on top
 KERNEL_DEB_PACKAGES := linux-config-6.1 dpkg-dev rsync kmod dwarves
 
-.PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean kernel kernel-test-image
+.PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean kernel kernel-test-image \
+        test-kernel-install
 
 setup: apt venv bpf
 
@@ -75,6 +76,11 @@ kernel-test-image: apt
 kernel:
 	@$(MAKE) --no-print-directory apt EXTRA_APT="$(KERNEL_DEB_PACKAGES)"
 	kernel-build/build.sh deb $(KERNEL_CONFIG)
+
+# roles/kernel for real on a Debian VM under QEMU: packages (vm config), debootstrap, install, reboot.
+test-kernel-install: setup
+	@$(MAKE) --no-print-directory apt EXTRA_APT="$(KERNEL_DEB_PACKAGES) debootstrap e2fsprogs"
+	$(VPY) -m pytest -m kernel_install -s tests/test_kernel_install.py
 
 # BPF objects: compiled on the controller against the vmlinux.h kept in bpf/ (CO-RE), shipped to
 # hosts, which need no compiler or kernel headers.

@@ -1,0 +1,40 @@
+#!/bin/sh
+# A Debian 12 VM disk for `make test-kernel-install`: a debootstrap root (made once, cached), with
+# Debian's cloud kernel, systemd, sshd and python3; our ssh key for root and a static address.
+#
+#   kernel-build/mkvm.sh IMAGE PUBKEY ADDRESS/PREFIX
+#
+# The disk is a whole-disk ext4 (root=/dev/vda). The VM host (tests/test_kernel_install.py) boots the
+# kernel the guest's /vmlinuz points to, as direct-boot hypervisors do: Debian's kernel packages move
+# that link to a newly installed kernel, so a reboot after installing one boots it.
+set -eu
+HERE=$(cd "$(dirname "$0")" && pwd)
+BUILD=${KERNEL_BUILD_DIR:-$(dirname "$HERE")/build/kernel}-install
+img=$1 pubkey=$2 address=$3
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+
+root="$BUILD/rootfs-bookworm"
+if [ ! -e "$root/.vnt-done" ]; then
+    echo "mkvm.sh: debootstrap bookworm into $root (once; a few minutes)" >&2
+    rm -rf "$root" && mkdir -p "$BUILD"
+    debootstrap --variant=minbase \
+        --include=systemd-sysv,udev,dbus,openssh-server,python3,python3-apt,iproute2,linux-image-cloud-amd64,initramfs-tools,kmod \
+        bookworm "$root" "$MIRROR" > "$BUILD/debootstrap.log" 2>&1 \
+        || { tail -20 "$BUILD/debootstrap.log" >&2; echo "mkvm.sh: debootstrap failed" >&2; exit 1; }
+    touch "$root/.vnt-done"
+fi
+
+stage=$(mktemp -d "$BUILD/stage.XXXXXX")
+trap 'rm -rf "$stage"' EXIT
+cp -a "$root/." "$stage/"
+rm -f "$stage/.vnt-done"
+echo vnt-vm > "$stage/etc/hostname"
+echo "/dev/vda / ext4 defaults 0 1" > "$stage/etc/fstab"
+mkdir -p "$stage/etc/systemd/network" "$stage/root/.ssh"
+printf '[Match]\nName=en* eth*\n\n[Network]\nAddress=%s\n' "$address" > "$stage/etc/systemd/network/10-vnt.network"
+ln -sf /lib/systemd/system/systemd-networkd.service "$stage/etc/systemd/system/multi-user.target.wants/systemd-networkd.service"
+install -m 0600 "$pubkey" "$stage/root/.ssh/authorized_keys"
+chmod 0700 "$stage/root/.ssh"
+rm -f "$img"
+mkfs.ext4 -q -F -L vntroot -d "$stage" "$img" 3G
+echo "$img"
