@@ -170,3 +170,31 @@ def test_bulk_workload_without_tracing(root, tmp_path):
     assert (run / "workload" / "01-iperf3.out").read_text().lstrip().startswith("{")
     assert "no report: nothing was traced" in r.stdout
     assert leftovers() == []
+
+
+def test_overhead_variants_interleaved(root, tmp_path):
+    """A small tracing-overhead run: every variant measured, tcpdump really captured, and the agents
+    end with every tracepoint attached again."""
+    src = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "tracing-overhead.yml").read_text())
+    src["tracepoints"] = src["tracepoints"][:10]  # the request direction
+    src["paths"] = src["paths"][:1]
+    src["workloads"][0]["duration_s"] = src["workloads"][1]["duration_s"] = 1
+    src["overhead"] = {"rounds": 1, "variants": ["untraced", "traced-5", "tcpdump"]}
+    exp = tmp_path / "ovh.yml"
+    exp.write_text(yaml.safe_dump(src))
+    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path / "results")}
+    r = vnettracer("experiment", "run", str(exp), env=env)
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "results" / "tracing-overhead").iterdir()
+    ov = json.loads((run / "overhead.json").read_text())
+    assert [(row["round"], row["variant"]) for row in ov["rounds"]] == [(1, "untraced"), (1, "traced-5"), (1, "tcpdump")]
+    for key in ("1-tcp_rr", "2-iperf3"):
+        v = ov["summary"][key]["variants"]
+        assert set(v) == {"untraced", "traced-5", "tcpdump"} and v["untraced"]["ratio"] == 1.0
+        assert all(x["median"] > 0 for x in v.values())
+    assert all(c["captured"] > 1000 for c in ov["summary"]["tcpdump"].values())
+    assert "Tracing overhead" in (run / "report.md").read_text()
+    for host in ("host1", "host2"):  # back to every tracepoint when the agents stopped
+        stats = json.loads((run / "events" / host / "stats.json").read_text())
+        assert len(stats["attached"]) == sum(tp["host"] == host for tp in src["tracepoints"])
+    assert leftovers() == []

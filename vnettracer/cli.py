@@ -377,7 +377,7 @@ def agent_run(
 
 @agent_app.command("ctl")
 def agent_ctl(
-    command: str = typer.Argument(..., help="stats | add JSON | remove NAME | sampling N | stop"),
+    command: str = typer.Argument(..., help="stats | add JSON | remove NAME | set NAME,NAME,... | sampling N | stop"),
     arg: Optional[str] = typer.Argument(None),
     state_dir: Path = typer.Option(Path("/var/lib/vnettracer"), help="the agent's state directory"),
 ) -> None:
@@ -391,6 +391,8 @@ def agent_ctl(
         req["tracepoint"] = _json.loads(arg or "{}")
     elif command == "remove":
         req["name"] = arg
+    elif command == "set":  # exactly these configured tracepoints attached ("" = none)
+        req["names"] = [n for n in (arg or "").split(",") if n]
     elif command == "sampling":
         req["n"] = int(arg or 1)
     try:

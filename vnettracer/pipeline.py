@@ -186,7 +186,15 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
                 stage("clock", "ok", time.monotonic() - t0, before=before)
             else:
                 stage("clock", "skipped", reason="one traced host: nothing to compare its clock with")
-            if exp.workloads:
+            if exp.workloads and exp.overhead:
+                from vnettracer import overhead
+
+                t0 = time.monotonic()
+                meta["overhead"] = overhead.run(r, d.name, d, progress=lambda m: progress(f"[workload] {m}"))
+                meta["measured"] = True
+                stage("workload", "ok", time.monotonic() - t0, rounds=exp.overhead.rounds,
+                      variants=exp.overhead.variants)
+            elif exp.workloads:
                 t0 = time.monotonic()
                 res = trace.workloads(r, d.name, d, progress=lambda m: progress(f"[workload] {m}"))
                 meta["workloads"] = res

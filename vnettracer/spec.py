@@ -190,6 +190,25 @@ class Report(Strict):
         return v.strip()
 
 
+class Overhead(Strict):
+    """Tracing variants compared on the same lab, interleaved round by round (order rotated)."""
+
+    rounds: int = Field(5, ge=1, le=50)
+    # untraced (agents up, no hook) | traced-N (the first N tracepoints) | tcpdump (a capture on
+    # every tracepoint's device instead of hooks)
+    variants: list[str] = Field(["untraced", "traced-10", "traced-20", "tcpdump"], min_length=2)
+
+    @field_validator("variants")
+    @classmethod
+    def _variants(cls, v: list[str]) -> list[str]:
+        bad = [x for x in v if not re.fullmatch(r"untraced|tcpdump|traced-[1-9]\d*", x)]
+        if bad:
+            raise ValueError(f"unknown variant(s) {', '.join(bad)}; variants: untraced, traced-N, tcpdump")
+        if len(set(v)) != len(v):
+            raise ValueError("a variant is listed twice")
+        return v
+
+
 class Experiment(Strict):
     name: str
     description: str = ""
@@ -204,6 +223,7 @@ class Experiment(Strict):
     tagging: Tagging = Tagging()
     sinks: Sinks = Sinks()
     report: Report = Report()
+    overhead: Overhead | None = None
     loop: dict[str, list[Union[int, float, str]]] = {}
 
     _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
@@ -442,6 +462,15 @@ def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
                 p.append(Problem(("workloads", i, key), f"host '{host}' has no container '{container}'; containers: {', '.join(hosts[host].containers) or 'none'}"))
         if w.client == w.server:
             p.append(Problem(("workloads", i), "client and server are the same endpoint"))
+
+    if exp.overhead is not None:
+        for i, v in enumerate(exp.overhead.variants):
+            if v.startswith("traced-") and int(v.split("-")[1]) > len(exp.tracepoints):
+                p.append(Problem(("overhead", "variants", i), f"{v}: the experiment has {len(exp.tracepoints)} tracepoints"))
+        if not exp.workloads or not exp.tracepoints:
+            p.append(Problem(("overhead",), "needs tracepoints and workloads to compare"))
+        if any(tp.kind != "tc" for tp in exp.tracepoints):
+            p.append(Problem(("overhead",), "tcpdump captures devices: every tracepoint must be of kind tc"))
 
     if exp.report.baseline is not None and not (base_dir / exp.report.baseline).is_dir():
         p.append(Problem(("report", "baseline"), f"baseline run folder {exp.report.baseline} does not exist"))

@@ -177,6 +177,18 @@ class Agent:
         self.tracer.detach(self.tps.pop(name).hook())
         self._save_state()
 
+    def set_attached(self, names: list[str]) -> None:
+        """Attach exactly these of the configured tracepoints (detach the rest)."""
+        known = {t.name: t for t in self.cfg.tracepoints}
+        unknown = sorted(set(names) - set(known))
+        if unknown:
+            raise KeyError(f"not configured: {', '.join(unknown)}; configured: {', '.join(known)}")
+        for name in sorted(set(self.tps) - set(names)):
+            self.remove(name)
+        for name in names:
+            if name not in self.tps:
+                self.add(known[name])
+
     def stats(self) -> dict:
         counters = self.tracer.counters() if self.tracer else {}
         names = {t.id: t.name for t in self.cfg.tracepoints} | {t.id: t.name for t in self.tps.values()}
@@ -283,6 +295,9 @@ class Agent:
                 elif cmd == "remove":
                     self.remove(req["name"])
                     out = {"ok": True}
+                elif cmd == "set":
+                    self.set_attached(list(req["names"]))
+                    out = {"ok": True, "attached": sorted(self.tps)}
                 elif cmd == "sampling":
                     self.cfg.sampling = int(req["n"])
                     self.tracer.set_sampling(self.cfg.sampling)
@@ -291,7 +306,7 @@ class Agent:
                     self.stop_reason = "stop requested"
                     out = {"ok": True}
                 else:
-                    out = {"ok": False, "error": f"unknown cmd {cmd!r}; known: stats, add, remove, sampling, stop"}
+                    out = {"ok": False, "error": f"unknown cmd {cmd!r}; known: stats, add, remove, set, sampling, stop"}
             except Exception as e:  # noqa: BLE001 - a bad request must not stop the agent
                 out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
             conn.sendall((json.dumps(out) + "\n").encode())

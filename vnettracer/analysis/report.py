@@ -42,6 +42,8 @@ def write(a: Analysis, run_dir: Path) -> dict[str, Path]:
         "clock": _clock(a, figs / "clock.png"),
     }
     md = markdown(s)
+    if (run_dir / "overhead.md").is_file():  # an overhead experiment: its comparison goes in the report
+        md += "\n" + (run_dir / "overhead.md").read_text()
     (run_dir / "report.md").write_text(md)
     (run_dir / "report.html").write_text(_html(s, pngs))
     files.update({"markdown": run_dir / "report.md", "html": run_dir / "report.html"})

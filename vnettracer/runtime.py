@@ -1,0 +1,119 @@
+"""Runtime control of a run's hosts over ssh with Fabric: the quick switches a playbook is too slow
+for (attach/detach tracepoints on running agents, start/stop a capture). Host keys are checked
+against the known_hosts Ansible uses (RejectPolicy): nothing is accepted blindly."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+
+from vnettracer import lab
+from vnettracer.errors import VntError
+from vnettracer.spec import Run
+
+
+@dataclass
+class Target:
+    host: str
+    address: str
+    user: str
+    key: str | None
+    known_hosts: str | None
+    python: str  # the Python with vnettracer on that host
+
+
+def targets(run: Run) -> dict[str, Target]:
+    exp = run.experiment
+    if exp.lab is not None:
+        l = lab.require()
+        return {h.name: Target(h.name, str(h.mgmt_ip.ip), "root", str(l.ssh_key), str(l.known_hosts), sys.executable)
+                for h in l.plan.hosts}
+    inv = run.resolve(exp.inventory.file)
+    try:
+        hv = json.loads(subprocess.run(["ansible-inventory", "-i", str(inv), "--list"], capture_output=True,
+                                       text=True, check=True).stdout)["_meta"]["hostvars"]
+    except (OSError, subprocess.CalledProcessError, ValueError, KeyError) as e:
+        raise VntError(f"cannot read inventory {inv}: {e}") from None
+    return {h: Target(h, v.get("ansible_host", h), v.get("ansible_user", "root"), v.get("ansible_ssh_private_key_file"),
+                      None, v.get("tracer_venv", "/opt/vnettracer/venv") + "/bin/python") for h, v in hv.items()}
+
+
+def _connect(t: Target):
+    import paramiko
+    from fabric import Connection
+
+    c = Connection(t.address, user=t.user, connect_timeout=15,
+                   connect_kwargs={"key_filename": t.key} if t.key else {})
+    c.client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    if t.known_hosts:
+        c.client.load_host_keys(t.known_hosts)
+    return c
+
+
+def run_on(tg: dict[str, Target], commands: dict[str, str], timeout_s: float = 60) -> dict[str, str]:
+    """Run one shell command per host, in parallel; returns stdout per host, raises VntError listing
+    every host whose command failed."""
+    out: dict[str, str] = {}
+    errors: list[str] = []
+
+    def one(host: str, cmd: str) -> None:
+        try:
+            with _connect(tg[host]) as c:
+                r = c.run(cmd, hide=True, warn=True, timeout=timeout_s, in_stream=False)
+            if r.exited != 0:
+                errors.append(f"{host}: {cmd.split()[0]}... exited {r.exited}: {r.stderr.strip()[-300:]}")
+            out[host] = r.stdout
+        except Exception as e:  # noqa: BLE001 - ssh, host key, timeout: all reported per host
+            errors.append(f"{host}: {type(e).__name__}: {e}")
+
+    threads = [threading.Thread(target=one, args=(h, c)) for h, c in commands.items()]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout_s + 30)
+    if errors:
+        raise VntError("runtime control failed", errors)
+    return out
+
+
+def agent_set(tg: dict[str, Target], names: dict[str, list[str]], state_dir: str = "/var/lib/vnettracer") -> None:
+    """Make each host's agent have exactly these tracepoints attached."""
+    run_on(tg, {h: f"{shlex.quote(tg[h].python)} -m vnettracer.cli agent ctl set {shlex.quote(','.join(n))} "
+                   f"--state-dir {shlex.quote(state_dir)}" for h, n in names.items()})
+
+
+def in_netns(netns: str | None, cmd: str) -> str:
+    return f"ip netns exec {shlex.quote(netns)} {cmd}" if netns else cmd
+
+
+def capture_start(tg: dict[str, Target], devices: dict[str, list[tuple[str | None, str]]], folder: str,
+                  snaplen: int = 128) -> dict[str, list[int]]:
+    """tcpdump -w on every (netns, device) of each host, in the background; returns the pids."""
+    cmds = {}
+    for h, devs in devices.items():
+        parts = [f"mkdir -p {shlex.quote(folder)}"]
+        for i, (ns, dev) in enumerate(devs):
+            base = f"{folder}/cap{i}"
+            parts.append(f"(nohup {in_netns(ns, f'tcpdump -i {shlex.quote(dev)} -s {snaplen} -U -n -w {base}.pcap')} "
+                         f"> {base}.log 2>&1 & echo $!)")
+        parts.append("sleep 1")  # tcpdump needs a moment before it captures
+        cmds[h] = "; ".join(parts)
+    return {h: [int(x) for x in o.split()] for h, o in run_on(tg, cmds).items()}
+
+
+def capture_stop(tg: dict[str, Target], pids: dict[str, list[int]], folder: str) -> dict[str, dict]:
+    """Stop the captures started above (by pid), read what tcpdump said, remove the files."""
+    script = ("kill -INT {pids}; for i in $(seq 50); do kill -0 {pids} 2>/dev/null || break; sleep 0.1; done; "
+              "cat {folder}/cap*.log; du -cb {folder}/cap*.pcap | tail -1; rm -rf {folder}")
+    out = run_on(tg, {h: script.format(pids=" ".join(map(str, p)), folder=shlex.quote(folder)) for h, p in pids.items()})
+    res = {}
+    for h, text in out.items():
+        got = sum(int(w.split()[0]) for w in text.splitlines() if w.endswith("packets captured"))
+        dropped = sum(int(w.split()[0]) for w in text.splitlines() if w.endswith("packets dropped by kernel"))
+        size = int(text.strip().splitlines()[-1].split()[0]) if text.strip() else 0
+        res[h] = {"captured": got, "dropped_by_kernel": dropped, "bytes": size}
+    return res
