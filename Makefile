@@ -14,9 +14,7 @@ APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-a
                 clang llvm libbpf-dev libbpf1 bpftool \
                 socat iperf3 sockperf redis-server redis-tools procps psmisc chromium ethtool influxdb \
                 linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils patch gcc libc6-dev \
-                qemu-system-x86 busybox-static
-# and for `make kernel` (Debian packages of the patched kernel) on top
-KERNEL_DEB_PACKAGES := linux-config-6.1 dpkg-dev rsync kmod dwarves
+                qemu-system-x86 busybox-static linux-config-6.1 dpkg-dev rsync kmod dwarves debootstrap e2fsprogs
 
 .PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean kernel kernel-test-image \
         test-kernel-install
@@ -24,7 +22,7 @@ KERNEL_DEB_PACKAGES := linux-config-6.1 dpkg-dev rsync kmod dwarves
 setup: apt venv bpf
 
 apt:
-	@missing=""; for p in $(APT_PACKAGES) $(EXTRA_APT); do \
+	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || missing="$$missing $$p"; \
 	done; \
 	if [ -z "$$missing" ]; then echo "setup: apt packages present"; \
@@ -73,13 +71,12 @@ clean:
 kernel-test-image: apt
 	kernel-build/build.sh image
 
-kernel:
-	@$(MAKE) --no-print-directory apt EXTRA_APT="$(KERNEL_DEB_PACKAGES)"
+kernel: apt
 	kernel-build/build.sh deb $(KERNEL_CONFIG)
 
-# roles/kernel for real on a Debian VM under QEMU: packages (vm config), debootstrap, install, reboot.
+# Only roles/kernel on a Debian VM under QEMU (part of `make test` too): packages (vm config),
+# debootstrap, install, reboot.
 test-kernel-install: setup
-	@$(MAKE) --no-print-directory apt EXTRA_APT="$(KERNEL_DEB_PACKAGES) debootstrap e2fsprogs"
 	$(VPY) -m pytest -m kernel_install -s tests/test_kernel_install.py
 
 # BPF objects: compiled on the controller against the vmlinux.h kept in bpf/ (CO-RE), shipped to

@@ -1,5 +1,6 @@
-"""roles/kernel for real (`make test-kernel-install`, not in `make test`: the Debian packages of the
-patched kernel take about half an hour to build on 2 cores).
+"""roles/kernel for real (in `make test`; alone: `make test-kernel-install`). Cold, the Debian
+packages of the patched kernel (vm config) take about 15 minutes on 2 cores and debootstrap a few;
+both are reused afterwards.
 
 A Debian 12 VM under QEMU (TCG), made by kernel-build/mkvm.sh, reached by Ansible over ssh like any
 host: the role copies and installs the patched kernel's package, reboots with Ansible's reboot
