@@ -1,4 +1,5 @@
-"""Bounded TCP/UDP echo between lab namespaces, and a tcpdump capture, for lab tests."""
+"""Bounded TCP/UDP echo between lab namespaces, a tcpdump capture, and our TCP option read from a
+scapy packet, for lab tests."""
 
 from __future__ import annotations
 
@@ -79,3 +80,14 @@ class Capture:
         self.proc.wait(timeout=10)
         r = subprocess.run(["tcpdump", "-r", str(self.pcap), "-nn"], capture_output=True, text=True)
         return r.stdout.splitlines()
+
+
+def tag_id(tcp) -> int | None:
+    """The packet id of our TCP option (kind 253, length 8, ExID 0x564e) in a scapy TCP layer, or None."""
+    from vnettracer.agent.record import TCPOPT_EXID, TCPOPT_KIND
+
+    for kind, value in tcp.options:
+        if kind == TCPOPT_KIND:
+            assert len(value) == 6 and int.from_bytes(value[:2], "big") == TCPOPT_EXID, value
+            return int.from_bytes(value[2:], "big")
+    return None

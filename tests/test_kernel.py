@@ -15,8 +15,8 @@ import time
 import pytest
 from scapy.all import IP, TCP, UDP, rdpcap
 
+from netutil import tag_id
 from vnettracer import ROOT
-from vnettracer.agent.record import TCPOPT_EXID, TCPOPT_KIND
 from vnettracer.orchestrate import run_playbook
 
 pytestmark = pytest.mark.lab
@@ -124,13 +124,6 @@ def _said(console: list[str], key: str) -> str:
     return hits[0]
 
 
-def _tag(tcp) -> int | None:
-    for kind, value in tcp.options:
-        if kind == TCPOPT_KIND:
-            assert len(value) == 6 and int.from_bytes(value[:2], "big") == TCPOPT_EXID, value
-            return int.from_bytes(value[2:], "big")
-    return None
-
 
 def _valid_checksum(pkt, layer) -> bool:
     fresh = IP(bytes(pkt[IP]))
@@ -156,11 +149,11 @@ def test_tcp_data_segments_carry_the_option_only_when_on(boot):
     off = [p for p in out if p[TCP].dport == 5003]
     on_data = [p for p in on if len(p[TCP].payload)]
     assert len(on_data) >= 180
-    ids = [_tag(p[TCP]) for p in on_data]
+    ids = [tag_id(p[TCP]) for p in on_data]
     assert None not in ids, "a data segment without the tag"
     assert all((b - a) % 2**32 == 1 for a, b in zip(ids, ids[1:])), "ids not +1 per segment"
-    assert all(_tag(p[TCP]) is None for p in on if not len(p[TCP].payload)), "SYN/ACK/FIN tagged"
-    assert all(_tag(p[TCP]) is None for p in off)
+    assert all(tag_id(p[TCP]) is None for p in on if not len(p[TCP].payload)), "SYN/ACK/FIN tagged"
+    assert all(tag_id(p[TCP]) is None for p in off)
     # timestamps and SACK were negotiated and parse beside the tag; checksums are right
     syn = next(p for p in on if p[TCP].flags & 0x02)
     assert {"SAckOK", "Timestamp"} <= {k for k, _ in syn[TCP].options}

@@ -11,8 +11,7 @@ from scapy.all import TCP, VXLAN, IP, rdpcap  # noqa: F401 - scapy binds VXLAN t
 from scapy.layers.inet import UDP
 from scapy.packet import bind_layers
 
-from netutil import SERVER, Capture, in_netns
-from vnettracer.agent.record import TCPOPT_EXID, TCPOPT_KIND
+from netutil import SERVER, Capture, in_netns, tag_id
 from vnettracer.orchestrate import run_playbook
 from vnettracer.trace import TAG_OBJECT
 
@@ -64,14 +63,6 @@ def _transfer(lab, tmp_path, nbytes: int, port: int) -> list:
             and p[VXLAN][IP].src == str(c1.ip.ip) and p[VXLAN][TCP].dport == port]
 
 
-def _tag(tcp) -> int | None:
-    """The packet id of our option (kind 253, length 8, ExID 0x564e), or None."""
-    for kind, value in tcp.options:
-        if kind == TCPOPT_KIND:
-            assert len(value) == 6 and int.from_bytes(value[:2], "big") == TCPOPT_EXID, value
-            return int.from_bytes(value[2:], "big")
-    return None
-
 
 def test_sockops_tags_on_the_wire_and_undone(lab, tmp_path):
     wd = tmp_path / "ansible"
@@ -84,11 +75,11 @@ def test_sockops_tags_on_the_wire_and_undone(lab, tmp_path):
         undone = _tagging(lab, wd, "absent")
     data = [t for t in inner if len(t.payload) > 0]
     assert len(data) >= 3, f"only {len(data)} data segments captured"
-    ids = [_tag(t) for t in data]
+    ids = [tag_id(t) for t in data]
     assert None not in ids, "a data segment without the tag"
     # one id per (GSO) packet, +1 each, in the order they went out
     assert all((b - a) % 2**32 == 1 for a, b in zip(ids, ids[1:])), ids[:20]
-    assert all(_tag(t) is None for t in inner if len(t.payload) == 0), "a pure ACK/SYN/FIN carries the tag"
+    assert all(tag_id(t) is None for t in inner if len(t.payload) == 0), "a pure ACK/SYN/FIN carries the tag"
     # SACK-permitted and timestamps were negotiated and still parse beside the tag
     syn = [t for t in inner if t.flags & 0x02]
     assert syn and {"SAckOK", "Timestamp"} <= {k for k, _ in syn[0].options}
@@ -105,7 +96,7 @@ def test_sockops_tags_on_the_wire_and_undone(lab, tmp_path):
         pins = subprocess.run(lab.ssh_argv(host, "ls", "/sys/fs/bpf/vnettracer/tag"), capture_output=True, text=True)
         assert pins.returncode != 0
     after = [p[VXLAN][TCP] for p in _transfer(lab, tmp_path, 20_000, 15002)]
-    assert after and all(_tag(t) is None for t in after)
+    assert after and all(tag_id(t) is None for t in after)
 
 
 def test_refuses_sysctl_mode_without_the_patched_kernel(lab, tmp_path):
