@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from conftest import vnettracer
 
 
@@ -41,3 +43,29 @@ def test_commands_needing_a_lab_say_so(root):
 def test_usage_error():
     r = vnettracer("lab", "up", "--bogus")
     assert r.returncode == 2 and "No such option" in r.stderr
+
+
+def test_kernel_install_and_store_replay_refuse_bad_input(tmp_path):
+    inv = tmp_path / "inv.yml"
+    inv.write_text("all: {hosts: {}}\n")
+    r = vnettracer("kernel", "install", "--inventory", str(inv), "--packages", str(tmp_path / "none"))
+    assert r.returncode == 2 and f"{tmp_path / 'none'} is not a folder of kernel packages" in r.stderr
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "meta.json").write_text("{}")
+    r = vnettracer("store", "replay", str(run))
+    assert r.returncode == 2 and "this run did not use InfluxDB" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_overhead_section_is_checked(tmp_path):
+    f = tmp_path / "ov.yml"
+    src = (Path(__file__).parents[1] / "experiments" / "tracing-overhead.yml").read_text()
+    f.write_text(src.replace("variants: [untraced, traced-10, traced-20, tcpdump]",
+                             "variants: [untraced, traced-30, wireshark]"))
+    r = vnettracer("spec", "check", str(f))
+    assert r.returncode == 2
+    assert "overhead.variants: unknown variant(s) wireshark; variants: untraced, traced-N, tcpdump" in r.stderr
+    f.write_text(src.replace("variants: [untraced, traced-10, traced-20, tcpdump]", "variants: [untraced, traced-30]"))
+    r = vnettracer("spec", "check", str(f))
+    assert r.returncode == 2 and "overhead.variants[1]: traced-30: the experiment has 20 tracepoints" in r.stderr
