@@ -9,7 +9,7 @@
 #
 # Source: Debian's linux-source-6.1 (/usr/src/linux-source-6.1.tar.xz), patches: patches/6.1/*.patch,
 # build directory: $KERNEL_BUILD_DIR (default build/kernel). A build is keyed by a hash of the source
-# tarball's name and size, the patches, the config fragments and this script: same key, no work.
+# tarball's name and size, the patches, its config fragment and this script: same key, no work.
 # Prints the path of the result on its last line.
 set -eu
 
@@ -27,7 +27,8 @@ case "$what" in image|deb) ;; *) echo "build.sh: image or deb, not '$what'" >&2;
 case "$flavour" in cloud|generic|vm|test) ;; *) echo "build.sh: config cloud, generic, vm or test, not '$flavour'" >&2; exit 2 ;; esac
 [ "$what" = image ] && flavour=test
 
-key=$( (basename "$TARBALL"; stat -c %s "$TARBALL"; cat "$HERE"/patches/6.1/*.patch "$HERE"/config/*.config "$0"; \
+case "$flavour" in test) frag="$HERE/config/test.config" ;; vm) frag="$HERE/config/vm.config" ;; *) frag="$HERE/config/deb.config" ;; esac
+key=$( (basename "$TARBALL"; stat -c %s "$TARBALL"; cat "$HERE"/patches/6.1/*.patch "$frag" "$0"; \
         echo "$what $flavour") | sha256sum | cut -c1-12)
 out="$BUILD/$what-$flavour-$key"
 result="$out/result"
@@ -71,11 +72,8 @@ cloud|generic)
 esac
 make -s -C "$src" O="$out" olddefconfig >/dev/null
 # every option a fragment asks for must have survived olddefconfig
-case "$flavour" in test) frag="$HERE/config/test.config" ;; vm) frag="$HERE/config/vm.config" ;; *) frag="$HERE/config/deb.config" ;; esac
-for frag in $frag; do
-    grep '^CONFIG_' "$frag" | while read -r line; do
-        grep -qx "$line" "$out/.config" || { echo "build.sh: $line from $(basename "$frag") did not stick" >&2; exit 1; }
-    done
+grep '^CONFIG_' "$frag" | while read -r line; do
+    grep -qx "$line" "$out/.config" || { echo "build.sh: $line from $(basename "$frag") did not stick" >&2; exit 1; }
 done
 
 echo "build.sh: building $what ($flavour config) in $out with $JOBS jobs" >&2
