@@ -5,11 +5,14 @@ against the known_hosts Ansible uses (RejectPolicy): nothing is accepted blindly
 from __future__ import annotations
 
 import json
+import os
+import re
 import shlex
 import subprocess
 import sys
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 
 from vnettracer import lab
 from vnettracer.errors import VntError
@@ -22,7 +25,7 @@ class Target:
     address: str
     user: str
     key: str | None
-    known_hosts: str | None
+    known_hosts: str | None  # None: the user's ~/.ssh/known_hosts (Fabric loads it)
     python: str  # the Python with vnettracer on that host
 
 
@@ -34,12 +37,18 @@ def targets(run: Run) -> dict[str, Target]:
                 for h in l.plan.hosts}
     inv = run.resolve(exp.inventory.file)
     try:
-        hv = json.loads(subprocess.run(["ansible-inventory", "-i", str(inv), "--list"], capture_output=True,
+        exe = Path(sys.executable).parent / "ansible-inventory"  # the venv's, beside this Python
+        hv = json.loads(subprocess.run([str(exe), "-i", str(inv), "--list"], capture_output=True,
                                        text=True, check=True).stdout)["_meta"]["hostvars"]
     except (OSError, subprocess.CalledProcessError, ValueError, KeyError) as e:
         raise VntError(f"cannot read inventory {inv}: {e}") from None
+    def known_hosts(v: dict) -> str | None:  # as Ansible's ssh gets it: -o UserKnownHostsFile=...
+        m = re.search(r"UserKnownHostsFile=(\S+)", v.get("ansible_ssh_common_args", ""))
+        return str((inv.parent / os.path.expanduser(m.group(1))).resolve()) if m else None
+
     return {h: Target(h, v.get("ansible_host", h), v.get("ansible_user", "root"), v.get("ansible_ssh_private_key_file"),
-                      None, v.get("tracer_venv", "/opt/vnettracer/venv") + "/bin/python") for h, v in hv.items()}
+                      known_hosts(v), v.get("tracer_venv", "/opt/vnettracer/venv") + "/bin/python")
+            for h, v in hv.items()}
 
 
 def _connect(t: Target):
