@@ -25,7 +25,7 @@ from typing import Any, Callable
 
 from vnettracer import ROOT
 from vnettracer.errors import VntError
-from vnettracer.procs import alive, descendants
+from vnettracer.procs import alive, cmdline, descendants, parent
 
 REPORT_PREFIX = "report:"
 
@@ -105,11 +105,15 @@ def _failure_msg(res: dict) -> str:
     return msg[:500] if msg else json.dumps(res)[:500]
 
 
-def _end_tree(pid: int) -> None:
-    """End ansible-playbook and its workers. Ansible 2.19 gives each worker its own session, so
-    runner's killpg() on cancel would leave them orphaned: signal every descendant by pid."""
+def _end_playbooks() -> None:
+    """End the ansible-playbook processes this process started, and their workers. Ansible 2.19
+    gives each worker its own session, so runner's killpg() on cancel would leave them orphaned:
+    signal each by pid. Only that tree: our other children (the lab's sshd) must live on, the
+    clean-up after an interruption still talks to the hosts through them."""
+    me = os.getpid()
+    roots = [p for p in descendants(me) if parent(p) == me and "ansible-playbook" in cmdline(p)]
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        pids = descendants(pid)
+        pids = [d for r in roots for d in descendants(r) + [r]]
         for p in pids:
             try:
                 os.kill(p, sig)
@@ -207,7 +211,7 @@ def run_playbook(
 
     def cancel() -> bool:
         if interrupted:
-            _end_tree(os.getpid())
+            _end_playbooks()
         return bool(interrupted)
 
     old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
