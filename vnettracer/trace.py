@@ -166,6 +166,8 @@ def tagging(run: Run, state: str, workdir: Path, progress: Callable[[str], None]
     r = run_playbook("tagging", inventory, workdir, progress=progress, extravars={
         **extra, "tagging_state": state, "tagging_mode": run.experiment.tagging.mode,
         "tagging_bpf_object": str(TAG_OBJECT),
+        "tagging_netns_by_host": {h: [c.netns for c in hs.containers.values()]
+                                  for h, hs in run.experiment.host_names().items()},
     }).raise_for_failures()
     return {h: hr.reports.get("tagging") or {} for h, hr in r.hosts.items()}
 
