@@ -134,6 +134,7 @@ class Agent:
         self.spool: Spool | None = None
         self.writer: Writer | None = None
         self.tps: dict[str, TracepointConfig] = {}
+        self.names = {t.id: t.name for t in cfg.tracepoints}  # every id ever used, for stats and InfluxDB
         self.started = time.time()
 
     # ------------------------------------------------------------------ lifecycle
@@ -169,6 +170,7 @@ class Agent:
             raise ValueError(f"tracepoint id {tp.id} is already in use")
         self.tracer.attach(tp.hook(), tp.id, self.cfg.sampling)
         self.tps[tp.name] = tp
+        self.names[tp.id] = tp.name
         self._save_state()
 
     def remove(self, name: str) -> None:
@@ -191,12 +193,11 @@ class Agent:
 
     def stats(self) -> dict:
         counters = self.tracer.counters() if self.tracer else {}
-        names = {t.id: t.name for t in self.cfg.tracepoints} | {t.id: t.name for t in self.tps.values()}
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "host": self.cfg.host, "run_id": self.cfg.run_id, "pid": os.getpid(), "time": time.time(),
             "attached": sorted(self.tps),
-            "tracepoints": {names.get(tp, str(tp)): {"id": tp, **c} for tp, c in counters.items()},
+            "tracepoints": {self.names.get(tp, str(tp)): {"id": tp, **c} for tp, c in counters.items()},
             "spooled_events": self.spool.events if self.spool else 0,
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
             "sampling": self.cfg.sampling,
@@ -256,14 +257,11 @@ class Agent:
         while self.stop_reason is None:
             events = self.tracer.ring.read()
             if len(events):
-                self.spool.write(events)
-                self._to_influx(events, clock)
+                self._take(events, clock)
             now = time.monotonic()
             if now >= next_tick:
                 clock.record()
-                self._write_stats()
-                if self.writer:
-                    self.writer.add(lineproto.agent(self.stats(), self.cfg.run_id, clock.wall.now()))
+                self._health(self._write_stats(), clock)
                 next_tick = now + 1
             if self.writer:
                 self.writer.tick()
@@ -276,10 +274,15 @@ class Agent:
                     self._serve(conn)
         self.log(f"agent stopping ({self.stop_reason})")
 
-    def _to_influx(self, events, clock) -> None:
-        if self.writer and self.cfg.influxdb.raw_events:
-            names = {t.id: t.name for t in self.tps.values()}
-            self.writer.add(lineproto.events(events, self.cfg.run_id, self.cfg.host, names, clock.offset_ns))
+    def _take(self, events, clock) -> None:
+        """A batch from the ring: into the spool, and into InfluxDB when raw events go there."""
+        self.spool.write(events)
+        if self.writer and self.cfg.influxdb.raw_events and clock:
+            self.writer.add(lineproto.events(events, self.cfg.run_id, self.cfg.host, self.names, clock.offset_ns))
+
+    def _health(self, stats: dict, clock) -> None:
+        if self.writer and clock:
+            self.writer.add(lineproto.agent(stats, self.cfg.run_id, clock.wall.now()))
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -311,8 +314,10 @@ class Agent:
                 out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
             conn.sendall((json.dumps(out) + "\n").encode())
 
-    def _write_stats(self) -> None:
-        _write_atomic(self.cfg.spool_dir / "stats.json", json.dumps(self.stats(), indent=1))
+    def _write_stats(self) -> dict:
+        st = self.stats()
+        _write_atomic(self.cfg.spool_dir / "stats.json", json.dumps(st, indent=1))
+        return st
 
     def _shutdown(self, sel, server, clock) -> int:
         rc = 0
@@ -324,17 +329,13 @@ class Agent:
             if self.spool is not None:
                 try:  # then what is still in the ring goes to the spool
                     while len(ev := self.tracer.ring.read()):
-                        self.spool.write(ev)
-                        if clock:
-                            self._to_influx(ev, clock)
+                        self._take(ev, clock)
                 except Exception as e:  # noqa: BLE001
                     self.log(f"final drain failed: {e}")
                     rc = 1
-                self._write_stats()
+                self._health(self._write_stats(), clock)
                 self.spool.close()
             if self.writer:  # what InfluxDB does not take within the grace stays in the outbox
-                if clock:
-                    self.writer.add(lineproto.agent(self.stats(), self.cfg.run_id, clock.wall.now()))
                 st = self.writer.close(timeout_s=10)
                 if st.backlog_batches:
                     self.log(f"influxdb: {st.backlog_batches} batches not sent ({st.last_error}); kept in {self.cfg.outbox}")

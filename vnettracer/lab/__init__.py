@@ -23,7 +23,7 @@ import yaml
 
 from vnettracer.errors import VntError
 from vnettracer.lab import netns, sshd
-from vnettracer.lab.topology import LabOptions, LabPlan, plan
+from vnettracer.lab.topology import LabOptions, LabPlan, host_cgroup, plan
 
 DEFAULT_DIR = Path("/tmp/vnt-lab")
 
@@ -152,7 +152,7 @@ def inventory(lab: Lab) -> dict:
     groups: dict[str, dict] = {"traced": {"hosts": {}}, "db": {"hosts": {}}}
     for h in lp.hosts:
         hv: dict = {"ansible_host": str(h.mgmt_ip.ip), "vnt_netns": h.netns,
-                    "vnt_cgroup": f"/sys/fs/cgroup/{sshd.host_cgroup(h.name)}"}
+                    "vnt_cgroup": f"/sys/fs/cgroup/{host_cgroup(h.name)}"}
         if h.underlay_ip:
             hv["vnt_underlay_ip"] = str(h.underlay_ip.ip)
         if h.containers:

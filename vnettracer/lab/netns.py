@@ -16,7 +16,7 @@ from pathlib import Path
 
 from vnettracer.errors import VntError
 from vnettracer.procs import alive as is_alive
-from vnettracer.lab.topology import DELAY_NETNS, MGMT_BRIDGE, PREFIX, WIRE_NETNS, Host, LabPlan
+from vnettracer.lab.topology import CGROUP_PARENT, DELAY_NETNS, MGMT_BRIDGE, PREFIX, WIRE_NETNS, Host, LabPlan
 
 POD_MTU = 1450  # flannel's: 1500 minus the 50-byte VXLAN header
 
@@ -107,8 +107,6 @@ def cgroup2_root() -> Path | None:
 
 def lab_cgroups() -> list[Path]:
     """The lab hosts' cgroups (children first), then their parent."""
-    from vnettracer.lab.sshd import CGROUP_PARENT
-
     root = cgroup2_root()
     parent = root / CGROUP_PARENT if root else None
     if parent is None or not parent.is_dir():

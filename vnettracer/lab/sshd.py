@@ -18,7 +18,7 @@ from pathlib import Path
 
 from vnettracer.errors import VntError
 from vnettracer.lab.netns import sh
-from vnettracer.lab.topology import STATE_MOUNT, Host
+from vnettracer.lab.topology import STATE_MOUNT, Host, host_cgroup
 
 SSHD = "/usr/sbin/sshd"
 
@@ -58,14 +58,6 @@ if mount -t cgroup2 cgroup2 /sys/fs/cgroup 2>/dev/null; then
 fi
 exec {sshd} -D -e -f {config}
 """
-
-
-CGROUP_PARENT = "vnt-lab"
-
-
-def host_cgroup(name: str) -> str:
-    """The lab host's cgroup, relative to the cgroup2 root."""
-    return f"{CGROUP_PARENT}/{name}"
 
 
 def keygen(path: Path, comment: str) -> str:

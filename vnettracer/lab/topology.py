@@ -19,6 +19,14 @@ MGMT_BRIDGE = "vnt-mgmt"  # management bridge in the root namespace (ssh, later 
 WIRE_NETNS = "vnt-wire"  # the underlay "switch": a namespace holding bridge wire0
 DELAY_NETNS = "vnt-delay"  # the delay element, between one host's eth0 and the wire
 STATE_MOUNT = "/var/lib/vnettracer"  # every lab host sees its own state directory here
+CGROUP_PARENT = "vnt-lab"  # each lab host's cgroup v2 is CGROUP_PARENT/<host> (sockops tagging attaches there)
+
+
+def host_cgroup(name: str) -> str:
+    """The lab host's cgroup, relative to the cgroup2 root."""
+    return f"{CGROUP_PARENT}/{name}"
+
+
 TOPOLOGIES = ("flannel-vxlan", "bridge")
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 

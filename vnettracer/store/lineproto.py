@@ -37,9 +37,7 @@ def unique_times(key: np.ndarray, ts: np.ndarray) -> np.ndarray:
 
 
 def _join(cols: list) -> bytes:
-    arr = pc.binary_join_element_wise(*cols, "")
-    if isinstance(arr, pa.ChunkedArray):
-        arr = arr.combine_chunks()
+    arr = pc.binary_join_element_wise(*cols, "")  # arrays in, one array out
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32 if arr.type == pa.string() else np.int64)
     lo, hi = offsets[arr.offset], offsets[arr.offset + len(arr)]
     return arr.buffers()[2].to_pybytes()[lo:hi]

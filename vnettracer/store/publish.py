@@ -12,7 +12,7 @@ from vnettracer.analysis import Analysis
 from vnettracer.analysis.correlate import losses
 from vnettracer.store import lineproto
 from vnettracer.store.client import Endpoint
-from vnettracer.store.writer import Writer, WriterStats, replay
+from vnettracer.store.writer import Writer, WriterStats, pending_outboxes, replay
 
 SECOND = 1_000_000_000
 
@@ -44,11 +44,8 @@ def per_second(a: Analysis) -> pd.DataFrame:
 
 
 def publish(run_dir: Path, a: Analysis, ep: Endpoint, log=print) -> dict:
-    """Replay leftover outboxes of the run's agents, then write the segment summaries."""
-    replayed: dict[str, dict] = {}
-    for outbox in sorted((run_dir / "events").glob("*/influx-outbox")):
-        if any(outbox.glob("*.lp")):
-            replayed[outbox.parent.name] = replay(ep, outbox, log=log).as_dict()
+    """Replay the run's leftover outboxes, then write the segment summaries."""
+    replayed = {str(ob.relative_to(run_dir)): replay(ep, ob, log=log).as_dict() for ob in pending_outboxes(run_dir)}
     seg = per_second(a)
     w = Writer(ep, run_dir / "influx-outbox", log=log)
     w.add(lineproto.segments(seg, run_dir.name))

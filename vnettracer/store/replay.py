@@ -8,7 +8,7 @@ from pathlib import Path
 from vnettracer.errors import VntError
 from vnettracer.store import credentials
 from vnettracer.store.client import Endpoint
-from vnettracer.store.writer import replay
+from vnettracer.store.writer import pending_outboxes, replay
 
 
 def replay_run(run_dir: Path, url: str | None = None, creds_file: Path | None = None) -> list[str]:
@@ -25,8 +25,7 @@ def replay_run(run_dir: Path, url: str | None = None, creds_file: Path | None = 
     creds = credentials.read(path)
     ep = Endpoint(url or influx["url"], (influx or {}).get("database", "vnettracer"), creds["writer_user"],
                   creds["writer_password"])
-    outboxes = [p for p in [*sorted((run_dir / "events").glob("*/influx-outbox")), run_dir / "influx-outbox"]
-                if p.is_dir() and any(p.glob("*.lp"))]
+    outboxes = pending_outboxes(run_dir)
     if not outboxes:
         return [f"{run_dir}: nothing to send (no unsent batches)"]
     lines = []

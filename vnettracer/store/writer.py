@@ -141,7 +141,7 @@ class Writer:
     def _update_backlog(self) -> None:
         files = self._files()
         self.stats.backlog_batches = len(files)
-        self.stats.backlog_points = sum(_points(f.read_bytes()) for f in files) if len(files) < 64 else -1
+        self.stats.backlog_points = sum(_points(f.read_bytes()) for f in files)
 
     def _send_loop(self) -> None:
         delay = self.backoff[0]
@@ -184,6 +184,13 @@ class Writer:
             self.stats.batches_sent += 1
             with self._cv:
                 self._cv.notify_all()
+
+
+def pending_outboxes(run_dir: Path) -> list[Path]:
+    """Outboxes of a run folder that still hold batches: the agents' (fetched by collect), then the
+    report stage's own."""
+    return [p for p in [*sorted((run_dir / "events").glob("*/influx-outbox")), run_dir / "influx-outbox"]
+            if p.is_dir() and any(p.glob("*.lp"))]
 
 
 def replay(ep: Endpoint, outbox: Path, timeout_s: float = 300.0, log=print) -> WriterStats:
