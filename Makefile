@@ -10,7 +10,7 @@ TOPOLOGY   ?= flannel-vxlan
 PYTEST_ARGS ?=
 
 # Debian packages the controller and the embedded lab hosts need (the lab hosts share this root fs).
-APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-apt \
+APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-apt python3-venv \
                 clang llvm libbpf-dev libbpf1 bpftool \
                 socat iperf3 sockperf redis-server redis-tools procps psmisc chromium ethtool influxdb \
                 linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils patch gcc libc6-dev \

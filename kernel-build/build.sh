@@ -82,7 +82,8 @@ if [ "$what" = image ]; then
         || { tail -30 "$out/build.log" >&2; echo "build.sh: build failed, see $out/build.log" >&2; exit 1; }
     echo "$out/arch/x86/boot/bzImage" > "$result.tmp"
 else
-    make -C "$src" O="$out" -j"$JOBS" LOCALVERSION="$LOCALVERSION" KDEB_PKGVERSION="6.1-vnt.$key" \
+    # gzip: the -dbg package (vmlinux with debug info, for BTF) takes minutes with dpkg-deb's xz
+    make -C "$src" O="$out" -j"$JOBS" LOCALVERSION="$LOCALVERSION" KDEB_COMPRESS=gzip KDEB_PKGVERSION="6.1-vnt.$key" \
         bindeb-pkg > "$out/build.log" 2>&1 \
         || { tail -30 "$out/build.log" >&2; echo "build.sh: build failed, see $out/build.log" >&2; exit 1; }
     mkdir -p "$out/debs"

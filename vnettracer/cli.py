@@ -26,20 +26,14 @@ lab_app = typer.Typer(no_args_is_help=True, help="The embedded lab: hosts made o
 hosts_app = typer.Typer(no_args_is_help=True, help="Hosts of a lab or an inventory.")
 spec_app = typer.Typer(no_args_is_help=True, help="Experiment files.")
 exp_app = typer.Typer(no_args_is_help=True, help="Run experiments end to end.")
-clock_app = typer.Typer(no_args_is_help=True, help="Clock probes between hosts (used by roles/clock).")
-workload_app = typer.Typer(no_args_is_help=True, help="Workload servers and clients on a host (used by roles/workload).")
 trace_app = typer.Typer(no_args_is_help=True, help="Tracer agents of an experiment (roles/tracer).")
-agent_app = typer.Typer(no_args_is_help=True, help="The tracer agent of one host (started by roles/tracer).")
 kernel_app = typer.Typer(no_args_is_help=True, help="The patched kernel on real hosts (roles/kernel).")
 store_app = typer.Typer(no_args_is_help=True, help="InfluxDB: send what could not be sent during a run.")
 app.add_typer(lab_app, name="lab")
 app.add_typer(hosts_app, name="hosts")
 app.add_typer(spec_app, name="spec")
 app.add_typer(exp_app, name="experiment")
-app.add_typer(agent_app, name="agent")
 app.add_typer(trace_app, name="trace")
-app.add_typer(workload_app, name="workload")
-app.add_typer(clock_app, name="clock")
 app.add_typer(store_app, name="store")
 app.add_typer(kernel_app, name="kernel")
 
@@ -244,91 +238,6 @@ def trace_status(experiment: str = typer.Argument(..., help="experiment name or 
     out.print(t)
 
 
-@clock_app.command("respond")
-def clock_respond(
-    bind: str = typer.Option(...), port: int = typer.Option(12321), seconds: float = typer.Option(60),
-    ready: Optional[Path] = typer.Option(None, help="file created once the socket is bound"),
-    offset_ns: int = typer.Option(0), drift_ppm: float = typer.Option(0.0), t0_ns: int = typer.Option(0),
-) -> None:
-    """Answer clock probes until the prober says bye (or `seconds`). Lab emulation: offset/drift."""
-    from vnettracer import clockprobe
-
-    clk = clockprobe.WallClock(offset_ns, drift_ppm, t0_ns)
-    n = clockprobe.respond(bind, port, seconds, clk, ready=ready.touch if ready else None)
-    out.print(f"answered {n} probes")
-
-
-@clock_app.command("probe")
-def clock_probe(
-    to: str = typer.Option(..., help="responder address"), port: int = typer.Option(12321),
-    count: int = typer.Option(200), interval_ms: float = typer.Option(5.0), out_file: Path = typer.Option(..., "--out"),
-    offset_ns: int = typer.Option(0), drift_ppm: float = typer.Option(0.0), t0_ns: int = typer.Option(0),
-) -> None:
-    """Probe a responder `count` times; append t1,t2,t3,t4 rows to a CSV."""
-    from vnettracer import clockprobe
-
-    out_file.parent.mkdir(parents=True, exist_ok=True)
-    n = clockprobe.probe(to, port, count, interval_ms / 1000, clockprobe.WallClock(offset_ns, drift_ppm, t0_ns), out_file)
-    print(n)
-    if n == 0:
-        raise VntError(f"clock: no answer from {to}:{port}")
-
-
-@workload_app.command("serve")
-def workload_serve(
-    spec_json: str = typer.Option(..., "--spec", help="one workload, as roles/workload passes it (JSON)"),
-    state_dir: Path = typer.Option(Path("/var/lib/vnettracer")),
-) -> None:
-    """Start a workload's server detached (it ends by itself after its time); returns once it listens."""
-    import json as _json
-
-    from vnettracer import workload
-
-    w = _json.loads(spec_json)
-    run = state_dir / "run"
-    run.mkdir(parents=True, exist_ok=True)
-    (state_dir / "log").mkdir(parents=True, exist_ok=True)
-    try:
-        pid = workload.serve(w, run / f"workload-{w['index']}.pid", state_dir / "log" / f"workload-{w['index']}.log")
-    except (OSError, RuntimeError) as e:
-        raise VntError(f"workload: {e}") from None
-    out.print(f"{w['kind']} server pid {pid}")
-
-
-@workload_app.command("client")
-def workload_client(
-    spec_json: str = typer.Option(..., "--spec", help="one workload (JSON)"),
-    out_dir: Path = typer.Option(..., "--out", help="where the raw and parsed output go"),
-) -> None:
-    """Run a workload's client to completion; prints the parsed result (JSON)."""
-    import json as _json
-
-    from vnettracer import workload
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        res = workload.run_client(_json.loads(spec_json), out_dir)
-    except (OSError, RuntimeError, ValueError) as e:
-        raise VntError(f"workload: {e}") from None
-    print(_json.dumps(res))
-
-
-@workload_app.command("stop")
-def workload_stop(pidfile: Path = typer.Option(...)) -> None:
-    """End a workload server started by `serve` (by its pid), if it still runs."""
-    import os as _os
-    import signal as _signal
-
-    from vnettracer.procs import alive
-
-    if not pidfile.exists():
-        return
-    pid = int(pidfile.read_text())
-    if alive(pid):
-        _os.killpg(pid, _signal.SIGTERM)  # the server and its netns/taskset wrappers (own session)
-    pidfile.unlink()
-
-
 @kernel_app.command("install")
 def kernel_install(
     inventory: Path = typer.Option(..., help="Ansible inventory of the hosts"),
@@ -358,50 +267,6 @@ def store_replay(
 
     for line in replay_run(run_dir, url, credentials_file):
         out.print(line, highlight=False)
-
-
-@agent_app.command("run")
-def agent_run(
-    config: Path = typer.Option(..., help="agent config (JSON), rendered by roles/tracer"),
-    daemon: bool = typer.Option(False, "--daemon", help="detach; return once every hook is attached"),
-) -> None:
-    """Attach this host's tracepoints and drain events to the spool until SIGTERM/SIGINT."""
-    from vnettracer.agent import agent
-
-    try:
-        rc = agent.main_run(config, daemon)
-    except (OSError, ValueError, RuntimeError) as e:
-        raise VntError(f"agent: {e}") from None
-    raise typer.Exit(rc)
-
-
-@agent_app.command("ctl")
-def agent_ctl(
-    command: str = typer.Argument(..., help="stats | add JSON | remove NAME | set NAME,NAME,... | sampling N | stop"),
-    arg: Optional[str] = typer.Argument(None),
-    state_dir: Path = typer.Option(Path("/var/lib/vnettracer"), help="the agent's state directory"),
-) -> None:
-    """Talk to a running agent through its control socket."""
-    import json as _json
-
-    from vnettracer.agent import agent
-
-    req: dict = {"cmd": command}
-    if command == "add":
-        req["tracepoint"] = _json.loads(arg or "{}")
-    elif command == "remove":
-        req["name"] = arg
-    elif command == "set":  # exactly these configured tracepoints attached ("" = none)
-        req["names"] = [n for n in (arg or "").split(",") if n]
-    elif command == "sampling":
-        req["n"] = int(arg or 1)
-    try:
-        resp = agent.request(state_dir / "run" / "agent.sock", req)
-    except OSError as e:
-        raise VntError(f"agent: no agent answers at {state_dir / 'run' / 'agent.sock'}: {e.strerror or e}") from None
-    out.print_json(data=resp)
-    if not resp.get("ok"):
-        raise typer.Exit(1)
 
 
 @app.command("report")

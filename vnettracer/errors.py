@@ -1,5 +1,7 @@
 """Errors a user can act on. The CLI prints them as one line each (no traceback) and exits 2."""
 
+from __future__ import annotations
+
 
 class VntError(Exception):
     """A problem the user can fix: bad input, missing prerequisite, a failed host."""

@@ -142,8 +142,10 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
         if influx.enabled:
             creds_dir = lab.lab_dir() if exp.lab else Path(r.source).parent / ".vnettracer"
             creds = credentials.load_or_create(creds_dir)
+        store_args = store_deploy.role_args(creds, influx.database) if creds else {}
         res = run_playbook("prepare", inventory, d, progress=lambda m: progress(f"[prepare] {m}"),
-                           **(store_deploy.role_args(creds, influx.database) if creds else {}))
+                           extravars={**trace.host_vars(r), **store_args.get("extravars", {})},
+                           secrets=store_args.get("secrets"))
         res.raise_for_failures()
         if creds:
             ep = store_deploy.endpoint(res, influx.database, creds)

@@ -91,7 +91,7 @@ def run_on(tg: dict[str, Target], commands: dict[str, str], timeout_s: float = 6
 
 def agent_set(tg: dict[str, Target], names: dict[str, list[str]], state_dir: str = "/var/lib/vnettracer") -> None:
     """Make each host's agent have exactly these tracepoints attached."""
-    run_on(tg, {h: f"{shlex.quote(tg[h].python)} -m vnettracer.cli agent ctl set {shlex.quote(','.join(n))} "
+    run_on(tg, {h: f"{shlex.quote(tg[h].python)} -m vnettracer.hostcli agent ctl set {shlex.quote(','.join(n))} "
                    f"--state-dir {shlex.quote(state_dir)}" for h, n in names.items()})
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from vnettracer import ROOT, lab
+from vnettracer import ROOT, hostpkg, lab
 from vnettracer.errors import VntError
 from vnettracer.orchestrate import PlaybookResult, run_playbook
 from vnettracer.spec import Run, load
@@ -129,9 +129,15 @@ def _target(run: Run) -> tuple[Path, dict]:
         if l.plan.topology != exp.lab.topology or {h.name for h in l.plan.hosts} != set(exp.host_names()):
             raise VntError(f"the lab that is up ({l.plan.topology}, hosts {', '.join(h.name for h in l.plan.hosts)}) "
                            f"is not the one {exp.name} needs; run `vnettracer lab up` with its topology")
-        # lab hosts share this machine's files: they run the agent from this very venv
-        return l.inventory, {"tracer_python": sys.executable}
-    return run.resolve(exp.inventory.file), {}
+        if l.plan.shares_controller:  # netns hosts share this machine's files: they run this very venv
+            return l.inventory, {"tracer_python": sys.executable}
+        return l.inventory, hostpkg.role_vars()
+    return run.resolve(exp.inventory.file), hostpkg.role_vars()
+
+
+def host_vars(run: Run) -> dict:
+    """Extra vars that tell the roles where vnettracer's host side is (or comes from) on the hosts."""
+    return _target(run)[1]
 
 
 def load_one(name_or_file: str) -> Run:

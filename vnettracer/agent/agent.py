@@ -18,86 +18,15 @@ import socket
 import sys
 import time
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field
 
 from vnettracer.agent.spool import Spool
 from vnettracer.store import lineproto
-from vnettracer.store.client import Endpoint
+from vnettracer.store.http import Endpoint
 from vnettracer.store.writer import Writer
 from vnettracer.clockprobe import WallClock
 from vnettracer.procs import alive
-from vnettracer.agent.tracer import DEFAULT_OBJECT, Hook, Tracer, detach_stale, hook_state
-
-
-class TracepointConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    id: int = Field(ge=1, le=255)
-    name: str
-    netns: str | None = None  # name under /run/netns; None = the host's own namespace
-    device: str
-    direction: Literal["ingress", "egress"]
-
-    def hook(self) -> Hook:
-        return Hook(self.netns, self.device, self.direction == "egress")
-
-
-class InfluxConfig(BaseModel):
-    """Where the agent sends agent health (always) and raw events (raw_events) in InfluxDB."""
-
-    model_config = ConfigDict(extra="forbid")
-    url: str
-    database: str = "vnettracer"
-    user: str = ""
-    password: str = Field("", repr=False)
-    retention_policy: str = ""
-    raw_events: bool = False
-
-
-class AgentConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    host: str
-    run_id: str
-    state_dir: Path = Path("/var/lib/vnettracer")
-    bpf_object: Path = DEFAULT_OBJECT
-    tracepoints: list[TracepointConfig] = []
-    flows: list[dict] = []
-    vxlan_ports: list[int] = [8472, 4789]
-    sampling: int = Field(1, ge=1)
-    attach: Literal["auto", "tcx", "clsact"] = "auto"
-    ring_mb: int = Field(32, ge=1, le=1024)
-    rotate_mb: int = Field(64, ge=1)
-    poll_ms: float = Field(5.0, gt=0, le=1000)
-    # lab emulation of a host clock that is off by an offset and runs fast/slow by drift (ppm)
-    clock_offset_ns: int = 0
-    clock_drift_ppm: float = 0.0
-    clock_t0_ns: int = 0  # epoch of the emulated drift, shared with the clock probes (0: agent start)
-    influxdb: InfluxConfig | None = None
-
-    @property
-    def run_dir(self) -> Path:
-        return self.state_dir / "run"
-
-    @property
-    def spool_dir(self) -> Path:
-        return self.state_dir / "spool" / self.run_id
-
-    @property
-    def outbox(self) -> Path:
-        return self.spool_dir / "influx-outbox"
-
-    @property
-    def socket_path(self) -> Path:
-        return self.run_dir / "agent.sock"
-
-    @property
-    def state_file(self) -> Path:
-        return self.run_dir / "agent-state.json"
-
-    @property
-    def pidfile(self) -> Path:
-        return self.run_dir / "agent.pid"
+from vnettracer.agent.config import AgentConfig, TracepointConfig, load_config
+from vnettracer.agent.tracer import Hook, Tracer, detach_stale, hook_state
 
 
 def _write_atomic(path: Path, data: str) -> None:
@@ -293,7 +222,7 @@ class Agent:
                 if cmd == "stats":
                     out = {"ok": True, "stats": self.stats()}
                 elif cmd == "add":
-                    self.add(TracepointConfig(**req["tracepoint"]))
+                    self.add(TracepointConfig.parse(req["tracepoint"]))
                     out = {"ok": True}
                 elif cmd == "remove":
                     self.remove(req["name"])
@@ -359,10 +288,6 @@ def request(socket_path: Path, req: dict, timeout: float = 10) -> dict:
         s.connect(str(socket_path))
         s.sendall((json.dumps(req) + "\n").encode())
         return json.loads(s.makefile("r").readline())
-
-
-def load_config(path: Path) -> AgentConfig:
-    return AgentConfig.model_validate_json(path.read_text())
 
 
 def run_daemon(cfg: AgentConfig, logfile: Path, timeout_s: float = 120) -> str:

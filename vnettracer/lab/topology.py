@@ -129,7 +129,12 @@ class LabPlan:
 
     @property
     def vxlan(self) -> bool:
-        return self.topology == "flannel-vxlan"
+        return self.topology in ("flannel-vxlan", "vms")
+
+    @property
+    def shares_controller(self) -> bool:
+        """netns hosts run the controller's kernel, files and venv; VMs have their own."""
+        return self.topology != "vms"
 
     def host(self, name: str) -> Host:
         for h in self.hosts:

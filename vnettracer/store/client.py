@@ -10,40 +10,17 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
 
 import pandas as pd
 import requests
 
-from vnettracer.errors import VntError
+from vnettracer.store.http import Endpoint, StoreError, error_text
 
-
-class StoreError(VntError):
-    """InfluxDB refused or could not be reached (status: the HTTP status, 0 when unreachable)."""
-
-    def __init__(self, message: str, status: int = 0):
-        super().__init__(message)
-        self.status = status
+__all__ = ["Endpoint", "Influx", "QueryRefused", "StoreError", "check_bounded"]
 
 
 class QueryRefused(StoreError):
     """A query our helpers will not send (no time bound)."""
-
-
-@dataclass
-class Endpoint:
-    url: str  # http://HOST:PORT
-    database: str = "vnettracer"
-    user: str = ""
-    password: str = ""
-    retention_policy: str = ""  # "" = the database's default
-
-    def __repr__(self) -> str:  # never print the password
-        return f"Endpoint({self.url!r}, db={self.database!r}, user={self.user!r})"
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Endpoint":
-        return cls(**{k: d[k] for k in ("url", "database", "user", "password", "retention_policy") if k in d})
 
 
 _SELECT = re.compile(r"^\s*select\b", re.I)
@@ -169,7 +146,4 @@ def _str_lit(s: str) -> str:
 
 
 def _err(r: requests.Response) -> str:
-    try:
-        return r.json().get("error", r.text.strip())
-    except ValueError:
-        return r.text.strip()[:200]
+    return error_text(r.content)

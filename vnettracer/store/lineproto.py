@@ -12,10 +12,14 @@ ties apart by 1 ns each (deterministically, before the batch is spooled).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+
+if TYPE_CHECKING:  # the agent (traced hosts) has no pandas; only segments() takes a frame
+    import pandas as pd
 
 
 def escape_tag(s: str) -> str:
@@ -30,7 +34,11 @@ def unique_times(key: np.ndarray, ts: np.ndarray) -> np.ndarray:
     if not ((k[1:] == k[:-1]) & (t[1:] <= t[:-1])).any():
         return ts
     i = np.arange(len(t), dtype=np.int64)
-    fixed = pd.Series(t - i).groupby(k).cummax().to_numpy() + i  # t'_i = i + max_{j<=i}(t_j - j)
+    fixed = t - i  # t'_i = i + max_{j<=i}(t_j - j), the max running within each key
+    starts = np.flatnonzero(np.r_[True, k[1:] != k[:-1]])
+    for lo, hi in zip(starts, np.r_[starts[1:], len(k)]):  # one pass per tracepoint, not per event
+        np.maximum.accumulate(fixed[lo:hi], out=fixed[lo:hi])
+    fixed += i
     out = np.empty_like(ts)
     out[order] = fixed
     return out

@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vnettracer.store.client import Endpoint, Influx, StoreError
+from vnettracer.store.http import Endpoint, LineWriter, StoreError
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Writer:
         self.flush_s = flush_s
         self.backoff = backoff_s
         self.log = log
-        self.client = Influx(ep, timeout_s)
+        self.client = LineWriter(ep, timeout_s)
         self.stats = WriterStats()
         self._pending = _Pending()
         self._lock = threading.Lock()

@@ -1,0 +1,89 @@
+"""The host package: only the standard library, numpy and pyarrow on traced hosts; Python 3.9
+syntax; a new version whenever its content changes; the agent config refuses bad input."""
+
+from __future__ import annotations
+
+import ast
+import json
+import shutil
+import subprocess
+import sys
+import zipfile
+
+import pytest
+
+from vnettracer import hostpkg
+from vnettracer.agent.config import AgentConfig
+
+CONTROLLER_ONLY = ["pydantic", "pandas", "typer", "rich", "ansible", "ansible_runner", "fabric", "invoke",
+                   "matplotlib", "requests", "yaml", "pyroute2", "influxdb", "scapy"]
+
+BLOCKER = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in %r:
+            raise ImportError('host side imported ' + name)
+sys.meta_path.insert(0, Block())
+sys.path.insert(0, %r)
+""" % (CONTROLLER_ONLY, "{path}")
+
+
+def test_host_modules_parse_as_python_39():
+    for m in hostpkg.MODULES:
+        src = (hostpkg.PACKAGE / m).read_text()
+        ast.parse(src, filename=m, feature_version=(3, 9))  # SyntaxError names the file and line
+
+
+def test_installed_wheel_imports_without_controller_packages(tmp_path):
+    wheel = hostpkg.build(tmp_path / "out")
+    names = zipfile.ZipFile(wheel).namelist()
+    assert "vnettracer/cli.py" not in names and "vnettracer/agent/agent.py" in names
+    meta = zipfile.ZipFile(wheel).read(next(n for n in names if n.endswith("METADATA"))).decode()
+    assert "Requires-Python: >=3.9" in meta and "Requires-Dist: pyarrow>=10" in meta and "pandas" not in meta
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--target", str(target), str(wheel)],
+                   check=True)
+    mods = [("vnettracer." + m[:-3].replace("/", ".")).removesuffix(".__init__") for m in hostpkg.MODULES]
+    code = BLOCKER.replace("{path}", str(target)) + f"""
+import importlib, vnettracer
+assert vnettracer.__file__.startswith({str(target)!r}), vnettracer.__file__
+for m in {mods!r}:
+    importlib.import_module(m)
+from vnettracer import hostcli
+hostcli.parser().parse_args(["agent", "ctl", "stats"])
+print("ok")
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
+
+
+def test_version_follows_content(tmp_path, monkeypatch):
+    pkg = tmp_path / "vnettracer"
+    shutil.copytree(hostpkg.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))
+    monkeypatch.setattr(hostpkg, "PACKAGE", pkg)
+    v1, w1 = hostpkg.version(), hostpkg.build(tmp_path / "out")
+    assert hostpkg.build(tmp_path / "out") == w1  # unchanged: the same wheel, not rebuilt
+    with open(pkg / "agent" / "agent.py", "a") as f:
+        f.write("\n# changed\n")
+    v2, w2 = hostpkg.version(), hostpkg.build(tmp_path / "out")
+    assert v1 != v2 and v2.startswith("0.1.0+h") and w2.name != w1.name
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.whl")) == [w2.name]  # the stale one is gone
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"surprise": 1}, "unknown field(s) surprise"),
+    ({"tracepoints": [{"id": 300, "name": "a", "device": "eth0", "direction": "ingress"}]}, "tracepoints[0].id"),
+    ({"tracepoints": [{"id": 1, "name": "a", "device": "eth0", "direction": "sideways"}]}, "direction"),
+    ({"sampling": 0}, "sampling"),
+    ({"influxdb": {"url": "influx:8086"}}, "influxdb.url"),
+    ({"run_id": ""}, "run_id"),
+])
+def test_agent_config_refuses_bad_input(change, message):
+    good = {"host": "h1", "run_id": "r1", "tracepoints": [
+        {"id": 1, "name": "a", "device": "eth0", "direction": "egress", "netns": None}]}
+    cfg = AgentConfig.parse(json.loads(json.dumps(good)))
+    assert cfg.tracepoints[0].hook().egress and cfg.sampling == 1
+    with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
+                       .replace(")", r"\)")):
+        AgentConfig.parse({**good, **change})

@@ -1,0 +1,168 @@
+"""The agent's config (JSON rendered by roles/tracer), validated strictly with the standard library
+only: the agent runs on traced hosts, where vnettracer needs nothing but numpy and pyarrow."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from vnettracer.agent.tracer import DEFAULT_OBJECT, Hook
+
+
+def _check(cls: type, d: Any, where: str) -> dict:
+    """d must be an object with only the fields of `cls`; its values are checked by the caller."""
+    if not isinstance(d, dict):
+        raise ValueError(f"{where}: expected an object, got {type(d).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(unknown)}; allowed: {', '.join(sorted(known))}")
+    return d
+
+
+def _int(v: Any, where: str, lo: Optional[int] = None, hi: Optional[int] = None) -> int:
+    if isinstance(v, bool) or not isinstance(v, int):
+        raise ValueError(f"{where}: {v!r} is not an integer")
+    if (lo is not None and v < lo) or (hi is not None and v > hi):
+        raise ValueError(f"{where}: {v} is outside [{lo}, {hi}]")
+    return v
+
+
+def _num(v: Any, where: str, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo < v <= hi:
+        raise ValueError(f"{where}: {v!r} is not a number in ({lo:g}, {hi:g}]")
+    return float(v)
+
+
+def _one_of(v: Any, where: str, allowed: tuple) -> Any:
+    if v not in allowed:
+        raise ValueError(f"{where}: {v!r} is not one of {', '.join(map(str, allowed))}")
+    return v
+
+
+@dataclass
+class TracepointConfig:
+    id: int
+    name: str
+    device: str
+    direction: str  # ingress | egress
+    netns: Optional[str] = None  # name under /run/netns; None = the host's own namespace
+
+    @classmethod
+    def parse(cls, d: Any, where: str = "tracepoint") -> "TracepointConfig":
+        d = _check(cls, d, where)
+        for k in ("id", "name", "device", "direction"):
+            if k not in d:
+                raise ValueError(f"{where}: '{k}' missing")
+        tp = cls(**d)
+        _int(tp.id, f"{where}.id", 1, 255)
+        _one_of(tp.direction, f"{where}.direction", ("ingress", "egress"))
+        for k in ("name", "device") + (("netns",) if tp.netns is not None else ()):
+            if not isinstance(getattr(tp, k), str) or not getattr(tp, k):
+                raise ValueError(f"{where}.{k}: a non-empty string is needed")
+        return tp
+
+    def hook(self) -> Hook:
+        return Hook(self.netns, self.device, self.direction == "egress")
+
+
+@dataclass
+class InfluxConfig:
+    """Where the agent sends agent health (always) and raw events (raw_events) in InfluxDB."""
+
+    url: str
+    database: str = "vnettracer"
+    user: str = ""
+    password: str = field(default="", repr=False)
+    retention_policy: str = ""
+    raw_events: bool = False
+
+    @classmethod
+    def parse(cls, d: Any, where: str = "influxdb") -> "InfluxConfig":
+        d = _check(cls, d, where)
+        if not isinstance(d.get("url"), str) or not d["url"].startswith(("http://", "https://")):
+            raise ValueError(f"{where}.url: an http(s):// URL is needed")
+        return cls(**d)
+
+
+@dataclass
+class AgentConfig:
+    host: str
+    run_id: str
+    state_dir: Path = Path("/var/lib/vnettracer")
+    bpf_object: Path = DEFAULT_OBJECT
+    tracepoints: list = field(default_factory=list)  # TracepointConfig
+    flows: list = field(default_factory=list)
+    vxlan_ports: list = field(default_factory=lambda: [8472, 4789])
+    sampling: int = 1
+    attach: str = "auto"  # auto | tcx | clsact
+    ring_mb: int = 32
+    rotate_mb: int = 64
+    poll_ms: float = 5.0
+    # lab emulation of a host clock that is off by an offset and runs fast/slow by drift (ppm)
+    clock_offset_ns: int = 0
+    clock_drift_ppm: float = 0.0
+    clock_t0_ns: int = 0  # epoch of the emulated drift, shared with the clock probes (0: agent start)
+    influxdb: Optional[InfluxConfig] = None
+
+    @classmethod
+    def parse(cls, d: Any) -> "AgentConfig":
+        d = dict(_check(cls, d, "agent config"))
+        for k in ("host", "run_id"):
+            if not isinstance(d.get(k), str) or not d[k]:
+                raise ValueError(f"agent config: '{k}' (a non-empty string) is needed")
+        d["tracepoints"] = [TracepointConfig.parse(t, f"tracepoints[{i}]")
+                            for i, t in enumerate(d.get("tracepoints") or [])]
+        d["influxdb"] = InfluxConfig.parse(d["influxdb"]) if d.get("influxdb") else None
+        for k in ("state_dir", "bpf_object"):
+            if k in d:
+                d[k] = Path(d[k])
+        cfg = cls(**d)
+        _int(cfg.sampling, "sampling", 1)
+        _int(cfg.ring_mb, "ring_mb", 1, 1024)
+        _int(cfg.rotate_mb, "rotate_mb", 1)
+        _int(cfg.clock_offset_ns, "clock_offset_ns")
+        _int(cfg.clock_t0_ns, "clock_t0_ns", 0)
+        cfg.poll_ms = _num(cfg.poll_ms, "poll_ms", 0, 1000)
+        cfg.clock_drift_ppm = _num(cfg.clock_drift_ppm, "clock_drift_ppm", -1e6, 1e6)
+        _one_of(cfg.attach, "attach", ("auto", "tcx", "clsact"))
+        for p in cfg.vxlan_ports:
+            _int(p, "vxlan_ports", 1, 65535)
+        if not isinstance(cfg.flows, list) or not all(isinstance(f, dict) for f in cfg.flows):
+            raise ValueError("flows: a list of objects is needed")
+        return cfg
+
+    @property
+    def run_dir(self) -> Path:
+        return self.state_dir / "run"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.state_dir / "spool" / self.run_id
+
+    @property
+    def outbox(self) -> Path:
+        return self.spool_dir / "influx-outbox"
+
+    @property
+    def socket_path(self) -> Path:
+        return self.run_dir / "agent.sock"
+
+    @property
+    def state_file(self) -> Path:
+        return self.run_dir / "agent-state.json"
+
+    @property
+    def pidfile(self) -> Path:
+        return self.run_dir / "agent.pid"
+
+
+def load_config(path: Path) -> AgentConfig:
+    try:
+        data = json.loads(path.read_text())
+    except ValueError as e:
+        raise ValueError(f"{path}: not JSON: {e}") from None
+    return AgentConfig.parse(data)

@@ -1,0 +1,178 @@
+"""Commands that run on traced hosts, called by the roles (never by a user):
+
+    python -m vnettracer.hostcli agent run --config FILE [--daemon]
+    python -m vnettracer.hostcli agent ctl stats|add JSON|remove NAME|set N,N|sampling N|stop [--state-dir D]
+    python -m vnettracer.hostcli workload serve|client|stop ...
+    python -m vnettracer.hostcli clock respond|probe ...
+
+Standard library plus numpy and pyarrow only (argparse, not Typer): this is what the host package
+ships (vnettracer/hostpkg.py) to hosts with Python >= 3.9. Errors: one line on stderr, exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from vnettracer.errors import VntError
+
+STATE_DIR = Path("/var/lib/vnettracer")
+
+
+def agent_run(a: argparse.Namespace) -> int:
+    from vnettracer.agent import agent
+
+    try:
+        return agent.main_run(a.config, a.daemon)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise VntError(f"agent: {e}") from None
+
+
+def agent_ctl(a: argparse.Namespace) -> int:
+    from vnettracer.agent import agent
+
+    req: dict = {"cmd": a.command}
+    if a.command == "add":
+        req["tracepoint"] = json.loads(a.arg or "{}")
+    elif a.command == "remove":
+        req["name"] = a.arg
+    elif a.command == "set":  # exactly these configured tracepoints attached ("" = none)
+        req["names"] = [n for n in (a.arg or "").split(",") if n]
+    elif a.command == "sampling":
+        req["n"] = int(a.arg or 1)
+    sock = a.state_dir / "run" / "agent.sock"
+    try:
+        resp = agent.request(sock, req)
+    except OSError as e:
+        raise VntError(f"agent: no agent answers at {sock}: {e.strerror or e}") from None
+    print(json.dumps(resp, indent=2))
+    return 0 if resp.get("ok") else 1
+
+
+def workload_serve(a: argparse.Namespace) -> int:
+    from vnettracer import workload
+
+    w = json.loads(a.spec)
+    run = a.state_dir / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    (a.state_dir / "log").mkdir(parents=True, exist_ok=True)
+    try:
+        pid = workload.serve(w, run / f"workload-{w['index']}.pid", a.state_dir / "log" / f"workload-{w['index']}.log")
+    except (OSError, RuntimeError) as e:
+        raise VntError(f"workload: {e}") from None
+    print(f"{w['kind']} server pid {pid}")
+    return 0
+
+
+def workload_client(a: argparse.Namespace) -> int:
+    from vnettracer import workload
+
+    a.out.mkdir(parents=True, exist_ok=True)
+    try:
+        res = workload.run_client(json.loads(a.spec), a.out)
+    except (OSError, RuntimeError, ValueError) as e:
+        raise VntError(f"workload: {e}") from None
+    print(json.dumps(res))
+    return 0
+
+
+def workload_stop(a: argparse.Namespace) -> int:
+    from vnettracer.procs import alive
+
+    if not a.pidfile.exists():
+        return 0
+    pid = int(a.pidfile.read_text())
+    if alive(pid):
+        os.killpg(pid, signal.SIGTERM)  # the server and its netns/taskset wrappers (own session)
+    a.pidfile.unlink()
+    return 0
+
+
+def clock_respond(a: argparse.Namespace) -> int:
+    from vnettracer import clockprobe
+
+    clk = clockprobe.WallClock(a.offset_ns, a.drift_ppm, a.t0_ns)
+    n = clockprobe.respond(a.bind, a.port, a.seconds, clk, ready=a.ready.touch if a.ready else None)
+    print(f"answered {n} probes")
+    return 0
+
+
+def clock_probe(a: argparse.Namespace) -> int:
+    from vnettracer import clockprobe
+
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    clk = clockprobe.WallClock(a.offset_ns, a.drift_ppm, a.t0_ns)
+    n = clockprobe.probe(a.to, a.port, a.count, a.interval_ms / 1000, clk, a.out)
+    print(n)
+    if n == 0:
+        raise VntError(f"clock: no answer from {a.to}:{a.port}")
+    return 0
+
+
+def _clock_emulation(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--offset-ns", type=int, default=0)
+    p.add_argument("--drift-ppm", type=float, default=0.0)
+    p.add_argument("--t0-ns", type=int, default=0)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m vnettracer.hostcli", description=__doc__.split("\n\n")[0])
+    groups = top.add_subparsers(dest="group", required=True)
+    ag = groups.add_parser("agent").add_subparsers(dest="cmd", required=True)
+    p = ag.add_parser("run", help="attach this host's tracepoints until SIGTERM")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--daemon", action="store_true", help="detach; return once every hook is attached")
+    p.set_defaults(fn=agent_run)
+    p = ag.add_parser("ctl", help="talk to a running agent")
+    p.add_argument("command", choices=["stats", "add", "remove", "set", "sampling", "stop"])
+    p.add_argument("arg", nargs="?")
+    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    p.set_defaults(fn=agent_ctl)
+    wl = groups.add_parser("workload").add_subparsers(dest="cmd", required=True)
+    p = wl.add_parser("serve")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    p.set_defaults(fn=workload_serve)
+    p = wl.add_parser("client")
+    p.add_argument("--spec", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(fn=workload_client)
+    p = wl.add_parser("stop")
+    p.add_argument("--pidfile", type=Path, required=True)
+    p.set_defaults(fn=workload_stop)
+    ck = groups.add_parser("clock").add_subparsers(dest="cmd", required=True)
+    p = ck.add_parser("respond")
+    p.add_argument("--bind", required=True)
+    p.add_argument("--port", type=int, default=12321)
+    p.add_argument("--seconds", type=float, default=60)
+    p.add_argument("--ready", type=Path)
+    _clock_emulation(p)
+    p.set_defaults(fn=clock_respond)
+    p = ck.add_parser("probe")
+    p.add_argument("--to", required=True)
+    p.add_argument("--port", type=int, default=12321)
+    p.add_argument("--count", type=int, default=200)
+    p.add_argument("--interval-ms", type=float, default=5.0)
+    p.add_argument("--out", type=Path, required=True)
+    _clock_emulation(p)
+    p.set_defaults(fn=clock_probe)
+    return top
+
+
+def main(argv: list | None = None) -> int:
+    a = parser().parse_args(argv)
+    try:
+        return a.fn(a)
+    except VntError as e:
+        print("\n".join(e.lines()), file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
