@@ -81,7 +81,7 @@ test-kernel-install: setup
 
 # BPF objects: compiled on the controller against the vmlinux.h kept in bpf/ (CO-RE), shipped to
 # hosts, which need no compiler or kernel headers.
-BPF_OBJS   := build/bpf/trace.bpf.o build/bpf/tag.bpf.o
+BPF_OBJS   := build/bpf/trace.bpf.o build/bpf/trace-compat.bpf.o build/bpf/tag.bpf.o
 BPF_CFLAGS := -g -O2 -target bpf -D__TARGET_ARCH_x86 -Ibpf -Wall -Werror
 
 .PHONY: bpf vmlinux
@@ -90,6 +90,11 @@ bpf: $(BPF_OBJS)
 build/bpf/%.bpf.o: bpf/%.bpf.c bpf/vnettracer.h bpf/vmlinux.h
 	@mkdir -p $(@D)
 	clang $(BPF_CFLAGS) -c $< -o $@
+
+# The same tracer for kernels before 6.2 (no bpf_cast_to_kern_ctx): the agent falls back to it.
+build/bpf/trace-compat.bpf.o: bpf/trace.bpf.c bpf/vnettracer.h bpf/vmlinux.h
+	@mkdir -p $(@D)
+	clang $(BPF_CFLAGS) -DVNT_COMPAT -c $< -o $@
 
 # Regenerate bpf/vmlinux.h from the running kernel's BTF (only needed for new kernel types).
 vmlinux:

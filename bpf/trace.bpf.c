@@ -6,6 +6,7 @@
  * emits one struct vnt_event per kept packet into a ring buffer shared by all hooks, without a
  * wakeup per event. Never changes or drops a packet: always returns TC_ACT_UNSPEC. */
 #include "vmlinux.h"
+#include <bpf/bpf_core_read.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
 #include "vnettracer.h"
@@ -336,10 +337,11 @@ static __always_inline int flow_wanted(const struct pkt *p)
 	return 0;
 }
 
-extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
-
 /* The namespace of the device the hook is on. bpf_get_netns_cookie(skb) would take it from
  * skb->sk, which a forwarded packet does not have (it then reports init_net). */
+#ifndef VNT_COMPAT
+extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
+
 static __always_inline __u64 dev_netns_cookie(struct __sk_buff *skb)
 {
 	struct sk_buff *kskb = bpf_cast_to_kern_ctx(skb);
@@ -348,6 +350,19 @@ static __always_inline __u64 dev_netns_cookie(struct __sk_buff *skb)
 		return 0;
 	return dev->nd_net.net->net_cookie;
 }
+#else
+/* trace-compat.bpf.o, for kernels before 6.2 (no bpf_cast_to_kern_ctx, e.g. Debian 12's 6.1): in a
+ * tc program the context is the kernel's sk_buff, so the same fields come through CO-RE probe
+ * reads (the loader needs CAP_PERFMON, which the agent as root has). */
+static __always_inline __u64 dev_netns_cookie(struct __sk_buff *skb)
+{
+	struct sk_buff *kskb = (struct sk_buff *)skb;
+	struct net_device *dev = BPF_CORE_READ(kskb, dev);
+	if (!dev)
+		return 0;
+	return BPF_CORE_READ(dev, nd_net.net, net_cookie);
+}
+#endif
 
 static __always_inline int handle(struct __sk_buff *skb, __u32 egress)
 {

@@ -16,7 +16,7 @@ from scapy.layers.vxlan import VXLAN
 
 from vnettracer.agent import identity, libbpf
 from vnettracer.agent.record import F_EGRESS, F_ENCAP, F_IDENTITY, F_IPV6, F_VLAN, ID_HASH, ID_PAYLOAD, ID_TAG
-from vnettracer.agent.tracer import Tracer, netns_cookie
+from vnettracer.agent.tracer import DEFAULT_OBJECT, Tracer, netns_cookie
 
 TP_IN, TP_OUT = 1, 2
 A, B = "10.244.1.11", "10.244.2.11"
@@ -31,9 +31,10 @@ def make(tracer_kw: dict | None = None, sample_n: int = 1) -> Tracer:
     return t
 
 
-@pytest.fixture(scope="module")
-def shared(root):
-    t = make()
+@pytest.fixture(scope="module", params=["trace.bpf.o", "trace-compat.bpf.o"])
+def shared(root, request):
+    """Both objects: the compat one (kernels < 6.2) reads the device's namespace through probe reads."""
+    t = make({"obj_path": DEFAULT_OBJECT.parent / request.param})
     yield t
     t.close()
 

@@ -131,6 +131,7 @@ class Agent:
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
             "sampling": self.cfg.sampling,
             "attach": self.tracer.attach_mode if self.tracer else None,
+            "bpf_object": self.tracer.object_path.name if self.tracer else None,  # -compat: kernel < 6.2
             "influxdb": self.writer.stats.as_dict() if self.writer else None,
         }
 
@@ -166,7 +167,7 @@ class Agent:
             self._write_stats()
             self.log(f"agent ready: {len(self.tps)} tracepoints attached ({self.tracer.attach_mode}), spool {cfg.spool_dir}")
             if ready:
-                ready(f"ready {len(self.tps)}")
+                ready(f"ready {len(self.tps)} ({self.tracer.object_path.name})")
             self._loop(sel, server, clock)
         except Exception as e:  # noqa: BLE001 - any error: report, then detach everything below
             msg = f"{type(e).__name__}: {e}"

@@ -93,6 +93,29 @@ def flow_entries(flows: list[dict]) -> list[bytes]:
     return out
 
 
+def compat_object(obj_path: Path) -> Path:
+    """trace-compat.bpf.o beside trace.bpf.o: the same tracer for kernels before 6.2."""
+    return obj_path.with_name(obj_path.name.replace(".bpf.o", "-compat.bpf.o"))
+
+
+def _load(obj_path: Path, rodata: bytes, ring_bytes: int) -> tuple[libbpf.BpfObject, Path]:
+    """Load the object; where the kernel refuses it and the compat object is beside it, that one."""
+    tried = []
+    for path in (obj_path, compat_object(obj_path)):
+        if path in [p for p, _ in tried] or (tried and not path.is_file()):
+            break
+        obj = libbpf.BpfObject(str(path))
+        try:
+            obj.set_rodata(rodata)
+            obj.set_max_entries("vnt_events", ring_bytes)
+            obj.load()
+            return obj, path
+        except OSError as e:
+            obj.close()
+            tried.append((path, e))
+    raise tried[0][1]
+
+
 class Tracer:
     def __init__(self, obj_path: str | Path = DEFAULT_OBJECT, flows: list[dict] | None = None,
                  vxlan_ports: list[int] | None = None, ring_bytes: int = 1 << 25, attach: str = "auto"):
@@ -106,10 +129,8 @@ class Tracer:
             raise ValueError(f"at most {MAX_FLOWS} flows and {MAX_VXLAN_PORTS} VXLAN ports")
         if not Path(obj_path).is_file():
             raise FileNotFoundError(f"BPF object {obj_path} not found (run `make bpf`)")
-        self.obj = libbpf.BpfObject(str(obj_path))
-        self.obj.set_rodata(pack(CONFIG, vxlan_ports=ports + [0] * (MAX_VXLAN_PORTS - len(ports)), nflows=len(flows)))
-        self.obj.set_max_entries("vnt_events", ring_bytes)
-        self.obj.load()
+        rodata = pack(CONFIG, vxlan_ports=ports + [0] * (MAX_VXLAN_PORTS - len(ports)), nflows=len(flows))
+        self.obj, self.object_path = _load(Path(obj_path), rodata, ring_bytes)
         self.prog = {False: self.obj.prog_fd("vnt_ingress"), True: self.obj.prog_fd("vnt_egress")}
         self.hooks_fd = self.obj.map_fd("vnt_hooks")
         self.counters_fd = self.obj.map_fd("vnt_counters")
