@@ -280,6 +280,15 @@ static __always_inline int parse_l3(struct __sk_buff *skb, void *cur, void *end,
 				break;
 			p->payload[i] = pl[i];
 		}
+		/* the patched kernel's trailer: the last 4 payload bytes of datagrams to the trace port */
+		if (vnt_cfg.udp_trace_port && p->dport == vnt_cfg.udp_trace_port && p->payload_len >= 4) {
+			__u32 off = (void *)pl - (void *)(long)skb->data + p->payload_len - 4;
+			__u32 id;
+			if (!bpf_skb_load_bytes(skb, off, &id, sizeof(id))) {
+				p->tag = bpf_ntohl(id);
+				p->flags = (p->flags & ~VNT_F_IDENTITY) | VNT_ID_TAG;
+			}
+		}
 	} else {
 		p->payload_len = l4_len;
 	}

@@ -28,7 +28,8 @@ enum vnt_tag_counter {
 /* How the packet id of an event was made (flags & VNT_F_IDENTITY). */
 enum vnt_identity {
 	VNT_ID_NONE = 0,
-	VNT_ID_TAG = 1,     /* the TCP option above: packet_id = its 32-bit id */
+	VNT_ID_TAG = 1,     /* an id the packet carries: the TCP option above, or for UDP the patched
+			     * kernel's 4-byte trailer (net.ipv4.udp_trace_port); packet_id = the id */
 	VNT_ID_HASH = 2,    /* hash of invariant inner header fields */
 	VNT_ID_PAYLOAD = 3, /* UDP: hash of 5-tuple, IP id, length and first payload bytes */
 };
@@ -97,7 +98,8 @@ struct vnt_hook {
 struct vnt_config {
 	__u16 vxlan_ports[VNT_MAX_VXLAN_PORTS]; /* host order; 0 = unused slot */
 	__u8 nflows;                            /* entries of the flows map in use; 0 = keep everything */
-	__u8 pad[3];
+	__u8 pad;
+	__u16 udp_trace_port; /* host order; UDP to this port carries the patched kernel's id trailer; 0 = off */
 };
 
 #endif /* VNETTRACER_H */

@@ -78,6 +78,24 @@ def test_udp_plain_payload_identity(tracer):
     assert not ev["flags"] & (F_ENCAP | F_EGRESS | F_IPV6 | F_VLAN)
 
 
+def test_udp_trailer_identity(root):
+    """The patched kernel's trailer (last 4 payload bytes) on datagrams to the trace port, also inside
+    VXLAN; other ports and datagrams too short for a trailer keep the payload identity."""
+    t = make({"obj_path": DEFAULT_OBJECT, "udp_trace_port": 12345})
+    try:
+        body = b"ping" + (0xC0FFEE01).to_bytes(4, "big")
+        ev = one(t, Ether() / IP(src=A, dst=B) / UDP(sport=40000, dport=12345) / body)
+        assert ev["flags"] & F_IDENTITY == ID_TAG and ev["packet_id"] == 0xC0FFEE01 and ev["l4proto"] == 17
+        inner = Ether() / IP(src=A, dst=B) / UDP(sport=40000, dport=12345) / (b"x" * 300 + (7).to_bytes(4, "big"))
+        outer = Ether() / IP(src="10.199.1.11", dst="10.199.1.12") / UDP(sport=999, dport=8472) / VXLAN(vni=1) / inner
+        ev = one(t, outer)
+        assert ev["flags"] & F_IDENTITY == ID_TAG and ev["packet_id"] == 7 and ev["flags"] & F_ENCAP
+        assert one(t, Ether() / IP(src=A, dst=B) / UDP(sport=12345, dport=40000) / body)["flags"] & F_IDENTITY == ID_PAYLOAD
+        assert one(t, Ether() / IP(src=A, dst=B) / UDP(sport=1, dport=12345) / b"abc")["flags"] & F_IDENTITY == ID_PAYLOAD
+    finally:
+        t.close()
+
+
 def test_udp_payload_distinguishes_messages(tracer):
     ids = {int(one(tracer, Ether() / IP(src=A, dst=B, id=0) / UDP(sport=5, dport=6) / f"message-{i:04d}")["packet_id"])
            for i in range(50)}

@@ -158,6 +158,9 @@ class Tracer(Strict):
 
 class Tagging(Strict):
     mode: Literal["auto", "sysctl", "sockops", "none"] = "auto"
+    # patched kernel: UDP datagrams to this port carry a 4-byte id trailer (net.ipv4.udp_trace_port),
+    # which the tracer reads as their identity; 0 = off
+    udp_port: int = Field(0, ge=0, le=65535)
 
 
 class SpoolSink(Strict):

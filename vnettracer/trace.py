@@ -47,6 +47,7 @@ def agent_configs(run: Run, run_id: str, clock_t0_ns: int = 0) -> dict[str, dict
         out[host] = {
             "host": host, "run_id": run_id, "tracepoints": tps, "flows": flows,
             "vxlan_ports": exp.tracer.vxlan_ports, "sampling": exp.tracer.sampling, "attach": exp.tracer.attach,
+            "udp_trace_port": exp.tagging.udp_port,
             "rotate_mb": exp.sinks.spool.rotate_mb,
             "clock_offset_ns": c["offset_ns"] if c else 0, "clock_drift_ppm": c["drift_ppm"] if c else 0.0,
             "clock_t0_ns": clock_t0_ns,
@@ -77,6 +78,10 @@ def workload_list(run: Run) -> list[dict]:
     for i, w in enumerate(exp.workloads, start=1):
         (ch, cns, _), (sh, sns, saddr) = endpoint(w.client), endpoint(w.server)
         d = w.model_dump(exclude={"pin"})
+        # the patched kernel's UDP trailer goes on datagrams to its port: the client sends from it too,
+        # so that the replies carry an id as well
+        if w.kind == "udp_echo" and exp.tagging.udp_port == w.port:
+            d["client_port"] = w.port
         d.update(index=i, client_host=ch, client_netns=cns, server_host=sh, server_netns=sns, server_addr=saddr,
                  client_cpu=w.pin.client if w.pin else None, server_cpu=w.pin.server if w.pin else None)
         out.append(d)
@@ -171,6 +176,7 @@ def tagging(run: Run, state: str, workdir: Path, progress: Callable[[str], None]
     inventory, extra = _target(run)
     r = run_playbook("tagging", inventory, workdir, progress=progress, extravars={
         **extra, "tagging_state": state, "tagging_mode": run.experiment.tagging.mode,
+        "tagging_udp_port": run.experiment.tagging.udp_port,
         "tagging_bpf_object": str(TAG_OBJECT),
         "tagging_netns_by_host": {h: [c.netns for c in hs.containers.values()]
                                   for h, hs in run.experiment.host_names().items()},

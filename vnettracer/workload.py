@@ -56,7 +56,7 @@ def client_argv(w: dict) -> list[str]:
     kind, addr, port = w["kind"], w["server_addr"], str(w["port"])
     if kind == "udp_echo":
         return [sys.executable, "-m", "vnettracer.workload", "udp-echo-client", addr, port, str(w["count"]),
-                str(w["size"]), str(w["rate"])]
+                str(w["size"]), str(w["rate"]), str(w.get("client_port") or 0)]
     if kind == "tcp_rr":
         return ["sockperf", "ping-pong", "--tcp", "-i", addr, "-p", port, "-t", str(int(w["duration_s"])),
                 "--msg-size", str(w["size"]), f"--mps={w.get('rate') or 'max'}"]
@@ -148,8 +148,12 @@ def udp_echo_server(addr: str, port: int, seconds: float) -> None:
         s.sendto(data, peer)
 
 
-def udp_echo_client(addr: str, port: int, count: int, size: int, rate: float) -> None:
+def udp_echo_client(addr: str, port: int, count: int, size: int, rate: float, bind_port: int = 0) -> None:
+    """bind_port: send from this port (replies then go to it: with the patched kernel's trailer on
+    that port, both directions carry an id); 0 = any."""
     s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    if bind_port:
+        s.bind(("0.0.0.0", bind_port))
     s.settimeout(1.0)
     rtts, lost = [], 0
     t0 = time.monotonic()
@@ -179,6 +183,6 @@ if __name__ == "__main__":
     if cmd == "udp-echo-server":
         udp_echo_server(a[0], int(a[1]), float(a[2]))
     elif cmd == "udp-echo-client":
-        udp_echo_client(a[0], int(a[1]), int(a[2]), int(a[3]), float(a[4]))
+        udp_echo_client(a[0], int(a[1]), int(a[2]), int(a[3]), float(a[4]), int(a[5]) if len(a) > 5 else 0)
     else:
         sys.exit(f"unknown command {cmd}")

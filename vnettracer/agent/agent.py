@@ -147,7 +147,8 @@ class Agent:
         rc = 0
         try:
             self.remove_stale()
-            self.tracer = Tracer(cfg.bpf_object, cfg.flows, cfg.vxlan_ports, cfg.ring_mb << 20, cfg.attach)
+            self.tracer = Tracer(cfg.bpf_object, cfg.flows, cfg.vxlan_ports, cfg.ring_mb << 20, cfg.attach,
+                                 cfg.udp_trace_port)
             self.spool = Spool(cfg.spool_dir, cfg.rotate_mb << 20)
             for tp in cfg.tracepoints:
                 self.add(tp)

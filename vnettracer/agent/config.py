@@ -99,6 +99,7 @@ class AgentConfig:
     vxlan_ports: list = field(default_factory=lambda: [8472, 4789])
     sampling: int = 1
     attach: str = "auto"  # auto | tcx | clsact
+    udp_trace_port: int = 0  # UDP to this port carries the patched kernel's id trailer (0: none)
     ring_mb: int = 32
     rotate_mb: int = 64
     poll_ms: float = 5.0
@@ -126,6 +127,7 @@ class AgentConfig:
         _int(cfg.rotate_mb, "rotate_mb", 1)
         _int(cfg.clock_offset_ns, "clock_offset_ns")
         _int(cfg.clock_t0_ns, "clock_t0_ns", 0)
+        _int(cfg.udp_trace_port, "udp_trace_port", 0, 65535)
         cfg.poll_ms = _num(cfg.poll_ms, "poll_ms", 0, 1000)
         cfg.clock_drift_ppm = _num(cfg.clock_drift_ppm, "clock_drift_ppm", -1e6, 1e6)
         _one_of(cfg.attach, "attach", ("auto", "tcx", "clsact"))

@@ -49,7 +49,8 @@ FLOW = np.dtype([
 ])
 
 # struct vnt_config
-CONFIG = np.dtype([("vxlan_ports", "<u2", (MAX_VXLAN_PORTS,)), ("nflows", "u1"), ("pad", "u1", (3,))])
+CONFIG = np.dtype([("vxlan_ports", "<u2", (MAX_VXLAN_PORTS,)), ("nflows", "u1"), ("pad", "u1"),
+                   ("udp_trace_port", "<u2")])
 
 # what a ring buffer record looks like to the reader: 8-byte header, then the event, 8-aligned
 RINGBUF_HDR = 8

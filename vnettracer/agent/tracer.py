@@ -118,8 +118,10 @@ def _load(obj_path: Path, rodata: bytes, ring_bytes: int) -> tuple[libbpf.BpfObj
 
 class Tracer:
     def __init__(self, obj_path: str | Path = DEFAULT_OBJECT, flows: list[dict] | None = None,
-                 vxlan_ports: list[int] | None = None, ring_bytes: int = 1 << 25, attach: str = "auto"):
-        """attach: "tcx" (links, kernel >= 6.6), "clsact" (tc filters), or "auto" (tcx if it works)."""
+                 vxlan_ports: list[int] | None = None, ring_bytes: int = 1 << 25, attach: str = "auto",
+                 udp_trace_port: int = 0):
+        """attach: "tcx" (links, kernel >= 6.6), "clsact" (tc filters), or "auto" (tcx if it works).
+        udp_trace_port: UDP to this port carries the patched kernel's id trailer (0: none)."""
         if attach not in ("auto", "tcx", "clsact"):
             raise ValueError(f"attach mode {attach!r}: use auto, tcx or clsact")
         self.attach_mode = attach
@@ -129,7 +131,10 @@ class Tracer:
             raise ValueError(f"at most {MAX_FLOWS} flows and {MAX_VXLAN_PORTS} VXLAN ports")
         if not Path(obj_path).is_file():
             raise FileNotFoundError(f"BPF object {obj_path} not found (run `make bpf`)")
-        rodata = pack(CONFIG, vxlan_ports=ports + [0] * (MAX_VXLAN_PORTS - len(ports)), nflows=len(flows))
+        if not 0 <= udp_trace_port <= 65535:
+            raise ValueError(f"udp_trace_port {udp_trace_port}: 0 (off) or a port")
+        rodata = pack(CONFIG, vxlan_ports=ports + [0] * (MAX_VXLAN_PORTS - len(ports)), nflows=len(flows),
+                      udp_trace_port=udp_trace_port)
         self.obj, self.object_path = _load(Path(obj_path), rodata, ring_bytes)
         self.prog = {False: self.obj.prog_fd("vnt_ingress"), True: self.obj.prog_fd("vnt_egress")}
         self.hooks_fd = self.obj.map_fd("vnt_hooks")

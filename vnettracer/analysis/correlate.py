@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from vnettracer.agent.record import F_IDENTITY, IDENTITY_NAMES
+from vnettracer.agent.record import F_IDENTITY, ID_TAG, IDENTITY_NAMES
 
 MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -33,6 +33,17 @@ class PathTrace:
         return self.times >= 0
 
 
+def identity_shares(flags: np.ndarray, l4proto: np.ndarray | None) -> dict[str, float]:
+    """Share of events per identity: tag (TCP option), trailer (a tag on UDP: the patched kernel's
+    net.ipv4.udp_trace_port trailer), hash, payload."""
+    kind = (flags & F_IDENTITY).astype(np.int64)
+    if l4proto is not None:
+        kind = np.where((kind == ID_TAG) & (l4proto == 17), 4, kind)
+    kinds = np.bincount(kind, minlength=5)
+    names = {**IDENTITY_NAMES, 4: "trailer"}
+    return {names[k]: float(kinds[k] / max(kinds.sum(), 1)) for k in range(5) if kinds[k]}
+
+
 def correlate(ev: pd.DataFrame, name: str, tracepoints: list[str], ids: dict[str, int],
               window_ns: int = 1_000_000_000) -> PathTrace:
     """ev: columns tracepoint, t_ns (corrected), packet_id, flow_hash, len, flags."""
@@ -47,8 +58,7 @@ def correlate(ev: pd.DataFrame, name: str, tracepoints: list[str], ids: dict[str
     key = ev["flow_hash"].to_numpy(np.uint64)[keep] ^ (ev["packet_id"].to_numpy(np.uint64)[keep] * MIX)
     flags = ev["flags"].to_numpy(np.uint8)[keep]
     length = ev["len"].to_numpy(np.uint32)[keep]
-    kinds = np.bincount(flags & F_IDENTITY, minlength=4)
-    identity = {IDENTITY_NAMES[k]: float(kinds[k] / max(kinds.sum(), 1)) for k in range(4) if kinds[k]}
+    identity = identity_shares(flags, ev["l4proto"].to_numpy(np.uint8)[keep] if "l4proto" in ev else None)
 
     order = np.lexsort((t, key))
     key, t, pos, length = key[order], t[order], pos[order], length[order]
