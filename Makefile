@@ -14,7 +14,7 @@ APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-a
                 clang llvm libbpf-dev libbpf1 bpftool \
                 socat iperf3 sockperf redis-server redis-tools procps psmisc chromium ethtool influxdb \
                 linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils patch gcc libc6-dev \
-                qemu-system-x86 busybox-static linux-config-6.1 dpkg-dev rsync kmod dwarves debootstrap e2fsprogs
+                qemu-system-x86 qemu-utils busybox-static linux-config-6.1 dpkg-dev rsync kmod dwarves debootstrap e2fsprogs
 
 .PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean kernel kernel-test-image \
         test-kernel-install

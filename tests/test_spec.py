@@ -79,7 +79,7 @@ BAD = [
     ("unknown top-level key", GOOD + "colour: blue\n", ["unknown key 'colour'", "allowed: name"], 9),
     ("unknown nested key", GOOD.replace("lab: {topology: flannel-vxlan}", "lab: {topology: flannel-vxlan, options: {cpus: 4}}"),
      ["lab.options.cpus", "unknown key 'cpus'", "allowed: hosts"], 2),
-    ("unknown topology", GOOD.replace("flannel-vxlan", "mesh"), ["lab.topology", "'flannel-vxlan' or 'bridge'"], 2),
+    ("unknown topology", GOOD.replace("flannel-vxlan", "mesh"), ["lab.topology", "'flannel-vxlan', 'bridge' or 'vms'"], 2),
     ("missing name", GOOD.replace("name: t\n", ""), ["name: required field is missing"], None),
     ("bad experiment name", GOOD.replace("name: t", "name: My Run"), ["name 'My Run' must match"], 1),
     ("neither lab nor inventory", GOOD.replace("lab: {topology: flannel-vxlan}\n", ""),

@@ -77,15 +77,21 @@ def _yes(flag: bool) -> str:
 
 @lab_app.command("up")
 def lab_up(
-    topology: str = typer.Option("flannel-vxlan", help="flannel-vxlan (2+ hosts, VXLAN overlay) or bridge (1 host)"),
+    topology: str = typer.Option("flannel-vxlan", help="flannel-vxlan (2+ hosts, VXLAN overlay), bridge (1 host) "
+                                 "or vms (the flannel-vxlan layout on Debian VMs under QEMU, plus a db VM)"),
     hosts: Optional[int] = typer.Option(None, help="traced hosts"),
     containers: Optional[int] = typer.Option(None, help="containers per host"),
+    vm_memory: Optional[int] = typer.Option(None, help="vms: MB of memory per VM"),
+    vm_accel: Optional[str] = typer.Option(None, help="vms: tcg (anywhere) or kvm"),
 ) -> None:
     """Build the lab (after removing leftovers of an earlier one)."""
     from vnettracer import lab
     from vnettracer.lab.topology import LabOptions
 
-    opts = {k: v for k, v in (("hosts", hosts), ("containers_per_host", containers)) if v is not None}
+    opts: dict = {k: v for k, v in (("hosts", hosts), ("containers_per_host", containers)) if v is not None}
+    vm = {k: v for k, v in (("memory_mb", vm_memory), ("accel", vm_accel)) if v is not None}
+    if vm:
+        opts["vm"] = vm
     try:
         options = LabOptions(**opts)
     except ValidationError as e:
@@ -170,6 +176,8 @@ def experiment_run(
                                          "with --stage: a run folder"),
     keep_lab: bool = typer.Option(False, "--keep-lab", help="leave the lab up afterwards"),
     stage: Optional[str] = typer.Option(None, help="run one stage again on an existing run folder (report)"),
+    results_list: Optional[Path] = typer.Option(None, help="also write the run folders to this file, one per "
+                                                "line (for scripts and CI)"),
 ) -> None:
     """Run an experiment end to end; prints where its results are."""
     from vnettracer import pipeline
@@ -183,6 +191,8 @@ def experiment_run(
         return
     dirs = pipeline.run(name, keep_lab=keep_lab, progress=_progress)
     _stop_bar()
+    if results_list is not None:
+        results_list.write_text("".join(f"{d}\n" for d in dirs))
     out.print(f"experiment {name}: {len(dirs)} run(s) in {time.monotonic() - t0:.1f} s")
     for d in dirs:
         out.print(f"  results: {d}")

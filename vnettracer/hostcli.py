@@ -53,6 +53,32 @@ def agent_ctl(a: argparse.Namespace) -> int:
     return 0 if resp.get("ok") else 1
 
 
+def agent_wait(a: argparse.Namespace) -> int:
+    """Until the agent reports `count` hooks attached; a failed systemd unit (or the timeout) is an
+    error carrying the end of its journal, at once rather than after the timeout."""
+    import subprocess
+    import time
+
+    from vnettracer.agent import agent
+
+    deadline = time.monotonic() + a.timeout
+    last = ""
+    while time.monotonic() < deadline:
+        try:
+            stats = agent.request(a.state_dir / "run" / "agent.sock", {"cmd": "stats"}).get("stats") or {}
+            if len(stats.get("attached", [])) >= a.count:
+                print(json.dumps({"attached": len(stats["attached"]), "bpf_object": stats.get("bpf_object")}))
+                return 0
+        except OSError as e:
+            last = str(e)
+        if a.unit and subprocess.run(["systemctl", "is-failed", "--quiet", a.unit]).returncode == 0:
+            log = subprocess.run(["journalctl", "-u", a.unit, "-n", "15", "--no-pager", "-o", "cat"],
+                                 capture_output=True, text=True).stdout.strip()
+            raise VntError(f"agent: unit {a.unit} failed: {' | '.join(log.splitlines()[-6:])}")
+        time.sleep(1)
+    raise VntError(f"agent: not ready within {a.timeout:.0f} s ({last or 'hooks still attaching'})")
+
+
 def workload_serve(a: argparse.Namespace) -> int:
     from vnettracer import workload
 
@@ -132,6 +158,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("arg", nargs="?")
     p.add_argument("--state-dir", type=Path, default=STATE_DIR)
     p.set_defaults(fn=agent_ctl)
+    p = ag.add_parser("wait", help="until N hooks are attached (or the unit failed)")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--unit", default="")
+    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    p.set_defaults(fn=agent_wait)
     wl = groups.add_parser("workload").add_subparsers(dest="cmd", required=True)
     p = wl.add_parser("serve")
     p.add_argument("--spec", required=True)

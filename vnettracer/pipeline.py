@@ -137,6 +137,10 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
             stage("lab", "skipped", reason="inventory experiment")
 
         t0 = time.monotonic()
+        if exp.kernel.install:
+            from vnettracer import kernel
+
+            meta["kernel"] = kernel.prepare(r, inventory, d, progress=lambda m: progress(f"[prepare] {m}"))
         influx = exp.sinks.influxdb
         creds = ep = None
         if influx.enabled:
@@ -172,11 +176,12 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
                                        "note": "lab emulation: all lab hosts really share one clock"}
         if exp.tracepoints:
             t0 = time.monotonic()
-            trace.start(r, d.name, d, progress=lambda m: progress(f"[deploy] {m}"), clock_t0_ns=clock_t0,
+            started = trace.start(r, d.name, d, progress=lambda m: progress(f"[deploy] {m}"), clock_t0_ns=clock_t0,
                         influxdb=ep and {"url": ep.url, "database": ep.database, "user": ep.user,
                                          "password": ep.password, "raw_events": influx.raw_events})
             deployed = True
-            stage("deploy", "ok", time.monotonic() - t0, tracepoints=len(exp.tracepoints))
+            stage("deploy", "ok", time.monotonic() - t0, tracepoints=len(exp.tracepoints),
+                  agents={h: hr.reports.get("agent") for h, hr in started.hosts.items()})
         else:
             stage("deploy", "skipped", reason="no tracepoints")
         try:

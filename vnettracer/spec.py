@@ -163,6 +163,17 @@ class Tagging(Strict):
     udp_port: int = Field(0, ge=0, le=65535)
 
 
+class Kernel(Strict):
+    """The patched kernel (kernel-build/) on the traced hosts, installed by roles/kernel in the
+    prepare stage; a host already running it is left alone (no reboot)."""
+
+    install: bool = False
+    # a folder of its Debian packages (what `make kernel` prints), relative to the experiment file;
+    # None: vnettracer builds them with kernel-build/build.sh deb CONFIG (reused while unchanged)
+    packages: str | None = None
+    config: Literal["vm", "cloud", "generic"] = "vm"  # build.sh flavour when packages is None
+
+
 class SpoolSink(Strict):
     format: Literal["arrow", "parquet"] = "arrow"
     rotate_mb: int = Field(64, ge=1, le=4096)
@@ -224,6 +235,7 @@ class Experiment(Strict):
     workloads: list[Workload] = []
     tracer: Tracer = Tracer()
     tagging: Tagging = Tagging()
+    kernel: Kernel = Kernel()
     sinks: Sinks = Sinks()
     report: Report = Report()
     overhead: Overhead | None = None
@@ -475,6 +487,11 @@ def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
         if any(tp.kind != "tc" for tp in exp.tracepoints):
             p.append(Problem(("overhead",), "tcpdump captures devices: every tracepoint must be of kind tc"))
 
+    if exp.kernel.install and lab is not None and lab.shares_controller:
+        p.append(Problem(("kernel", "install"), f"lab topology '{lab.topology}' hosts share this machine's kernel; "
+                                                "install kernels on topology vms or an inventory"))
+    if exp.kernel.packages is not None and not (base_dir / exp.kernel.packages).is_dir():
+        p.append(Problem(("kernel", "packages"), f"kernel package folder {base_dir / exp.kernel.packages} does not exist"))
     if exp.report.baseline is not None and not (base_dir / exp.report.baseline).is_dir():
         p.append(Problem(("report", "baseline"), f"baseline run folder {exp.report.baseline} does not exist"))
     return p

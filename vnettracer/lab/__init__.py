@@ -23,7 +23,7 @@ import yaml
 
 from vnettracer.errors import VntError
 from vnettracer.lab import netns, sshd
-from vnettracer.lab.topology import LabOptions, LabPlan, host_cgroup, plan
+from vnettracer.lab.topology import WIRE_NETNS, LabOptions, LabPlan, host_cgroup, plan
 
 DEFAULT_DIR = Path("/tmp/vnt-lab")
 
@@ -89,6 +89,8 @@ def up(topology: str = "flannel-vxlan", options: LabOptions | None = None, progr
         netns.check_free(lp)
         d = lab_dir()
         try:
+            if not lp.shares_controller:
+                return _start_vms(lp, d, progress)
             t0 = time.monotonic()
             netns.build(lp)
             progress(f"network built: {len(lp.netns_names())} namespaces ({time.monotonic() - t0:.1f} s)")
@@ -103,10 +105,32 @@ def up(topology: str = "flannel-vxlan", options: LabOptions | None = None, progr
         return lab
 
 
-def _start_hosts(lp: LabPlan, d: Path, progress) -> Lab:
+def _controller_key(d: Path) -> str:
     (d / "ssh").mkdir(parents=True, exist_ok=True)
     os.chmod(d, 0o700)
-    pub = sshd.keygen(d / "ssh" / "id_ed25519", "vnettracer-lab-controller")
+    return sshd.keygen(d / "ssh" / "id_ed25519", "vnettracer-lab-controller")
+
+
+def _finish(lp: LabPlan, d: Path, pids: dict[str, int], known: list[str]) -> Lab:
+    """known_hosts (from the host keys the lab generated, never learned), inventory, lab.json."""
+    (d / "ssh" / "known_hosts").write_text("\n".join(known) + "\n")
+    lab = Lab(dir=d, plan=lp, pids=pids)
+    lab.inventory.write_text(yaml.safe_dump(inventory(lab), sort_keys=False))
+    _save(lab)
+    return lab
+
+
+def _start_vms(lp: LabPlan, d: Path, progress) -> Lab:
+    from vnettracer.lab import vms
+
+    pub = _controller_key(d)
+    _save(Lab(dir=d, plan=lp, pids={}))  # a crash from here on is cleaned up by the next `lab up`/`down`
+    pids, known = vms.start(lp, d, pub, progress)
+    return _finish(lp, d, pids, known)
+
+
+def _start_hosts(lp: LabPlan, d: Path, progress) -> Lab:
+    pub = _controller_key(d)
     authorized = d / "ssh" / "authorized_keys"
     authorized.write_text(pub + "\n")
     pids, known = {}, []
@@ -116,11 +140,7 @@ def _start_hosts(lp: LabPlan, d: Path, progress) -> Lab:
         pids[h.name] = sshd.start(h, hostdir, authorized)
         known.append(sshd.host_key_line(str(h.mgmt_ip.ip), hostdir))
         progress(f"{h.name}: sshd on {h.mgmt_ip.ip} (pid {pids[h.name]})")
-    (d / "ssh" / "known_hosts").write_text("\n".join(known) + "\n")
-    lab = Lab(dir=d, plan=lp, pids=pids)
-    lab.inventory.write_text(yaml.safe_dump(inventory(lab), sort_keys=False))
-    _save(lab)
-    return lab
+    return _finish(lp, d, pids, known)
 
 
 def _start_delay(lp: LabPlan, d: Path) -> int:
@@ -151,8 +171,9 @@ def inventory(lab: Lab) -> dict:
     opts = " ".join(ssh_options(lab.ssh_key, lab.known_hosts)[2:])  # the key goes in its own variable
     groups: dict[str, dict] = {"traced": {"hosts": {}}, "db": {"hosts": {}}}
     for h in lp.hosts:
-        hv: dict = {"ansible_host": str(h.mgmt_ip.ip), "vnt_netns": h.netns,
-                    "vnt_cgroup": f"/sys/fs/cgroup/{host_cgroup(h.name)}"}
+        hv: dict = {"ansible_host": str(h.mgmt_ip.ip)}
+        if lp.shares_controller:  # a VM is a machine of its own: nothing lab-specific for the roles
+            hv.update(vnt_netns=h.netns, vnt_cgroup=f"/sys/fs/cgroup/{host_cgroup(h.name)}")
         if h.underlay_ip:
             hv["vnt_underlay_ip"] = str(h.underlay_ip.ip)
         if h.containers:
@@ -165,7 +186,7 @@ def inventory(lab: Lab) -> dict:
             "ansible_python_interpreter": "/usr/bin/python3",
             "ansible_ssh_private_key_file": str(lab.ssh_key),
             "ansible_ssh_common_args": opts,
-            "vnt_lab": True,
+            "vnt_lab": lp.shares_controller,  # hosts that share this machine's kernel (roles/kernel refuses them)
             "vnt_lab_topology": lp.topology,
         },
         "children": groups,
@@ -222,13 +243,15 @@ def status() -> list[HostStatus]:
     present = set(netns.lab_netns())
     out = []
     for h in lab.plan.hosts:
-        pid = lab.pids.get(h.name, 0)
-        running = pid > 0 and os.path.exists(f"/proc/{pid}") and h.netns in present
+        pid = lab.pids.get(h.name, 0)  # its sshd, or for a VM its QEMU supervisor
+        home = h.netns if lab.plan.shares_controller else WIRE_NETNS
+        running = pid > 0 and os.path.exists(f"/proc/{pid}") and home in present
         ok = False
         if running:
             r = subprocess.run(lab.ssh_argv(h.name, "true"), capture_output=True, timeout=15)
             ok = r.returncode == 0
         data = ", ".join([str(h.underlay_ip.ip)] if h.underlay_ip else []) + \
             "".join(f"{' ' if h.underlay_ip else ''}{c.name}={c.ip.ip}" for c in h.containers)
-        out.append(HostStatus(h.name, h.role, h.netns, str(h.mgmt_ip.ip), data, h.netns in present, running, ok))
+        out.append(HostStatus(h.name, h.role, h.netns if lab.plan.shares_controller else "vm", str(h.mgmt_ip.ip), data,
+                              home in present, running, ok))
     return out

@@ -23,7 +23,10 @@ POD_MTU = 1450  # flannel's: 1500 minus the 50-byte VXLAN header
 
 def sh(*args: str, check: bool = True, input: str | None = None) -> str:
     """Run one command; a failure raises VntError naming the command and its stderr."""
-    p = subprocess.run(args, capture_output=True, text=True, input=input)
+    try:
+        p = subprocess.run(args, capture_output=True, text=True, input=input)
+    except FileNotFoundError:
+        raise VntError(f"lab: {args[0]} is not installed (`make setup` installs what the lab needs)") from None
     if check and p.returncode != 0:
         raise VntError(f"lab: `{' '.join(args)}` failed: {p.stderr.strip() or p.stdout.strip()}")
     return p.stdout
@@ -156,9 +159,42 @@ def _netns_add(ns: str) -> None:
     ip(ns, "link", "set", "lo", "up")
 
 
+class Ip:
+    """Runs the lab's iproute2 commands; ns None is this machine's own namespace."""
+
+    def ip(self, ns: str | None, *args: str) -> None:
+        ip(ns, *args)
+
+    def netns_add(self, ns: str) -> None:
+        _netns_add(ns)
+
+    def sysctl(self, ns: str | None, setting: str) -> None:
+        sh(*(["ip", "netns", "exec", ns] if ns else []), "sysctl", "-qw", setting)
+
+    def fdb_append(self, ns: str | None, *args: str) -> None:
+        sh("bridge", *(["-n", ns] if ns else []), "fdb", "append", *args)
+
+
+class Script(Ip):
+    """The same commands as shell lines, to run where the host is (inside a VM, at every boot)."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def ip(self, ns: str | None, *args: str) -> None:
+        self.lines.append(" ".join(["ip", *(["-n", ns] if ns else []), *args]))
+
+    def netns_add(self, ns: str) -> None:
+        self.lines += [f"ip netns add {ns}", f"ip -n {ns} link set lo up"]
+
+    def sysctl(self, ns: str | None, setting: str) -> None:
+        self.lines.append(" ".join([*(["ip", "netns", "exec", ns] if ns else []), "sysctl", "-qw", setting]))
+
+    def fdb_append(self, ns: str | None, *args: str) -> None:
+        self.lines.append(" ".join(["bridge", *(["-n", ns] if ns else []), "fdb", "append", *args]))
+
+
 def _traced_host(lab: LabPlan, h: Host, index: int) -> None:
-    o = lab.options
-    sh("ip", "netns", "exec", h.netns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
     delayed = lab.options.delay is not None and lab.options.delay.host == h.name
     if lab.vxlan and delayed:  # eth0 -- dly-host [vnt-delay: forwarder] dly-wire -- wire0
         _netns_add(DELAY_NETNS)
@@ -173,25 +209,34 @@ def _traced_host(lab: LabPlan, h: Host, index: int) -> None:
     elif lab.vxlan:
         ip(WIRE_NETNS, "link", "add", f"u-{h.name}", "type", "veth", "peer", "name", "eth0", "netns", h.netns)
         ip(WIRE_NETNS, "link", "set", f"u-{h.name}", "master", "wire0", "up")
+    host_network(Ip(), lab, h, index, h.netns)
+
+
+def host_network(b: Ip, lab: LabPlan, h: Host, index: int, ns: str | None) -> None:
+    """A traced host's side of the data path once its eth0 exists (flannel.1 and routes come with
+    `flannel_routes`): forwarding, eth0's address, the VXLAN device, cni0 and the containers. ns: the
+    host's namespace (None where the host is a machine of its own, e.g. a VM)."""
+    o = lab.options
+    b.sysctl(ns, "net.ipv4.ip_forward=1")
     if lab.vxlan:
-        ip(h.netns, "addr", "add", str(h.underlay_ip), "dev", "eth0")
-        ip(h.netns, "link", "set", "eth0", "up")
-        ip(h.netns, "link", "add", "flannel.1", "address", vtep_mac(index), "type", "vxlan", "id", str(o.vni),
-           "local", str(h.underlay_ip.ip), "dev", "eth0", "dstport", str(o.vxlan_port), "nolearning")
-        ip(h.netns, "link", "set", "flannel.1", "mtu", str(POD_MTU))
-        ip(h.netns, "addr", "add", f"{h.vtep_ip}/32", "dev", "flannel.1")
-        ip(h.netns, "link", "set", "flannel.1", "up")
+        b.ip(ns, "addr", "add", str(h.underlay_ip), "dev", "eth0")
+        b.ip(ns, "link", "set", "eth0", "up")
+        b.ip(ns, "link", "add", "flannel.1", "address", vtep_mac(index), "type", "vxlan", "id", str(o.vni),
+             "local", str(h.underlay_ip.ip), "dev", "eth0", "dstport", str(o.vxlan_port), "nolearning")
+        b.ip(ns, "link", "set", "flannel.1", "mtu", str(POD_MTU))
+        b.ip(ns, "addr", "add", f"{h.vtep_ip}/32", "dev", "flannel.1")
+        b.ip(ns, "link", "set", "flannel.1", "up")
     mtu = str(POD_MTU if lab.vxlan else 1500)
-    ip(h.netns, "link", "add", "cni0", "mtu", mtu, "type", "bridge")
-    ip(h.netns, "addr", "add", str(h.bridge_ip), "dev", "cni0")
-    ip(h.netns, "link", "set", "cni0", "up")
+    b.ip(ns, "link", "add", "cni0", "mtu", mtu, "type", "bridge")
+    b.ip(ns, "addr", "add", str(h.bridge_ip), "dev", "cni0")
+    b.ip(ns, "link", "set", "cni0", "up")
     for c in h.containers:
-        _netns_add(c.netns)
-        ip(h.netns, "link", "add", c.host_veth, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", c.netns)
-        ip(h.netns, "link", "set", c.host_veth, "master", "cni0", "up")
-        ip(c.netns, "addr", "add", str(c.ip), "dev", "eth0")
-        ip(c.netns, "link", "set", "eth0", "mtu", mtu, "up")
-        ip(c.netns, "route", "add", "default", "via", str(h.bridge_ip.ip))
+        b.netns_add(c.netns)
+        b.ip(ns, "link", "add", c.host_veth, "mtu", mtu, "type", "veth", "peer", "name", "eth0", "netns", c.netns)
+        b.ip(ns, "link", "set", c.host_veth, "master", "cni0", "up")
+        b.ip(c.netns, "addr", "add", str(c.ip), "dev", "eth0")
+        b.ip(c.netns, "link", "set", "eth0", "mtu", mtu, "up")
+        b.ip(c.netns, "route", "add", "default", "via", str(h.bridge_ip.ip))
 
 
 def _no_offloads(lab: LabPlan) -> None:
@@ -206,15 +251,18 @@ def _no_offloads(lab: LabPlan) -> None:
 
 
 def _flannel_routes(lab: LabPlan) -> None:
-    """What flanneld's vxlan backend programs: route, permanent neighbour and FDB entry per peer."""
-    traced = lab.traced()
-    for a in traced:
-        for b in traced:
-            if a is b:
-                continue
-            index = lab.hosts.index(b) + 1
-            ip(a.netns, "route", "add", str(b.pod_net), "via", str(b.vtep_ip), "dev", "flannel.1", "onlink")
-            ip(a.netns, "neigh", "replace", str(b.vtep_ip), "lladdr", vtep_mac(index), "dev", "flannel.1",
-               "nud", "permanent")
-            sh("bridge", "-n", a.netns, "fdb", "append", vtep_mac(index), "dev", "flannel.1",
-               "dst", str(b.underlay_ip.ip))
+    for a in lab.traced():
+        flannel_routes(Ip(), lab, a, a.netns)
+
+
+def flannel_routes(b: Ip, lab: LabPlan, a: Host, ns: str | None) -> None:
+    """What flanneld's vxlan backend programs on host `a`: route, permanent neighbour and FDB entry
+    per peer."""
+    for other in lab.traced():
+        if other is a:
+            continue
+        index = lab.hosts.index(other) + 1
+        b.ip(ns, "route", "add", str(other.pod_net), "via", str(other.vtep_ip), "dev", "flannel.1", "onlink")
+        b.ip(ns, "neigh", "replace", str(other.vtep_ip), "lladdr", vtep_mac(index), "dev", "flannel.1",
+             "nud", "permanent")
+        b.fdb_append(ns, vtep_mac(index), "dev", "flannel.1", "dst", str(other.underlay_ip.ip))

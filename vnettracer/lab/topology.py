@@ -27,7 +27,7 @@ def host_cgroup(name: str) -> str:
     return f"{CGROUP_PARENT}/{name}"
 
 
-TOPOLOGIES = ("flannel-vxlan", "bridge")
+TOPOLOGIES = ("flannel-vxlan", "bridge", "vms")
 PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
 
@@ -49,6 +49,18 @@ class DelayElement(BaseModel):
     us: float = Field(gt=0, le=1_000_000)
 
 
+class VmOptions(BaseModel):
+    """Topology vms: each host is a Debian 12 VM under QEMU (vnettracer/lab/vms.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    memory_mb: int = Field(1024, ge=512, le=16384)
+    cpus: int = Field(1, ge=1, le=16)
+    # tcg: software emulation, works anywhere; kvm: hardware virtualization, where /dev/kvm runs
+    # stock kernels (this project's build machines only have a PVM flavour of KVM: use tcg there)
+    accel: Literal["tcg", "kvm"] = "tcg"
+    boot_timeout_s: int = Field(600, ge=30, le=3600)  # per boot, until sshd answers
+
+
 class LabOptions(BaseModel):
     """Knobs of the embedded lab. Addresses exist only inside the lab's namespaces."""
 
@@ -63,6 +75,7 @@ class LabOptions(BaseModel):
     vni: int = Field(1, ge=1, le=16777215)
     clock_emulation: dict[str, ClockEmulation] = {}  # host name -> emulated clock error
     delay: DelayElement | None = None  # flannel-vxlan only
+    vm: VmOptions = VmOptions()  # vms only
 
     @model_validator(mode="after")
     def _ranges(self) -> "LabOptions":
@@ -162,6 +175,9 @@ class LabPlan:
         return [self.options.pod_cidr] + ([self.options.underlay_cidr] if self.vxlan else [])
 
     def netns_names(self) -> list[str]:
+        """Namespaces the lab makes on this machine (a VM's hosts and containers live inside the VM)."""
+        if not self.shares_controller:
+            return [WIRE_NETNS]
         names = [h.netns for h in self.hosts] + [c.netns for h in self.hosts for c in h.containers]
         return names + ([WIRE_NETNS] if self.vxlan else []) + ([DELAY_NETNS] if self.options.delay else [])
 
@@ -178,7 +194,11 @@ def plan(topology: str = "flannel-vxlan", options: LabOptions | None = None) -> 
         if "containers_per_host" not in opts.model_fields_set:
             opts = opts.model_copy(update={"containers_per_host": 2})
     elif opts.hosts < 2:
-        raise ValueError("topology 'flannel-vxlan' needs at least 2 traced hosts")
+        raise ValueError(f"topology '{topology}' needs at least 2 traced hosts")
+    if topology == "vms" and opts.clock_emulation:
+        raise ValueError("clock_emulation is for netns hosts, which share one clock; VMs have clocks of their own")
+    if topology != "vms" and "vm" in opts.model_fields_set:
+        raise ValueError(f"options.vm is for topology vms, not {topology}")
     known = [f"host{i}" for i in range(1, opts.hosts + 1)]
     for name in opts.clock_emulation:
         if name not in known:
@@ -200,7 +220,7 @@ def plan(topology: str = "flannel-vxlan", options: LabOptions | None = None) -> 
             role="traced",
             netns=f"{PREFIX}{name}",
             mgmt_ip=iface(opts.mgmt_cidr, 10 + i),
-            underlay_ip=iface(opts.underlay_cidr, 10 + i) if topology == "flannel-vxlan" else None,
+            underlay_ip=iface(opts.underlay_cidr, 10 + i) if topology in ("flannel-vxlan", "vms") else None,
             pod_net=pod_net,
             mgmt_peer=f"{PREFIX}m-{name}",
         )
