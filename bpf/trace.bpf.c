@@ -133,9 +133,11 @@ __attribute__((noinline)) int vnt_find_tag(struct __sk_buff *skb, __u32 off, __u
 		return -1;
 	if (n == 0)
 		return 0;
-	asm volatile("" : "+r"(n)); /* keep the mask below: it is what the verifier sees */
-	n &= 0x3f;
-	if (n == 0 || bpf_skb_load_bytes(skb, off, opt, n))
+	asm volatile("" : "+r"(n)); /* keep the arithmetic below: it is what the verifier sees */
+	/* n in 1..40 stays n; the verifier sees 1..64 (6.1's cannot learn n != 0 from a branch and
+	 * refuses a length that may be zero) */
+	n = ((n - 1) & 0x3f) + 1;
+	if (bpf_skb_load_bytes(skb, off, opt, n))
 		return -1;
 #define OPT(x) opt[(x) & 0x3f] /* i < 40 is checked; the mask is what the verifier can see */
 	__u64 i = 0;
@@ -282,7 +284,9 @@ static __always_inline int parse_l3(struct __sk_buff *skb, void *cur, void *end,
 		}
 		/* the patched kernel's trailer: the last 4 payload bytes of datagrams to the trace port */
 		if (vnt_cfg.udp_trace_port && p->dport == vnt_cfg.udp_trace_port && p->payload_len >= 4) {
-			__u32 off = (void *)pl - (void *)(long)skb->data + p->payload_len - 4;
+			__u32 off = (long)pl - (long)skb->data;
+			asm volatile("" : "+r"(off)); /* an offset, not a packet pointer plus a length */
+			off += p->payload_len - 4;
 			__u32 id;
 			if (!bpf_skb_load_bytes(skb, off, &id, sizeof(id))) {
 				p->tag = bpf_ntohl(id);
@@ -332,10 +336,13 @@ static __always_inline int flow_wanted(const struct pkt *p)
 		return 1;
 	if (p->flags & VNT_F_IPV6)
 		return 0;
+	/* unrolled: no back-edge for the verifier to follow (as a loop, 6.1's saw an infinite one) */
+#pragma unroll
 	for (__u32 i = 0; i < VNT_MAX_FLOWS; i++) {
 		if (i >= n)
 			break;
-		struct vnt_flow *f = bpf_map_lookup_elem(&vnt_flows, &i);
+		__u32 key = i;
+		struct vnt_flow *f = bpf_map_lookup_elem(&vnt_flows, &key);
 		if (!f)
 			break;
 		if (flow_match(f, p->saddr[0], p->daddr[0], p->sport, p->dport, p->proto))

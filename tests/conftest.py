@@ -22,6 +22,13 @@ def leftovers() -> list[str]:
         left += [f"mount {line.split()[4]}" for line in f if str(labmod.lab_dir()) in line or "/var/lib/vnettracer" in line]
     if labmod.lab_dir().exists():
         left.append(f"dir {labmod.lab_dir()}")
+    for pid in filter(str.isdigit, os.listdir("/proc")):  # the VM lab's QEMU and supervisors
+        try:
+            cmd = open(f"/proc/{pid}/cmdline", "rb").read().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if f"{labmod.lab_dir()}/vms/" in cmd and int(pid) != os.getpid():
+            left.append(f"process {pid} {cmd[:80]}")
     return left
 
 

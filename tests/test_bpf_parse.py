@@ -254,6 +254,25 @@ def test_flow_filter_in_kernel(root):
         t.close()
 
 
+@pytest.mark.parametrize("obj", ["trace.bpf.o", "trace-compat.bpf.o"])
+@pytest.mark.parametrize("nflows", [1, 2, 16])
+def test_every_flow_slot_loads_and_matches(root, obj, nflows):
+    """1, 2 and VNT_MAX_FLOWS flows load (the verifier once refused more than one), and a packet of
+    only the last flow is kept."""
+    others = [{"proto": "tcp", "src": f"10.244.9.{i}/32", "dport": 1000 + i} for i in range(nflows - 1)]
+    last = {"proto": "udp", "src": f"{A}/32", "dst": f"{B}/32", "dport": 4000 + nflows}
+    t = make({"obj_path": DEFAULT_OBJECT.parent / obj, "flows": others + [last]})
+    try:
+        assert len(run(t, Ether() / IP(src=A, dst=B) / UDP(sport=9, dport=4000 + nflows) / b"kept")) == 1
+        assert len(run(t, Ether() / IP(src=A, dst=B) / UDP(sport=9, dport=3999) / b"filtered")) == 0
+        if nflows > 1:  # the first slot is matched too
+            assert len(run(t, Ether() / IP(src="10.244.9.0", dst=B) / TCP(sport=5, dport=1000) / b"x")) == 1
+        c = counters(t)
+        assert c["emitted"] == (2 if nflows > 1 else 1) and c["filtered"] == 1
+    finally:
+        t.close()
+
+
 def test_sampling_is_coherent_across_hooks(tracer):
     t = tracer
     cookie = netns_cookie()
