@@ -17,7 +17,7 @@ APT_PACKAGES := openssh-server openssh-client iproute2 tcpdump python3 python3-a
                 qemu-system-x86 qemu-utils busybox-static linux-config-6.1 dpkg-dev rsync kmod dwarves debootstrap e2fsprogs
 
 .PHONY: setup apt venv test experiment lab-up lab-down lab-status hosts-check clean kernel kernel-test-image \
-        test-kernel-install
+        test-vms
 
 setup: apt venv bpf
 
@@ -74,10 +74,10 @@ kernel-test-image: apt
 kernel: apt
 	kernel-build/build.sh deb $(KERNEL_CONFIG)
 
-# Only roles/kernel on a Debian VM under QEMU (part of `make test` too): packages (vm config),
-# debootstrap, install, reboot.
-test-kernel-install: setup
-	$(VPY) -m pytest -m kernel_install -s tests/test_kernel_install.py
+# Only the real-host path on the VM lab (part of `make test` too): patched kernel packages (vm
+# config), debootstrap root, Debian VMs under QEMU, experiments/vm-cluster.yml and an inventory run.
+test-vms: setup
+	$(VPY) -m pytest -m vms -s tests/test_vm_cluster.py
 
 # BPF objects: compiled on the controller against the vmlinux.h kept in bpf/ (CO-RE), shipped to
 # hosts, which need no compiler or kernel headers.

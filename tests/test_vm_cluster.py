@@ -184,3 +184,23 @@ def test_ctrl_c_during_lab_up_leaves_nothing(root, vm_run):
     assert p.returncode == 130, err
     time.sleep(1)
     assert leftovers() == []
+
+
+def test_a_kernel_package_that_cannot_install_fails_clearly_and_leaves_nothing(root, vm_run, tmp_path):
+    """A failed run: one error naming the host and the step, the run folder kept with it, VMs gone."""
+    lab.down()
+    bogus = tmp_path / "debs"
+    bogus.mkdir()
+    (bogus / f"linux-image-{PATCHED}_1_amd64.deb").write_bytes(b"not a Debian package")
+    exp = yaml.safe_load((ROOT / "experiments" / "vm-cluster.yml").read_text())
+    exp.update(name="bad-kernel", kernel={"install": True, "packages": str(bogus)}, workloads=[])
+    f = tmp_path / "bad-kernel.yml"
+    f.write_text(yaml.safe_dump(exp, sort_keys=False))
+    r = subprocess.run([EXE, "experiment", "run", str(f)], capture_output=True, text=True, timeout=1800,
+                       env={**os.environ, "VNT_RESULTS_DIR": str(tmp_path / "results")})
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-2000:]
+    assert "host1: task 'Installed'" in r.stderr and "host2: task 'Installed'" in r.stderr, r.stderr[-2000:]
+    (run,) = (tmp_path / "results" / "bad-kernel").iterdir()
+    meta = json.loads((run / "meta.json").read_text())
+    assert "host1" in meta["error"] and meta["stages"]["lab"]["status"] == "ok" and "prepare" not in meta["stages"]
+    assert leftovers() == []

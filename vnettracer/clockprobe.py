@@ -4,17 +4,83 @@ management network (never the traced data path). Never changes any clock.
 The prober (on the reference host) sends (seq, t1); the responder stamps t2 on receipt and t3 on
 reply; the prober stamps t4. Every stamp is that host's wall clock, with the lab's clock emulation
 applied exactly as the agent applies it, so probes and traces speak of the same clocks.
+
+Stamps come from the kernel where it gives them (SO_TIMESTAMPING software stamps: taken when the
+packet is received by, or handed to, the network device), not from clock reads around sendto and
+recv, which on a busy or emulated host are off by the scheduler's whims. A send stamp is known only
+after the send: the prober replaces its own t1 locally; the responder sends its t3 in a follow-up
+message (two-step, as PTP does). Where the kernel gives no stamp, the user-space reading stays.
 """
 
 from __future__ import annotations
 
 import csv
+import select
 import socket
 import struct
 import time
 from pathlib import Path
 
-MSG = struct.Struct("!IqqqB")  # seq, t1, t2, t3, bye
+MSG = struct.Struct("!IqqqB")  # seq, t1, t2, t3, kind (0 probe/reply, 1 bye, 2 follow-up: t3 from the kernel)
+SO_TIMESTAMPING = 37  # also SCM_TIMESTAMPING: struct scm_timestamping, three timespecs, [0] = software
+TS_FLAGS = (1 << 1) | (1 << 3) | (1 << 4) | (1 << 11)  # TX_SOFTWARE, RX_SOFTWARE, SOFTWARE, OPT_TSONLY
+TIMESPECS = struct.Struct("qq" * 3)
+
+
+class StampedSocket:
+    """A UDP socket whose receive and send times come from the kernel (CLOCK_REALTIME, software
+    stamps), each passed through the host's WallClock (the lab's emulation, if any)."""
+
+    def __init__(self, clock: WallClock):
+        self.clock = clock
+        self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            self.s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TS_FLAGS)
+            self.kernel = True
+        except OSError:
+            self.kernel = False
+
+    @staticmethod
+    def _stamp(ancdata) -> int | None:
+        for level, kind, data in ancdata:
+            if level == socket.SOL_SOCKET and kind == SO_TIMESTAMPING and len(data) >= TIMESPECS.size:
+                sec, nsec = TIMESPECS.unpack_from(data)[:2]
+                if sec or nsec:
+                    return sec * 1_000_000_000 + nsec
+        return None
+
+    def recv(self, timeout: float) -> tuple[bytes, tuple, int] | None:
+        """(data, peer, receive time) or None after `timeout`."""
+        self.s.settimeout(timeout)
+        try:
+            data, anc, _, peer = self.s.recvmsg(64, 256)
+        except socket.timeout:
+            return None
+        now = self.clock.now()
+        real = self._stamp(anc)
+        return data, peer, (self.clock.emulate(real) if real else now)
+
+    def send(self, data: bytes, peer: tuple) -> int | None:
+        """Send; the kernel's send time, or None when it gives none within 50 ms."""
+        self.s.sendto(data, peer)
+        if not self.kernel:
+            return None
+        deadline = time.monotonic() + 0.05
+        while (left := deadline - time.monotonic()) > 0:
+            if not select.select([self.s], [], [], left)[0]:  # a queued error (the stamp) reads as readable
+                continue
+            try:
+                _, anc, _, _ = self.s.recvmsg(1, 256, socket.MSG_ERRQUEUE | socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                time.sleep(0.0005)
+                continue
+            real = self._stamp(anc)
+            if real:
+                return self.clock.emulate(real)
+        return None
+
+    def close(self) -> None:
+        self.s.close()
 
 
 class WallClock:
@@ -38,45 +104,59 @@ class WallClock:
 def respond(bind: str, port: int, seconds: float, clock: WallClock, ready=None) -> int:
     """Answer probes until a bye or `seconds` (bounded). `ready()` is called once bound.
     Returns the number answered."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((bind, port))
+    s = StampedSocket(clock)
+    s.s.bind((bind, port))
     if ready:
         ready()
     n, deadline = 0, time.monotonic() + seconds
     while (left := deadline - time.monotonic()) > 0:
-        s.settimeout(min(left, 1.0))
-        try:
-            data, peer = s.recvfrom(64)
-        except socket.timeout:
+        got = s.recv(min(left, 1.0))
+        if got is None:
             continue
-        t2 = clock.now()
-        seq, t1, _, _, bye = MSG.unpack(data)
-        if bye:
+        data, peer, t2 = got
+        seq, t1, _, _, kind = MSG.unpack(data)
+        if kind == 1:
             break
-        s.sendto(MSG.pack(seq, t1, t2, clock.now(), 0), peer)
+        t3 = s.send(MSG.pack(seq, t1, t2, clock.now(), 0), peer)
+        if t3 is not None:
+            s.s.sendto(MSG.pack(seq, t1, t2, t3, 2), peer)  # follow-up: the reply's real send time
         n += 1
     s.close()
     return n
 
 
+def _exchange(s: StampedSocket, seq: int, addr: str, port: int, clock: WallClock) -> tuple | None:
+    """One probe: (t1, t2, t3, t4) with the kernel's stamps where there are, or None when lost."""
+    t1_user = clock.now()
+    t1 = s.send(MSG.pack(seq, t1_user, 0, 0, 0), (addr, port)) or t1_user
+    reply = None
+    deadline = time.monotonic() + 0.5
+    while (left := deadline - time.monotonic()) > 0:
+        got = s.recv(left if reply is None else min(left, 0.05))
+        if got is None:
+            break  # lost, or no follow-up (a responder without kernel stamps)
+        data, _, t = got
+        rseq, rt1, t2, t3, kind = MSG.unpack(data)
+        if rseq != seq or rt1 != t1_user:
+            continue  # a late answer to an earlier probe
+        if kind == 0:
+            reply = [t1, t2, t3, t]
+        elif kind == 2 and reply is not None:
+            reply[2] = t3
+            break
+    return tuple(reply) if reply else None
+
+
 def probe(addr: str, port: int, count: int, interval_s: float, clock: WallClock, out: Path) -> int:
     """`count` exchanges (bounded), appended to `out` as CSV t1,t2,t3,t4; returns samples kept."""
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.settimeout(0.5)
+    s = StampedSocket(clock)
     rows = []
     for seq in range(count):
-        t1 = clock.now()
-        s.sendto(MSG.pack(seq, t1, 0, 0, 0), (addr, port))
-        try:
-            data = s.recv(64)
-        except socket.timeout:
-            continue
-        t4 = clock.now()
-        rseq, rt1, t2, t3, _ = MSG.unpack(data)
-        if rseq == seq and rt1 == t1:
-            rows.append((t1, t2, t3, t4))
+        row = _exchange(s, seq, addr, port, clock)
+        if row:
+            rows.append(row)
         time.sleep(interval_s)
-    s.sendto(MSG.pack(0, 0, 0, 0, 1), (addr, port))  # tell the responder we are done
+    s.s.sendto(MSG.pack(0, 0, 0, 0, 1), (addr, port))  # tell the responder we are done
     s.close()
     new = not out.exists()
     with open(out, "a", newline="") as f:
