@@ -23,8 +23,11 @@ from pathlib import Path
 
 MSG = struct.Struct("!IqqqB")  # seq, t1, t2, t3, kind (0 probe/reply, 1 bye, 2 follow-up: t3 from the kernel)
 SO_TIMESTAMPING = 37  # also SCM_TIMESTAMPING: struct scm_timestamping, three timespecs, [0] = software
-TS_FLAGS = (1 << 1) | (1 << 3) | (1 << 4) | (1 << 11)  # TX_SOFTWARE, RX_SOFTWARE, SOFTWARE, OPT_TSONLY
+# TX_SOFTWARE, RX_SOFTWARE, SOFTWARE, OPT_ID (send stamps carry the datagram's number), OPT_TSONLY
+TS_FLAGS = (1 << 1) | (1 << 3) | (1 << 4) | (1 << 7) | (1 << 11)
 TIMESPECS = struct.Struct("qq" * 3)
+EXT_ERR = struct.Struct("=IBBBBII")  # struct sock_extended_err: ee_data (last) is the OPT_ID number
+IP_RECVERR = 11
 
 
 class StampedSocket:
@@ -34,6 +37,7 @@ class StampedSocket:
     def __init__(self, clock: WallClock):
         self.clock = clock
         self.s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sent = 0  # datagrams sent: the OPT_ID number of the next one
         try:
             self.s.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPING, TS_FLAGS)
             self.kernel = True
@@ -60,9 +64,23 @@ class StampedSocket:
         real = self._stamp(anc)
         return data, peer, (self.clock.emulate(real) if real else now)
 
-    def send(self, data: bytes, peer: tuple) -> int | None:
-        """Send; the kernel's send time, or None when it gives none within 50 ms."""
+    def sendto(self, data: bytes, peer: tuple) -> int:
+        """Send without waiting for a stamp; returns the datagram's number."""
         self.s.sendto(data, peer)
+        self.sent += 1
+        return self.sent - 1
+
+    @staticmethod
+    def _number(ancdata) -> int | None:
+        for level, kind, data in ancdata:
+            if level == socket.IPPROTO_IP and kind == IP_RECVERR and len(data) >= EXT_ERR.size:
+                return EXT_ERR.unpack_from(data)[-1]
+        return None
+
+    def send(self, data: bytes, peer: tuple) -> int | None:
+        """Send; the kernel's send time of this very datagram, or None when none comes within 50 ms
+        (stamps of earlier datagrams still queued are skipped by number)."""
+        number = self.sendto(data, peer)
         if not self.kernel:
             return None
         deadline = time.monotonic() + 0.05
@@ -75,7 +93,7 @@ class StampedSocket:
                 time.sleep(0.0005)
                 continue
             real = self._stamp(anc)
-            if real:
+            if real and self._number(anc) == number:
                 return self.clock.emulate(real)
         return None
 
@@ -119,7 +137,7 @@ def respond(bind: str, port: int, seconds: float, clock: WallClock, ready=None) 
             break
         t3 = s.send(MSG.pack(seq, t1, t2, clock.now(), 0), peer)
         if t3 is not None:
-            s.s.sendto(MSG.pack(seq, t1, t2, t3, 2), peer)  # follow-up: the reply's real send time
+            s.sendto(MSG.pack(seq, t1, t2, t3, 2), peer)  # follow-up: the reply's real send time
         n += 1
     s.close()
     return n
@@ -156,7 +174,7 @@ def probe(addr: str, port: int, count: int, interval_s: float, clock: WallClock,
         if row:
             rows.append(row)
         time.sleep(interval_s)
-    s.s.sendto(MSG.pack(0, 0, 0, 0, 1), (addr, port))  # tell the responder we are done
+    s.sendto(MSG.pack(0, 0, 0, 0, 1), (addr, port))  # tell the responder we are done
     s.close()
     new = not out.exists()
     with open(out, "a", newline="") as f:

@@ -58,7 +58,7 @@ class VmOptions(BaseModel):
     # tcg: software emulation, works anywhere; kvm: hardware virtualization, where /dev/kvm runs
     # stock kernels (this project's build machines only have a PVM flavour of KVM: use tcg there)
     accel: Literal["tcg", "kvm"] = "tcg"
-    boot_timeout_s: int = Field(600, ge=30, le=3600)  # per boot, until sshd answers
+    boot_timeout_s: int = Field(600, ge=5, le=3600)  # per boot, until sshd answers
 
 
 class LabOptions(BaseModel):
