@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -42,8 +43,9 @@ PATCHED = "6.1.192-vnt"
 
 
 def ssh(host: str, *command: str) -> str:
-    l = lab.require()
-    return subprocess.run(l.ssh_argv(host, *command), capture_output=True, text=True, timeout=120, check=True).stdout
+    """Run a command on a VM (quoted for the remote shell); its stdout."""
+    argv = lab.require().ssh_argv(host, shlex.join(command))
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, check=True).stdout
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +141,8 @@ def test_inventory_experiment_on_the_vms_runs_unchanged(vm_run, tmp_path):
         "db": {"role": "db"}}
     exp["workloads"] = [{"kind": "tcp_rr", "client": "host1/c1", "server": "host2/c1", "duration_s": 3, "rate": 200}]
     exp["sinks"] = {"influxdb": {"enabled": False}}
-    dist_info = "stat -c %Y /opt/vnettracer/venv/lib/python3*/site-packages/vnettracer_host-*.dist-info"
-    installed_at = ssh("host1", dist_info)
+    dist_info = ("sh", "-c", "stat -c %Y /opt/vnettracer/venv/lib/python3*/site-packages/vnettracer_host-*.dist-info")
+    installed_at = ssh("host1", *dist_info)
     f = tmp_path / "my-cluster.yml"
     f.write_text(yaml.safe_dump(exp, sort_keys=False))
     r = subprocess.run([EXE, "spec", "check", str(f)], capture_output=True, text=True)
@@ -151,7 +153,7 @@ def test_inventory_experiment_on_the_vms_runs_unchanged(vm_run, tmp_path):
     run = Path((tmp_path / "runs.txt").read_text().split()[-1])
     meta = json.loads((run / "meta.json").read_text())
     assert all(str(k["rebooted"]).lower() == "false" for k in meta["kernel"].values())  # already running it
-    assert ssh("host1", dist_info) == installed_at  # same content: not reinstalled
+    assert ssh("host1", *dist_info) == installed_at  # same content: not reinstalled
     assert json.loads((run / "summary.json").read_text())["paths"]["request"]["complete"] > 200
     assert lab.load() is not None  # an inventory run never touches the lab
 
