@@ -111,7 +111,7 @@ def test_agent_runs_under_systemd_from_the_host_package(vm_run):
 def test_influxdb_under_systemd_holds_exactly_the_spooled_events(vm_run):
     from test_experiment import _check_influxdb
 
-    assert ssh("db", "systemctl", "is-active", "influxdb").strip() == "active"
+    assert ssh("db", "systemctl", "is-active", "vnt-influxdb").strip() == "active"  # roles/influxdb's unit
     _check_influxdb(vm_run)
 
 
