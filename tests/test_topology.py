@@ -85,3 +85,14 @@ def test_delay_element_option():
         plan("bridge", LabOptions(delay=DelayElement(host="host1", us=500)))
     with pytest.raises(ValidationError):
         DelayElement(host="host1", us=0)
+
+
+def test_options_read_back_from_lab_json_give_the_same_plan():
+    """lab.json stores every option (defaults too): reading it back must not look like a vms-only
+    option given to another topology."""
+    for topology in ("flannel-vxlan", "bridge", "vms"):
+        lp = plan(topology)
+        again = plan(topology, LabOptions(**lp.options.model_dump(mode="json")))
+        assert [h.name for h in again.hosts] == [h.name for h in lp.hosts]
+    with pytest.raises(ValueError, match="options.vm is for topology vms"):
+        plan("flannel-vxlan", LabOptions(vm={"memory_mb": 2048}))

@@ -197,7 +197,7 @@ def plan(topology: str = "flannel-vxlan", options: LabOptions | None = None) -> 
         raise ValueError(f"topology '{topology}' needs at least 2 traced hosts")
     if topology == "vms" and opts.clock_emulation:
         raise ValueError("clock_emulation is for netns hosts, which share one clock; VMs have clocks of their own")
-    if topology != "vms" and "vm" in opts.model_fields_set:
+    if topology != "vms" and opts.vm != VmOptions():
         raise ValueError(f"options.vm is for topology vms, not {topology}")
     known = [f"host{i}" for i in range(1, opts.hosts + 1)]
     for name in opts.clock_emulation:
