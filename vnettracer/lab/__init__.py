@@ -13,6 +13,7 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -145,7 +146,6 @@ def _start_hosts(lp: LabPlan, d: Path, progress) -> Lab:
 
 def _start_delay(lp: LabPlan, d: Path) -> int:
     """The delay element's forwarder, inside its namespace (ended by teardown like every lab process)."""
-    import sys
 
     log = open(d / "delay.log", "ab")
     p = subprocess.Popen(["ip", "netns", "exec", "vnt-delay", sys.executable, "-m", "vnettracer.lab.delay", "dly-host", "dly-wire",
@@ -187,6 +187,7 @@ def inventory(lab: Lab) -> dict:
             "ansible_ssh_private_key_file": str(lab.ssh_key),
             "ansible_ssh_common_args": opts,
             "vnt_lab": lp.shares_controller,  # hosts that share this machine's kernel (roles/kernel refuses them)
+            **({"tracer_python": sys.executable} if lp.shares_controller else {}),  # and its files: this venv
             "vnt_lab_topology": lp.topology,
         },
         "children": groups,
