@@ -146,7 +146,6 @@ def _start_hosts(lp: LabPlan, d: Path, progress) -> Lab:
 
 def _start_delay(lp: LabPlan, d: Path) -> int:
     """The delay element's forwarder, inside its namespace (ended by teardown like every lab process)."""
-
     log = open(d / "delay.log", "ab")
     p = subprocess.Popen(["ip", "netns", "exec", "vnt-delay", sys.executable, "-m", "vnettracer.lab.delay", "dly-host", "dly-wire",
                           str(lp.options.delay.us)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
