@@ -32,7 +32,8 @@ def build_packages(config: str = "vm", progress: Callable[[str], None] | None = 
     patches, config fragment and script are unchanged; cold, the vm config takes 15-25 minutes on 2
     cores)."""
     say = progress or (lambda m: None)
-    say(f"patched kernel packages: kernel-build/build.sh deb {config} (reused when built before)")
+    say(f"patched kernel packages: kernel-build/build.sh deb {config} (reused when built before; a first build "
+        f"takes 20-40 minutes on 2 cores, its log under build/kernel/)")
     p = subprocess.Popen([str(ROOT / "kernel-build" / "build.sh"), "deb", config], stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, text=True)
     out, err = p.communicate()
