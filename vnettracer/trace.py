@@ -6,7 +6,6 @@ The spec decides what each host traces; this module turns it into one agent conf
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -90,10 +89,10 @@ def workload_list(run: Run) -> list[dict]:
 
 def workloads(run: Run, run_id: str, workdir: Path, progress: Callable[[str], None] | None = None) -> list[dict]:
     """Run the workloads in order; returns each client's parsed result."""
-    inventory, extra = _target(run)
+    inventory = _inventory(run)
     wl = workload_list(run)
     r = run_playbook("workload", inventory, workdir, progress=progress, timeout_s=3600, extravars={
-        **extra, "workload_list": wl, "workload_run_id": run_id,
+        "workload_list": wl, "workload_run_id": run_id,
     }).raise_for_failures()
     results = {}
     for hr in r.hosts.values():
@@ -115,34 +114,35 @@ def clock_probes(run: Run, run_id: str, phase: str, dest: Path, workdir: Path, c
                  progress: Callable[[str], None] | None = None) -> dict[str, int]:
     """NTP-style probes from the reference host to every other traced host (management network);
     CSVs land in dest/clock/. Returns samples per host."""
-    inventory, extra = _target(run)
+    inventory = _inventory(run)
     ref = reference_host(run)
     targets = sorted(h for h, s in run.experiment.host_names().items() if s.role == "traced" and h != ref)
     r = run_playbook("clock", inventory, workdir, progress=progress, extravars={
-        **extra, "clock_reference": ref, "clock_targets": targets, "clock_phase": phase, "clock_run_id": run_id,
+        "clock_reference": ref, "clock_targets": targets, "clock_phase": phase, "clock_run_id": run_id,
         "clock_dest": str(dest.resolve()), "clock_emulation": clock_emulation(run), "clock_t0_ns": clock_t0_ns,
     }).raise_for_failures()
     rep = r.hosts.get(ref)
     return {h: int(n) for h, n in ((rep.reports.get("probes") if rep else None) or {}).items()}
 
 
-def _target(run: Run) -> tuple[Path, dict]:
-    """Inventory and extra vars for the experiment's hosts (the running lab, or its inventory)."""
+def _inventory(run: Run) -> Path:
+    """The inventory of the experiment's hosts (the running lab's, or the experiment's). The netns
+    lab's says its hosts run this venv (tracer_python); other hosts run the host package."""
     exp = run.experiment
     if exp.lab is not None:
         l = lab.require()
         if l.plan.topology != exp.lab.topology or {h.name for h in l.plan.hosts} != set(exp.host_names()):
             raise VntError(f"the lab that is up ({l.plan.topology}, hosts {', '.join(h.name for h in l.plan.hosts)}) "
                            f"is not the one {exp.name} needs; run `vnettracer lab up` with its topology")
-        if l.plan.shares_controller:  # netns hosts share this machine's files: they run this very venv
-            return l.inventory, {"tracer_python": sys.executable}
-        return l.inventory, hostpkg.role_vars()
-    return run.resolve(exp.inventory.file), hostpkg.role_vars()
+        return l.inventory
+    return run.resolve(exp.inventory.file)
 
 
 def host_vars(run: Run) -> dict:
-    """Extra vars that tell the roles where vnettracer's host side is (or comes from) on the hosts."""
-    return _target(run)[1]
+    """Extra vars of the prepare stage: the host package to install, where hosts have their own files."""
+    exp = run.experiment
+    plan = exp.lab_plan()
+    return {} if plan is not None and plan.shares_controller else hostpkg.role_vars()
 
 
 def load_one(name_or_file: str) -> Run:
@@ -158,10 +158,10 @@ def start(run: Run, run_id: str, workdir: Path, progress: Callable[[str], None] 
     (travels as a secret, never in extra vars)."""
     if not BPF_OBJECT.is_file():
         raise VntError(f"{BPF_OBJECT} is missing; run `make bpf`")
-    inventory, extra = _target(run)
+    inventory = _inventory(run)
     configs = agent_configs(run, run_id, clock_t0_ns)
     return run_playbook("trace-start", inventory, workdir, progress=progress, extravars={
-        **extra, "tracer_run_id": run_id, "tracer_configs": configs, "tracer_bpf_object": str(BPF_OBJECT),
+        "tracer_run_id": run_id, "tracer_configs": configs, "tracer_bpf_object": str(BPF_OBJECT),
     }, secrets={"tracer_influxdb": influxdb} if influxdb else None).raise_for_failures()
 
 
@@ -173,9 +173,9 @@ def tagging(run: Run, state: str, workdir: Path, progress: Callable[[str], None]
     per host: the sockops program's counters)."""
     if state == "present" and not TAG_OBJECT.is_file():
         raise VntError(f"{TAG_OBJECT} is missing; run `make bpf`")
-    inventory, extra = _target(run)
+    inventory = _inventory(run)
     r = run_playbook("tagging", inventory, workdir, progress=progress, extravars={
-        **extra, "tagging_state": state, "tagging_mode": run.experiment.tagging.mode,
+        "tagging_state": state, "tagging_mode": run.experiment.tagging.mode,
         "tagging_udp_port": run.experiment.tagging.udp_port,
         "tagging_bpf_object": str(TAG_OBJECT),
         "tagging_netns_by_host": {h: [c.netns for c in hs.containers.values()]
@@ -185,24 +185,24 @@ def tagging(run: Run, state: str, workdir: Path, progress: Callable[[str], None]
 
 
 def stop(run: Run, workdir: Path, progress: Callable[[str], None] | None = None) -> PlaybookResult:
-    inventory, extra = _target(run)
-    return run_playbook("trace-stop", inventory, workdir, progress=progress, extravars=extra).raise_for_failures()
+    inventory = _inventory(run)
+    return run_playbook("trace-stop", inventory, workdir, progress=progress).raise_for_failures()
 
 
 def collect(run: Run, run_id: str, dest: Path, workdir: Path,
             progress: Callable[[str], None] | None = None) -> dict[str, int]:
     """Stop the agents and fetch their spools into dest/events/<host>/; returns files per host."""
-    inventory, extra = _target(run)
+    inventory = _inventory(run)
     r = run_playbook("collect", inventory, workdir, progress=progress, extravars={
-        **extra, "collect_dest": str(dest.resolve()), "collect_run_id": run_id,
+        "collect_dest": str(dest.resolve()), "collect_run_id": run_id,
     }).raise_for_failures()
     return {h: int(hr.reports.get("files") or 0) for h, hr in r.hosts.items()}
 
 
 def status(run: Run, workdir: Path, progress: Callable[[str], None] | None = None) -> dict[str, dict]:
     """Per host: the agent's stats, or {} when no agent runs there."""
-    inventory, extra = _target(run)
-    r = run_playbook("trace-status", inventory, workdir, progress=progress, extravars=extra).raise_for_failures()
+    inventory = _inventory(run)
+    r = run_playbook("trace-status", inventory, workdir, progress=progress).raise_for_failures()
     return {h: hr.reports.get("agent") or {} for h, hr in r.hosts.items()}
 
 
