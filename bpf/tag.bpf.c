@@ -31,7 +31,7 @@ struct {
 	__type(value, __u64);
 } vnt_tag_counters SEC(".maps");
 
-/* keeps the enum in the object's BTF, where tests/test_record.py checks it against Python */
+/* keeps the enum in the object's BTF, where tests/unit/test_record.py checks it against Python */
 enum vnt_tag_counter *vnt_btf_tag_counter __attribute__((unused));
 
 struct vnt_tag_opt {
