@@ -1,4 +1,6 @@
-"""`vnettracer agent run --config FILE`: the tracer agent of one host.
+"""The tracer agent of one host: its loop (`hostcli agent run --config FILE`; started detached by
+agent/daemon.py). Its parts: config.py (what it is given), tracer.py (the BPF object and its hooks),
+spool.py, clock.py (clock pairs), control.py (the control socket's commands).
 
 Attaches every tracepoint of its host, drains the ring buffer in batches to the spool, records
 (ktime, realtime) clock pairs at start and every second, writes a stats file every second, and
@@ -15,43 +17,25 @@ import resource
 import selectors
 import signal
 import socket
-import sys
 import time
 from pathlib import Path
 
+from vnettracer.agent import control
+from vnettracer.agent.clock import Clock
+from vnettracer.agent.config import AgentConfig, TracepointConfig
+from vnettracer.agent.control import control_socket, peer_allowed
 from vnettracer.agent.spool import Spool
+from vnettracer.agent.tracer import Tracer, detach_state, hook_state, read_state
+from vnettracer.procs import alive
 from vnettracer.store import lineproto
 from vnettracer.store.http import Endpoint
 from vnettracer.store.writer import Writer
-from vnettracer.clockprobe import WallClock
-from vnettracer.procs import alive
-from vnettracer.agent.config import AgentConfig, TracepointConfig, load_config
-from vnettracer.agent.tracer import Hook, Tracer, detach_stale, hook_state
 
 
 def _write_atomic(path: Path, data: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(data)
     os.replace(tmp, path)
-
-
-class Clock:
-    """(ktime, realtime) pairs: ktime is CLOCK_MONOTONIC, what bpf_ktime_get_ns() reads."""
-
-    def __init__(self, path: Path, offset_ns: int = 0, drift_ppm: float = 0.0, t0_ns: int = 0):
-        self.f = open(path, "a")
-        self.wall = WallClock(offset_ns, drift_ppm, t0_ns)  # the lab's emulation, if any
-
-    def record(self) -> None:
-        m1 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        real = self.wall.now()
-        m2 = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        self.offset_ns = real - (m1 + m2) // 2  # wall = ktime + offset, until the next pair
-        self.f.write(json.dumps({"ktime_ns": (m1 + m2) // 2, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
-        self.f.flush()
-
-    def close(self) -> None:
-        self.f.close()
 
 
 class Agent:
@@ -72,14 +56,11 @@ class Agent:
         sf = self.cfg.state_file
         if not sf.exists():
             return []
-        try:
-            state = json.loads(sf.read_text())
-        except ValueError:
-            state = {}
+        state = read_state(sf)
         pid = state.get("pid", 0)
         if pid and pid != os.getpid() and alive(pid):
             raise RuntimeError(f"another agent (pid {pid}) is running on this host; stop it first")
-        removed = detach_stale([(Hook(**a["hook"]), a.get("created_clsact", False)) for a in state.get("hooks", [])])
+        removed = detach_state(state)
         sf.unlink()
         if removed:
             self.log(f"removed {len(removed)} hooks left by a dead agent (pid {pid}): {', '.join(removed)}")
@@ -92,12 +73,17 @@ class Agent:
             "hooks": [hook_state(a) for a in self.tracer.attached.values()],
         }, indent=1))
 
+    def started_tracer(self) -> Tracer:
+        if self.tracer is None:
+            raise RuntimeError("the agent's tracer is not loaded yet")
+        return self.tracer
+
     def add(self, tp: TracepointConfig) -> None:
         if tp.name in self.tps:
             raise ValueError(f"tracepoint {tp.name} is already attached")
         if any(t.id == tp.id for t in self.tps.values()):
             raise ValueError(f"tracepoint id {tp.id} is already in use")
-        self.tracer.attach(tp.hook(), tp.id, self.cfg.sampling)
+        self.started_tracer().attach(tp.hook(), tp.id, self.cfg.sampling)
         self.tps[tp.name] = tp
         self.names[tp.id] = tp.name
         self._save_state()
@@ -105,7 +91,7 @@ class Agent:
     def remove(self, name: str) -> None:
         if name not in self.tps:
             raise KeyError(f"no tracepoint {name}; attached: {', '.join(self.tps) or 'none'}")
-        self.tracer.detach(self.tps.pop(name).hook())
+        self.started_tracer().detach(self.tps.pop(name).hook())
         self._save_state()
 
     def set_attached(self, names: list[str]) -> None:
@@ -128,6 +114,10 @@ class Agent:
             "attached": sorted(self.tps),
             "tracepoints": {self.names.get(tp, str(tp)): {"id": tp, **c} for tp, c in counters.items()},
             "spooled_events": self.spool.events if self.spool else 0,
+            "spool_dropped": self.spool.dropped if self.spool else 0,  # not written: spool cap or disk full
+            "spool_full": self.spool.full if self.spool else "",
+            "ring_used_bytes": self.tracer.ring.pending_bytes() if self.tracer else 0,  # not drained yet
+            "ring_bytes": self.cfg.ring_mb << 20,
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
             "sampling": self.cfg.sampling,
             "attach": self.tracer.attach_mode if self.tracer else None,
@@ -149,7 +139,8 @@ class Agent:
             self.remove_stale()
             self.tracer = Tracer(cfg.bpf_object, cfg.flows, cfg.vxlan_ports, cfg.ring_mb << 20, cfg.attach,
                                  cfg.udp_trace_port)
-            self.spool = Spool(cfg.spool_dir, cfg.rotate_mb << 20)
+            self.spool = Spool(cfg.spool_dir, cfg.rotate_mb << 20, max_bytes=cfg.spool_max_mb << 20,
+                               min_free_bytes=cfg.spool_min_free_mb << 20)
             for tp in cfg.tracepoints:
                 self.add(tp)
             clock = Clock(cfg.spool_dir / "clock.jsonl", cfg.clock_offset_ns, cfg.clock_drift_ppm, cfg.clock_t0_ns)
@@ -157,10 +148,8 @@ class Agent:
             if cfg.influxdb:
                 ep = Endpoint(cfg.influxdb.url, cfg.influxdb.database, cfg.influxdb.user, cfg.influxdb.password,
                               cfg.influxdb.retention_policy)
-                self.writer = Writer(ep, cfg.outbox, log=self.log)
-            cfg.socket_path.unlink(missing_ok=True)
-            server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            server.bind(str(cfg.socket_path))
+                self.writer = Writer(ep, cfg.outbox, log=self.log, max_outbox_bytes=cfg.outbox_max_mb << 20)
+            server = control_socket(cfg.socket_path)
             server.listen(8)
             server.setblocking(False)
             sel = selectors.DefaultSelector()
@@ -172,8 +161,9 @@ class Agent:
             self._loop(sel, server, clock)
         except Exception as e:  # noqa: BLE001 - any error: report, then detach everything below
             msg = f"{type(e).__name__}: {e}"
-            if getattr(e, "log", ""):
-                msg += "\n" + e.log
+            verifier_log = getattr(e, "log", "")
+            if verifier_log:
+                msg += "\n" + verifier_log
             self.log(f"agent error: {msg}")
             if ready:
                 ready(f"error: {msg}")
@@ -185,8 +175,12 @@ class Agent:
     def _loop(self, sel, server, clock) -> None:
         poll = self.cfg.poll_ms / 1000
         next_tick = time.monotonic() + 1
+        end_of_life = time.monotonic() + self.cfg.lifetime_s
         while self.stop_reason is None:
-            events = self.tracer.ring.read()
+            if time.monotonic() > end_of_life:
+                self.stop_reason = f"lifetime of {self.cfg.lifetime_s} s reached (nobody stopped the agent)"
+                break
+            events = self.started_tracer().ring.read()
             if len(events):
                 self._take(events, clock)
             now = time.monotonic()
@@ -207,8 +201,9 @@ class Agent:
 
     def _take(self, events, clock) -> None:
         """A batch from the ring: into the spool, and into InfluxDB when raw events go there."""
+        assert self.spool is not None  # opened before the first read
         self.spool.write(events)
-        if self.writer and self.cfg.influxdb.raw_events and clock:
+        if self.writer and self.cfg.influxdb and self.cfg.influxdb.raw_events and clock:
             self.writer.add(lineproto.events(events, self.cfg.run_id, self.cfg.host, self.names, clock.offset_ns))
 
     def _health(self, stats: dict, clock) -> None:
@@ -217,33 +212,14 @@ class Agent:
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
+            if not peer_allowed(conn):
+                conn.sendall(b'{"ok": false, "error": "permission denied"}\n')
+                return
             try:
-                line = conn.makefile("r").readline()
-                req = json.loads(line)
-                cmd = req.get("cmd")
-                if cmd == "stats":
-                    out = {"ok": True, "stats": self.stats()}
-                elif cmd == "add":
-                    self.add(TracepointConfig.parse(req["tracepoint"]))
-                    out = {"ok": True}
-                elif cmd == "remove":
-                    self.remove(req["name"])
-                    out = {"ok": True}
-                elif cmd == "set":
-                    self.set_attached(list(req["names"]))
-                    out = {"ok": True, "attached": sorted(self.tps)}
-                elif cmd == "sampling":
-                    self.cfg.sampling = int(req["n"])
-                    self.tracer.set_sampling(self.cfg.sampling)
-                    out = {"ok": True}
-                elif cmd == "stop":
-                    self.stop_reason = "stop requested"
-                    out = {"ok": True}
-                else:
-                    out = {"ok": False, "error": f"unknown cmd {cmd!r}; known: stats, add, remove, set, sampling, stop"}
-            except Exception as e:  # noqa: BLE001 - a bad request must not stop the agent
-                out = {"ok": False, "error": f"{type(e).__name__}: {e}"}
-            conn.sendall((json.dumps(out) + "\n").encode())
+                req = json.loads(conn.makefile("r").readline())
+            except (ValueError, OSError) as e:
+                req = {"cmd": None, "error": str(e)}
+            conn.sendall((json.dumps(control.dispatch(self, req)) + "\n").encode())
 
     def _write_stats(self) -> dict:
         st = self.stats()
@@ -281,70 +257,3 @@ class Agent:
             self.cfg.socket_path.unlink(missing_ok=True)
         self.log(f"agent stopped: {len(self.tps)} hooks detached")
         return rc
-
-
-def request(socket_path: Path, req: dict, timeout: float = 10) -> dict:
-    """One control request to a running agent."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-        s.settimeout(timeout)
-        s.connect(str(socket_path))
-        s.sendall((json.dumps(req) + "\n").encode())
-        return json.loads(s.makefile("r").readline())
-
-
-def run_daemon(cfg: AgentConfig, logfile: Path, timeout_s: float = 120) -> str:
-    """Start the agent detached (double fork, own session, pidfile); return once it is ready.
-    Raises RuntimeError with the agent's message if it failed to start."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # intermediate child
-        os.close(r)
-        os.setsid()
-        if os.fork():
-            os._exit(0)
-        fd = os.open(logfile, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        cfg.run_dir.mkdir(parents=True, exist_ok=True)
-        cfg.pidfile.write_text(f"{os.getpid()}\n")
-        wfile = os.fdopen(w, "w")
-
-        def ready(msg: str) -> None:
-            wfile.write(msg + "\n")
-            wfile.flush()
-            wfile.close()
-
-        def log(msg: str) -> None:
-            print(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {msg}", flush=True)
-
-        code = 1
-        try:
-            code = Agent(cfg, log=log).run(ready=ready)
-        finally:
-            cfg.pidfile.unlink(missing_ok=True)
-            os._exit(code)
-    os.close(w)
-    os.waitpid(pid, 0)
-    with os.fdopen(r) as rf:
-        import select
-
-        if not select.select([rf], [], [], timeout_s)[0]:
-            raise RuntimeError(f"agent did not report ready within {timeout_s:.0f} s; see {logfile}")
-        msg = rf.read().strip()
-    if not msg.startswith("ready"):
-        raise RuntimeError(msg.removeprefix("error: ") or f"agent exited during start-up; see {logfile}")
-    return msg
-
-
-def main_run(config: Path, daemon: bool) -> int:
-    cfg = load_config(config)
-    if daemon:
-        for d in (cfg.run_dir, cfg.state_dir / "log"):
-            d.mkdir(parents=True, exist_ok=True)
-        msg = run_daemon(cfg, cfg.state_dir / "log" / f"agent-{cfg.run_id}.log")
-        print(f"agent {cfg.host}: {msg}")
-        return 0
-    return Agent(cfg, log=lambda m: print(m, file=sys.stderr, flush=True)).run(
-        ready=lambda m: print(m, flush=True))

@@ -102,7 +102,12 @@ class AgentConfig:
     udp_trace_port: int = 0  # UDP to this port carries the patched kernel's id trailer (0: none)
     ring_mb: int = 32
     rotate_mb: int = 64
+    spool_max_mb: int = 8192  # events past this (or with < spool_min_free_mb on the disk) are counted, not written
+    spool_min_free_mb: int = 256
+    outbox_max_mb: int = 1024  # InfluxDB batches queued while it does not answer
     poll_ms: float = 5.0
+    # the agent stops by itself after this long: a controller killed mid-run leaves no agent behind
+    lifetime_s: int = 4 * 3600
     # lab emulation of a host clock that is off by an offset and runs fast/slow by drift (ppm)
     clock_offset_ns: int = 0
     clock_drift_ppm: float = 0.0
@@ -125,10 +130,13 @@ class AgentConfig:
         _int(cfg.sampling, "sampling", 1)
         _int(cfg.ring_mb, "ring_mb", 1, 1024)
         _int(cfg.rotate_mb, "rotate_mb", 1)
+        for f in ("spool_max_mb", "spool_min_free_mb", "outbox_max_mb"):
+            _int(getattr(cfg, f), f, 0)
         _int(cfg.clock_offset_ns, "clock_offset_ns")
         _int(cfg.clock_t0_ns, "clock_t0_ns", 0)
         _int(cfg.udp_trace_port, "udp_trace_port", 0, 65535)
         cfg.poll_ms = _num(cfg.poll_ms, "poll_ms", 0, 1000)
+        _int(cfg.lifetime_s, "lifetime_s", 1, 30 * 86400)
         cfg.clock_drift_ppm = _num(cfg.clock_drift_ppm, "clock_drift_ppm", -1e6, 1e6)
         _one_of(cfg.attach, "attach", ("auto", "tcx", "clsact"))
         for p in cfg.vxlan_ports:

@@ -11,8 +11,7 @@ import ctypes
 import ctypes.util
 import errno
 import os
-from ctypes import (POINTER, Structure, c_bool, c_char, c_char_p, c_int, c_size_t, c_uint, c_uint32, c_void_p,
-                    sizeof)
+from ctypes import POINTER, Structure, c_bool, c_char, c_char_p, c_int, c_size_t, c_uint32, c_void_p, sizeof
 
 BPF_TC_INGRESS, BPF_TC_EGRESS = 1, 2
 BPF_TCX_INGRESS, BPF_TCX_EGRESS = 46, 47  # enum bpf_attach_type, kernels >= 6.6

@@ -1,6 +1,6 @@
 """The Python mirror of bpf/vnettracer.h: event record, counters, hook map entries, config.
 
-One place; tests/test_record.py checks every size and offset here against the header as compiled
+One place; tests/unit/test_record.py checks every size and offset here against the header as compiled
 into build/bpf/trace.bpf.o (its BTF), so C and Python cannot drift apart.
 """
 
@@ -30,6 +30,7 @@ EVENT = np.dtype([
     ("flags", "u1"),
     ("l4proto", "u1"),
 ])
+EVENT_FIELDS: "list[tuple[str, np.dtype]]" = [(name, EVENT[name]) for name in EVENT.names or ()]
 
 # enum vnt_counter, in order; struct vnt_counters is VNT_C_MAX u64s
 COUNTERS = ["seen", "emitted", "filtered", "sampled_out", "dropped", "parse_fail", "not_ip"]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
 import socket
 import subprocess
@@ -20,15 +21,14 @@ from typing import Iterator
 
 import numpy as np
 
-from vnettracer import ROOT
+from vnettracer import BPF_OBJECTS
 from vnettracer.agent import libbpf
-from vnettracer.agent.record import (CONFIG, COUNTER_VALUE, COUNTERS, FLOW, HOOK, HOOK_KEY, MAX_FLOWS,
-                                     MAX_VXLAN_PORTS, pack)
+from vnettracer.agent.record import CONFIG, COUNTER_VALUE, COUNTERS, FLOW, HOOK, HOOK_KEY, MAX_FLOWS, MAX_VXLAN_PORTS, pack
 from vnettracer.agent.ringbuf import RingBuffer
 
 TC_HANDLE = 0x766E74  # "vnt": how our filters are told apart from anyone else's
 TC_PRIORITY = 1
-DEFAULT_OBJECT = ROOT / "build" / "bpf" / "trace.bpf.o"
+DEFAULT_OBJECT = BPF_OBJECTS / "trace.bpf.o"
 PROTOS = {"any": 0, "tcp": 6, "udp": 17}
 
 
@@ -100,7 +100,7 @@ def compat_object(obj_path: Path) -> Path:
 
 def _load(obj_path: Path, rodata: bytes, ring_bytes: int) -> tuple[libbpf.BpfObject, Path]:
     """Load the object; where the kernel refuses it and the compat object is beside it, that one."""
-    tried = []
+    tried: list[tuple[Path, OSError]] = []
     for path in (obj_path, compat_object(obj_path)):
         if path in [p for p, _ in tried] or (tried and not path.is_file()):
             break
@@ -223,7 +223,7 @@ class Tracer:
         out = {}
         size = COUNTER_VALUE.itemsize
         for tp in sorted(self.tracepoints):
-            raw = libbpf.map_lookup(self.counters_fd, np.uint32(tp).tobytes(), size * self.ncpus)
+            raw = libbpf.map_lookup(self.counters_fd, np.uint32(tp).tobytes(), size * self.ncpus) or bytes(size * self.ncpus)
             vals = np.frombuffer(raw, COUNTER_VALUE)["c"].sum(axis=0)
             out[tp] = {name: int(vals[i]) for i, name in enumerate(COUNTERS)}
         return out
@@ -243,6 +243,19 @@ class Tracer:
 def _last_on_device(hook: Hook, others) -> bool:
     """No other hook of ours is left on this hook's device (so a clsact qdisc we made can go)."""
     return not any((o.netns, o.device) == (hook.netns, hook.device) for o in others)
+
+
+def read_state(path: Path) -> dict:
+    """An agent's state file ({pid, hooks: [{hook, created_clsact}]}); {} if missing or unreadable."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def detach_state(state: dict) -> list[str]:
+    """Remove every hook a state file lists (a dead agent's): see detach_stale."""
+    return detach_stale([(Hook(**a["hook"]), a.get("created_clsact", False)) for a in state.get("hooks", [])])
 
 
 def detach_stale(hooks: list[tuple[Hook, bool]]) -> list[str]:
