@@ -11,6 +11,7 @@ them; the baseline only POSTs pre-formatted bytes of the same batch size, one af
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import tempfile
 import time
@@ -68,10 +69,10 @@ def main() -> None:
     n = args.events
     with tempfile.TemporaryDirectory(prefix="vnt-ingest-") as tmp:
         tmp = Path(tmp)
-        l = lab.up(progress=lambda m: None)
+        lb = lab.up(progress=lambda m: None)
         try:
-            creds = credentials.load_or_create(l.dir)
-            _, ep = deploy.influxdb(l.inventory, tmp / "wd", creds)
+            creds = credentials.load_or_create(lb.dir)
+            _, ep = deploy.influxdb(lb.inventory, tmp / "wd", creds)
             base0 = (time.time_ns() // 10**9 - 7200) * 10**9
             rates_raw, rates_ours = [], []
             for k in range(args.rounds):
@@ -80,9 +81,9 @@ def main() -> None:
                 rb = lineproto.events(ev, f"raw{k}", "host1", NAMES, base0 + k * 10**9)
                 lines = rb.splitlines(keepends=True)
                 batches = [b"".join(lines[i:i + args.batch]) for i in range(0, len(lines), args.batch)]
-                pair = [("raw", lambda: raw(ep, batches)),
-                        ("ours", lambda: ours(ep, ev, f"ours{k}", base0 + k * 10**9, args.batch, args.chunk,
-                                              tmp / f"outbox{k}"))]
+                pair = [("raw", functools.partial(raw, ep, batches)),
+                        ("ours", functools.partial(ours, ep, ev, f"ours{k}", base0 + k * 10**9, args.batch, args.chunk,
+                                                   tmp / f"outbox{k}"))]
                 for name, fn in (pair if k % 2 == 0 else pair[::-1]):  # alternate who goes first
                     dt = fn()
                     (rates_raw if name == "raw" else rates_ours).append(n / dt)

@@ -7,7 +7,8 @@ host1/c1 and host2/c1 across the VXLAN overlay:
 - TCP request/response: sockperf ping-pong, 64-byte messages, client and server pinned to CPU 0
   (one-way latency p50, as sockperf reports it);
 - bulk TCP: iperf3, client on CPU 0, server on CPU 1.
-The agents are pinned to CPU 1. Reported: medians over rounds and ratios against untraced.
+The agents are pinned to CPU 1. Reported: per mode, the median of its ratios to the untraced run of
+the same round, with a 95 % bootstrap interval and the spread (analysis/paired.py).
 
     sudo .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 3]
 """
@@ -17,14 +18,16 @@ from __future__ import annotations
 import argparse
 import json
 import re
-import statistics
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
-from vnettracer import lab, spec, trace
-from vnettracer.agent.agent import request
+from vnettracer import lab, spec
+from vnettracer.agent.control import request
+from vnettracer.analysis.paired import paired
+from vnettracer.stages import deploy
+from vnettracer.stages.hosts import RunHosts
 
 PORT_RR, PORT_BULK = 11111, 5201
 
@@ -49,8 +52,8 @@ def bulk(client: str, addr: str, seconds: float) -> float:
 class Modes:
     """Switch both agents between untraced, traced and sampled through their control sockets."""
 
-    def __init__(self, l: lab.Lab, configs: dict[str, dict]):
-        self.socks = {h: l.dir / "hosts" / h / "state" / "run" / "agent.sock" for h in configs}
+    def __init__(self, lb: lab.Lab, configs: dict[str, dict]):
+        self.socks = {h: lb.dir / "hosts" / h / "state" / "run" / "agent.sock" for h in configs}
         self.tps = {h: c["tracepoints"] for h, c in configs.items()}
         self.attached = True
 
@@ -80,29 +83,50 @@ class Modes:
         return tot
 
 
+# goals (docs/benchmarks.md): RR p50 ratio (lower is better), bulk throughput ratio (higher is better)
+GOALS = {"traced-20": (1.10, 0.95), "sampled-1%": (1.03, 0.98)}
+
+
+def report(res: dict, names: list[str], rounds: int) -> None:
+    """Each mode against the untraced run of the same round: median of the paired ratios, 95 %
+    bootstrap interval, spread, and whether the goal is met (analysis/paired.py, as the
+    tracing-overhead experiment)."""
+    rr = paired([{m: res[m]["rr_us"][i] for m in names} for i in range(rounds)], "untraced")
+    bw = paired([{m: res[m]["gbps"][i] for m in names} for i in range(rounds)], "untraced")
+    print(f"\n{'mode':<12} {'RR p50 ratio':>12} {'95% interval':>14} {'spread':>14}   {'bulk ratio':>10} "
+          f"{'95% interval':>14} {'spread':>14}   (paired per round, {rounds} rounds)")
+    for m in names:
+        a, b = rr[m], bw[m]
+        print(f"{m:<12} {a.ratio:>12.3f} {a.ci[0]:>6.3f}-{a.ci[1]:<7.3f} {a.spread[0]:>6.3f}-{a.spread[1]:<7.3f}"
+              f"   {b.ratio:>10.3f} {b.ci[0]:>6.3f}-{b.ci[1]:<7.3f} {b.spread[0]:>6.3f}-{b.spread[1]:<7.3f}")
+        if m in GOALS:
+            g_rr, g_bw = GOALS[m]
+            print(f"{'':<12} goal RR <= x{g_rr}: {a.verdict(g_rr, True)}; bulk >= x{g_bw}: {b.verdict(g_bw, False)}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--rounds", type=int, default=5)
-    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--rounds", type=int, default=9)
+    ap.add_argument("--seconds", type=float, default=2.0)
     args = ap.parse_args()
     run = spec.load("quickstart")[0]
     exp = run.experiment
-    l = lab.up(exp.lab.topology, exp.lab.options, progress=lambda m: None)
+    lb = lab.up(exp.lab.topology, exp.lab.options, progress=lambda m: None)
     servers: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="vnt-bench-"))
     try:
-        c1, c2 = l.plan.host("host1").containers[0], l.plan.host("host2").containers[0]
+        c1, c2 = lb.plan.host("host1").containers[0], lb.plan.host("host2").containers[0]
         addr = str(c2.ip.ip)
         servers.append(subprocess.Popen(ns_cmd(c2.netns, 0, "sockperf", "server", "--tcp", "-i", addr, "-p", str(PORT_RR)),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         servers.append(subprocess.Popen(ns_cmd(c2.netns, 1, "iperf3", "-s", "-p", str(PORT_BULK)),
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1)
-        trace.start(run, "bench", work)
+        deploy.start(RunHosts(run), "bench", work)
         for h in ("host1", "host2"):  # the tracer gets CPU 1
-            pid = (l.dir / "hosts" / h / "state" / "run" / "agent.pid").read_text().strip()
+            pid = (lb.dir / "hosts" / h / "state" / "run" / "agent.pid").read_text().strip()
             subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], check=True, capture_output=True)
-        modes = Modes(l, trace.agent_configs(run, "bench"))
+        modes = Modes(lb, deploy.agent_configs(RunHosts(run), "bench"))
         names = ["untraced", "traced-20", "sampled-1%"]
         res: dict[str, dict[str, list[float]]] = {m: {"rr_us": [], "gbps": []} for m in names}
         for i in range(args.rounds):
@@ -117,18 +141,13 @@ def main() -> None:
         st = modes.stats()
     finally:
         try:
-            trace.stop(run, work)
+            deploy.stop(RunHosts(run), work)
         finally:
             for p in servers:
                 p.terminate()
                 p.wait(timeout=10)
             lab.down()
-    base_rr = statistics.median(res["untraced"]["rr_us"])
-    base_bw = statistics.median(res["untraced"]["gbps"])
-    print(f"\n{'mode':<12} {'RR p50 us':>10} {'ratio':>7} {'bulk Gbit/s':>12} {'ratio':>7}   (medians of {args.rounds} rounds)")
-    for m in names:
-        r, b = statistics.median(res[m]["rr_us"]), statistics.median(res[m]["gbps"])
-        print(f"{m:<12} {r:>10.2f} {r / base_rr:>7.3f} {b:>12.2f} {b / base_bw:>7.3f}")
+    report(res, names, args.rounds)
     print(f"events emitted {st['emitted']}, dropped {st['dropped']}, sampled out {st['sampled_out']}")
 
 

@@ -6,17 +6,20 @@ figures are drawn from. See docs/report.md.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from vnettracer.agent.spool import read_spool
+from vnettracer.analysis import inputs
 from vnettracer.analysis.clock import Line, ktime_to_wall, offset_from_probes, offset_from_trace, to_wall
-from vnettracer.analysis.correlate import PathTrace, correlate, decompose
-from vnettracer.errors import VntError
+from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, decompose, packet_keys
+from vnettracer.analysis.workloads import flow_table, per_workload
+from vnettracer.errors import DataError, VntError
 from vnettracer.spec import Experiment
 
 
@@ -26,45 +29,97 @@ class Analysis:
     traces: dict[str, PathTrace]
     events: pd.DataFrame  # all events, with host, t_ns (corrected)
     hooks_host: dict[str, str]
+    elsewhere: dict[str, Elsewhere] = field(default_factory=dict)  # per path: sightings off the path
+
+    def raise_for_integrity(self) -> None:
+        """After the report is written: events the run lost on the way (unreadable spool files, a
+        full spool) fail the command (exit 4), naming each file and host."""
+        i = self.summary["integrity"]
+        lines = [f"{u['file']}: {u['problem']} ({u['bytes_unread']} bytes unread)" for u in i["unreadable"]]
+        lines += [f"{h}: {d['spool']} events not written ({d['reason']})" for h, d in i["not_recorded"].items() if d["spool"]]
+        if lines:
+            raise DataError(f"{self.summary['run']}: events were lost before the analysis; the report's loss figures "
+                            "may count packets whose events are missing", lines)
 
 
-def load_events(run_dir: Path) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
-    """Events of every host (with a `host` column) and each host's clock pairs."""
+def not_recorded(run_dir: Path) -> dict[str, dict]:
+    """Per host, events the agent saw but did not record (its stats.json): `spool` (not written:
+    spool cap or disk full, with the reason) and `ring` (ring buffer full: the kernel side dropped)."""
+    out = {}
+    for f in sorted((run_dir / "events").glob("*/stats.json")):
+        try:
+            st = json.loads(f.read_text())
+            ring = sum(int(c.get("dropped", 0)) for c in (st.get("tracepoints") or {}).values())
+            spool = int(st.get("spool_dropped", 0))
+        except (OSError, ValueError, TypeError, AttributeError):
+            raise VntError(f"{f}: not a readable agent stats file") from None
+        if ring or spool:
+            out[f.parent.name] = {"spool": spool, "reason": st.get("spool_full", ""), "ring": ring}
+    return out
+
+
+def load_events(run_dir: Path, unreadable: list[dict] | None = None) -> tuple[pd.DataFrame, dict[str, pd.DataFrame]]:
+    """Events of every host (with a `host` column) and each host's clock pairs. Spool files that
+    could not be read (whole or in part) are appended to `unreadable`."""
     frames, clocks = [], {}
     root = run_dir / "events"
     if not root.is_dir():
         raise VntError(f"{run_dir} has no events/ folder: was anything traced and collected?")
     for hd in sorted(p for p in root.iterdir() if p.is_dir()):
-        t = read_spool(hd).to_pandas()
+        t = read_spool(hd, problems=unreadable).to_pandas()
         cf = hd / "clock.jsonl"
         if len(t) and not cf.exists():
             raise VntError(f"{cf} is missing: events of {hd.name} cannot be put on a clock")
         if cf.exists():
-            clocks[hd.name] = pd.read_json(cf, lines=True)
+            clocks[hd.name] = inputs.read_clock(cf)
         t["host"] = hd.name
         frames.append(t)
     ev = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
     return ev, clocks
 
 
-def load_probes(run_dir: Path) -> dict[str, pd.DataFrame]:
+def load_probes(run_dir: Path, rejected: dict[str, int] | None = None) -> dict[str, pd.DataFrame]:
     """Clock probe results (t1..t4 per sample) per host, if the clock stage ran: files
-    clock/probes-<host>.<phase>.csv (before and after the workload), concatenated per host."""
+    clock/probes-<host>.<phase>.csv (before and after the workload), concatenated per host.
+    Rows that cannot be a real exchange are dropped and counted per file in `rejected`."""
     d = run_dir / "clock"
     per: dict[str, list[pd.DataFrame]] = {}
     for f in sorted(d.glob("probes-*.csv")) if d.is_dir() else []:
-        per.setdefault(f.name.removeprefix("probes-").split(".")[0], []).append(pd.read_csv(f))
+        rows, bad = inputs.read_probes(f)
+        if bad and rejected is not None:
+            rejected[f.name] = bad
+        per.setdefault(f.name.removeprefix("probes-").split(".")[0], []).append(rows)
     return {h: pd.concat(fs, ignore_index=True).sort_values("t1") for h, fs in per.items()}
 
 
-def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000_000_000) -> Analysis:
+def _workload_results(run_dir: Path) -> list[dict]:
+    """Each workload client's own result, as the run recorded it in meta.json (if it did)."""
+    try:
+        res = json.loads((run_dir / "meta.json").read_text()).get("workloads")
+    except (OSError, ValueError, AttributeError):
+        return []
+    return res if isinstance(res, list) else []
+
+
+def _per_workload(exp: Experiment, traces: dict[str, PathTrace], results: list[dict], end: int, window_ns: int,
+                  off: dict[str, Elsewhere]) -> dict[str, dict]:
+    try:
+        wl = exp.workload_endpoints()
+    except VntError:
+        return {}
+    table = flow_table(wl)
+    return {p.name: per_workload(traces[p.name], wl, results, end, window_ns, table=table, elsewhere=off[p.name])
+            for p in exp.paths}
+
+
+def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000_000_000,
+            workload_results: list[dict] | None = None) -> Analysis:
+    """workload_results: the workloads' own results (default: meta.json's)."""
     run_dir = Path(run_dir)
     if exp is None:
-        try:
-            exp = Experiment.model_validate(yaml.safe_load((run_dir / "spec.yml").read_text()))
-        except OSError:
-            raise VntError(f"{run_dir} is not a run folder (no spec.yml)") from None
-    ev, clocks = load_events(run_dir)
+        exp = inputs.read_spec(run_dir)
+    unreadable: list[dict] = []
+    ev, clocks = load_events(run_dir, unreadable)
     if ev.empty:
         raise VntError(f"{run_dir}: no events were traced")
     ids = exp.tracepoint_ids
@@ -79,46 +134,94 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
     # 2. correlate on uncorrected wall times (offsets are far below the matching window)
     traces = {p.name: correlate(ev, p.name, p.tracepoints, ids, window_ns) for p in exp.paths}
 
-    # 3. clocks: every host against the reference (the first path's first hook's host)
-    ref = host_of[exp.paths[0].tracepoints[0]] if exp.paths else sorted(clocks)[0]
-    probes = load_probes(run_dir)
-    clock_rep: dict = {"reference": ref, "method": exp.report.clock, "hosts": {}}
+    # 3. clocks: every host against the reference (Experiment.reference_host), corrected
+    rejected: dict[str, int] = {}
+    clock_rep, corrections = _estimate_clocks(exp, ev, traces, host_of, load_probes(run_dir, rejected))
+    for host, line in corrections.items():
+        _correct(exp, ev, traces, host_of, host, line)
+
+    # 4. decompose, throughput
+    end = int(ev["t_ns"].max())
+    keys = packet_keys(ev)
+    names = {v: k for k, v in ids.items()}
+    off = {p.name: Elsewhere.of(ev, keys, [ids[t] for t in p.tracepoints]) for p in exp.paths}
+    paths = {p.name: decompose(traces[p.name], end, window_ns, elsewhere=off[p.name], names=names) for p in exp.paths}
+    results = _workload_results(run_dir) if workload_results is None else workload_results
+    for name, per in _per_workload(exp, traces, results, end, window_ns, off).items():
+        paths[name]["workloads"] = per
+    summary = {
+        "experiment": exp.name, "run": run_dir.name, "events": int(len(ev)),
+        "start_ns": int(ev["t_ns"].min()), "end_ns": end, "clock": clock_rep, "paths": paths,
+        "throughput": _throughput(ev, names),
+        "integrity": {"unreadable": unreadable, "probes_rejected": rejected, "not_recorded": not_recorded(run_dir)},
+    }
+    return Analysis(summary, traces, ev, host_of, off)
+
+
+def _estimate_clocks(exp: Experiment, ev: pd.DataFrame, traces: dict[str, PathTrace], host_of: dict[str, str],
+                     probes: dict[str, pd.DataFrame]) -> tuple[dict, dict[str, Line]]:
+    """Every host's offset and drift against the reference, from the trace and from probes; the
+    report's record of both, and the line to apply per host."""
+    ref = exp.reference_host
+    rep_all: dict = {"reference": ref, "method": exp.report.clock, "hosts": {}}
     corrections: dict[str, Line] = {}
+    start = np.array([int(ev["t_ns"].min())], np.int64)
     for host in sorted(set(ev["host"]) - {ref}):
         by_trace = _trace_offset(exp, traces, host_of, ref, host)
         by_probe = offset_from_probes(probes.get(host)) if host in probes else None
         want = by_trace if exp.report.clock == "trace" else by_probe
         applied = want or by_trace or by_probe
-        start = np.array([int(ev["t_ns"].min())], np.int64)
-        rep = {"applied": applied.method if applied else "none"}
+        rep: dict[str, Any] = {"applied": applied.method if applied else "none"}
         for kind, line in (("trace", by_trace), ("probe", by_probe)):
             rep[kind] = {**line.as_dict(), "offset_at_start_ns": float(line.at(start)[0])} if line else None
         if by_trace and by_probe:
             t = np.array([by_trace.t0_ns], np.int64)
             rep["disagreement_ns"] = float(by_trace.at(t)[0] - by_probe.at(t)[0])
-        clock_rep["hosts"][host] = rep
+        rep_all["hosts"][host] = rep
         if applied:
             corrections[host] = applied
-    for host, line in corrections.items():  # corrected = own wall clock - (own - reference)
-        m = (ev["host"] == host).to_numpy()
-        ev.loc[m, "t_ns"] = ev.loc[m, "t_ns"].to_numpy(np.int64) - np.round(line.at(ev.loc[m, "t_ns"].to_numpy(np.int64))).astype(np.int64)
-        for p in exp.paths:
-            pt = traces[p.name]
-            for j, name in enumerate(p.tracepoints):
-                if host_of[name] == host:
-                    col = pt.times[:, j]
-                    seen = col >= 0
-                    col[seen] = col[seen] - np.round(line.at(col[seen])).astype(np.int64)
+    return rep_all, corrections
 
-    # 4. decompose, throughput
-    end = int(ev["t_ns"].max())
-    paths = {p.name: decompose(traces[p.name], end, window_ns) for p in exp.paths}
-    summary = {
-        "experiment": exp.name, "run": run_dir.name, "events": int(len(ev)),
-        "start_ns": int(ev["t_ns"].min()), "end_ns": end, "clock": clock_rep, "paths": paths,
-        "throughput": _throughput(ev, {v: k for k, v in ids.items()}),
-    }
-    return Analysis(summary, traces, ev, host_of)
+
+def window(exp: Experiment, ev: pd.DataFrame, window_ns: int = 1_000_000_000) -> dict[str, dict]:
+    """Per path, its decomposition over a window of events already on each host's wall clock (what
+    `vnettracer top` shows): correlated, cross-host clocks corrected from the window's own trace,
+    decomposed. ev: columns host, tracepoint (id), t_ns, packet_id, flow_hash, len, flags."""
+    ev = ev.copy()
+    ids = exp.tracepoint_ids
+    host_of = {tp.name: tp.host for tp in exp.tracepoints}
+    traces = {p.name: correlate(ev, p.name, p.tracepoints, ids, window_ns) for p in exp.paths}
+    ref = exp.reference_host
+    uncorrected = set()
+    for host in sorted(set(ev["host"]) - {ref}):
+        line = _trace_offset(exp, traces, host_of, ref, host)
+        if line is None:
+            uncorrected.add(host)  # too few two-way packets in the window to see its offset
+        else:
+            _correct(exp, ev, traces, host_of, host, line)
+    end = int(ev["t_ns"].max()) if len(ev) else 0
+    out = {p.name: decompose(traces[p.name], end, window_ns) for p in exp.paths}
+    for d in out.values():
+        for s in d["segments"]:
+            hosts = {host_of[s["from"]], host_of[s["to"]]}
+            s["clock_corrected"] = len(hosts) == 1 or not hosts & uncorrected
+    return out
+
+
+def _correct(exp: Experiment, ev: pd.DataFrame, traces: dict[str, PathTrace], host_of: dict[str, str], host: str,
+             line: Line) -> None:
+    """Put one host's events (and its columns of every path) on the reference's clock:
+    corrected = own wall clock - (own - reference)."""
+    m = (ev["host"] == host).to_numpy()
+    t = ev.loc[m, "t_ns"].to_numpy(np.int64)
+    ev.loc[m, "t_ns"] = t - np.round(line.at(t)).astype(np.int64)
+    for p in exp.paths:
+        pt = traces[p.name]
+        for j, name in enumerate(p.tracepoints):
+            if host_of[name] == host:
+                col = pt.times[:, j]
+                seen = col >= 0
+                col[seen] = col[seen] - np.round(line.at(col[seen])).astype(np.int64)
 
 
 def _trace_offset(exp: Experiment, traces: dict[str, PathTrace], host_of: dict[str, str], ref: str,

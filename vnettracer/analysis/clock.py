@@ -11,7 +11,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
-
 MIN_DRIFT_SPAN_NS = 5_000_000_000  # drift is only fitted over at least this much time ...
 MIN_DRIFT_WINDOWS = 10  # ... with this many windows holding samples in each direction
 
@@ -37,7 +36,13 @@ class Line:
 
 def ktime_to_wall(pairs: pd.DataFrame) -> tuple[int, int, float]:
     """Fit wall = r0 + slope * (ktime - k0) to a host's (ktime, realtime) pairs.
-    Returns (k0, r0, slope). One pair: slope 1."""
+    Returns (k0, r0, slope). One pair: slope 1. Pairs read while the agent was preempted (an
+    uncertainty over 3x the median) are left out."""
+    if "uncertainty_ns" in pairs and len(pairs) > 2:
+        u = pairs["uncertainty_ns"].to_numpy(np.float64)
+        tight = u <= 3 * max(float(np.median(u)), 1.0)
+        if tight.sum() >= 2:
+            pairs = pairs[tight]
     k = pairs["ktime_ns"].to_numpy(np.int64)
     r = pairs["realtime_ns"].to_numpy(np.int64)
     k0, r0 = int(k[0]), int(r[0])
@@ -129,10 +134,11 @@ def offset_from_trace(t_fwd: np.ndarray, d_fwd: np.ndarray, t_rev: np.ndarray, d
         ok = ~np.isnan(mins)
         windows.append(int(ok.sum()))
         lines.append(lower_line(at[ok] - t0, mins[ok]))
-    if span < MIN_DRIFT_SPAN_NS or min(windows) < MIN_DRIFT_WINDOWS or None in lines:
+    fwd, rev = lines
+    if span < MIN_DRIFT_SPAN_NS or min(windows) < MIN_DRIFT_WINDOWS or fwd is None or rev is None:
         # too short or too sparse to see drift: an offset alone, from the two directions' minima
         return Line((float(d_fwd.min()) - float(d_rev.min())) / 2, 0.0, t0, n, "trace")
-    (af, bf), (ar, br) = lines
+    (af, bf), (ar, br) = fwd, rev
     return Line((af - ar) / 2, (bf - br) / 2, t0, n, "trace")
 
 
@@ -146,6 +152,7 @@ def offset_from_probes(probes: pd.DataFrame, window_ns: int = 1_000_000_000) -> 
     rtt = (t4 - t1) - (t3 - t2)
     theta = ((t2 - t1) + (t3 - t4)) / 2
     lo = int(t1.min())
+    window_ns = max(window_ns, (int(t1.max()) - lo) // 10_000 + 1)  # at most 10,000 windows
     edges = np.arange(lo, int(t1.max()) + window_ns + 1, window_ns, dtype=np.int64)
     idx = np.searchsorted(edges, t1, side="right") - 1
     order = np.lexsort((rtt, idx))

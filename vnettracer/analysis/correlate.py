@@ -27,6 +27,13 @@ class PathTrace:
     duplicates: np.ndarray  # per hook: extra sightings dropped
     identity: dict[str, float] = field(default_factory=dict)  # share of events per identity kind
     id_repeats: int = 0  # keys that came back after the window (wrap/collision), counted as new packets
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # packets: identity key
+    flows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # packets: flow hash
+
+    def subset(self, rows: np.ndarray) -> "PathTrace":
+        """The same path, only the packets `rows` (a mask or indexes): e.g. one workload's."""
+        return PathTrace(self.name, self.tracepoints, self.times[rows], self.lengths[rows], np.zeros_like(self.duplicates),
+                         self.identity, 0, self.keys[rows], self.flows[rows])
 
     @property
     def seen(self) -> np.ndarray:
@@ -55,13 +62,14 @@ def correlate(ev: pd.DataFrame, name: str, tracepoints: list[str], ids: dict[str
     keep = pos >= 0
     pos = pos[keep]
     t = ev["t_ns"].to_numpy(np.int64)[keep]
-    key = ev["flow_hash"].to_numpy(np.uint64)[keep] ^ (ev["packet_id"].to_numpy(np.uint64)[keep] * MIX)
+    flow = ev["flow_hash"].to_numpy(np.uint64)[keep]
+    key = packet_keys(ev)[keep]
     flags = ev["flags"].to_numpy(np.uint8)[keep]
     length = ev["len"].to_numpy(np.uint32)[keep]
     identity = identity_shares(flags, ev["l4proto"].to_numpy(np.uint8)[keep] if "l4proto" in ev else None)
 
     order = np.lexsort((t, key))
-    key, t, pos, length = key[order], t[order], pos[order], length[order]
+    key, t, pos, length, flow = key[order], t[order], pos[order], length[order], flow[order]
     new_key = np.r_[True, key[1:] != key[:-1]]
     gap = np.r_[False, np.diff(t) > window_ns] & ~new_key
     packet = np.cumsum(new_key | gap) - 1
@@ -80,7 +88,56 @@ def correlate(ev: pd.DataFrame, name: str, tracepoints: list[str], ids: dict[str
     lengths = np.zeros(npk, np.uint32)
     pk_first = np.r_[True, packet[1:] != packet[:-1]] if len(packet) else np.zeros(0, bool)
     lengths[packet[pk_first]] = length[pk_first]
-    return PathTrace(name, tracepoints, times, lengths, dups, identity, int(gap.sum()))
+    return PathTrace(name, tracepoints, times, lengths, dups, identity, int(gap.sum()), key[pk_first], flow[pk_first])
+
+
+def packet_keys(ev: pd.DataFrame) -> np.ndarray:
+    """One identity key per event: flow and packet id together."""
+    return ev["flow_hash"].to_numpy(np.uint64) ^ (ev["packet_id"].to_numpy(np.uint64) * MIX)
+
+
+@dataclass
+class Elsewhere:
+    """Sightings at hooks outside a path (other paths' branches): key, corrected time, tracepoint."""
+
+    keys: np.ndarray
+    times: np.ndarray
+    tracepoints: np.ndarray
+
+    @classmethod
+    def of(cls, ev: pd.DataFrame, keys: np.ndarray, path_ids: list[int]) -> "Elsewhere":
+        off = ~np.isin(ev["tracepoint"].to_numpy(), path_ids)
+        return cls(keys[off], ev["t_ns"].to_numpy(np.int64)[off], ev["tracepoint"].to_numpy()[off])
+
+    def next_after(self, keys: np.ndarray, t: np.ndarray, window_ns: int) -> np.ndarray:
+        """Per query (key, time): index into this object of the key's first sighting after `t`
+        and within `window_ns`, or -1."""
+        nq, no = len(keys), len(self.keys)
+        if not nq or not no:
+            return np.full(nq, -1, np.int64)
+        k = np.r_[keys, self.keys]
+        tt = np.r_[t, self.times]
+        isq = np.r_[np.ones(nq, bool), np.zeros(no, bool)]
+        order = np.lexsort((isq, tt, k))  # at equal times the sighting sorts first: not "after"
+        k, tt, isq = k[order], tt[order], isq[order]
+        pos = np.where(~isq, np.arange(len(k)), len(k))
+        nxt = np.minimum.accumulate(pos[::-1])[::-1]  # next sighting at or after each row
+        qrows = np.flatnonzero(isq)
+        j = nxt[qrows]
+        ok = j < len(k)
+        jj = np.where(ok, j, 0)
+        ok &= (k[jj] == k[qrows]) & (tt[jj] - tt[qrows] <= window_ns)
+        out = np.full(nq, -1, np.int64)
+        out[order[qrows][ok]] = order[jj[ok]] - nq
+        return out
+
+
+def _diverted_to(went: np.ndarray, elsewhere: Elsewhere | None, names: dict[int, str]) -> dict[str, int]:
+    """Where packets that left the path were seen next: tracepoint -> packets."""
+    if elsewhere is None or not (went >= 0).any():
+        return {}
+    tps, n = np.unique(elsewhere.tracepoints[went[went >= 0]], return_counts=True)
+    return {names.get(int(t), str(t)): int(c) for t, c in zip(tps, n)}
 
 
 def _stats(x: np.ndarray) -> dict:
@@ -92,9 +149,11 @@ def _stats(x: np.ndarray) -> dict:
 
 
 def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_000,
-           ) -> tuple[np.ndarray, np.ndarray]:
-    """Per packet: the hook after which it was lost (-1: not lost), and whether it was still in
-    flight when the capture ended (last seen less than twice the path's p99 before the end)."""
+           elsewhere: Elsewhere | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per packet: the hook after which it was lost (-1: not lost), whether it was still in flight
+    when the capture ended (last seen less than twice the path's p99 before the end), and where it
+    went if it left the path: the index into `elsewhere` of its next sighting outside the path
+    (-1: none). A packet that left the path is diverted, not lost."""
     times, seen = pt.times, pt.seen
     nh = len(pt.tracepoints)
     # how far each packet got: last hook seen; packets seen at the last hook are complete
@@ -105,18 +164,27 @@ def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_
     e2e = (times[:, -1] - times[:, 0])[complete] if len(times) else np.zeros(0, np.int64)
     horizon = 2 * float(np.percentile(e2e, 99)) if len(e2e) else float(window_ns)
     in_flight = (t_last > end_ns - horizon) & ~complete if end_ns is not None else np.zeros(len(times), bool)
-    return np.where((last < nh - 1) & ~in_flight & (first == 0), last, -1), in_flight
+    gone = (last < nh - 1) & (first == 0)
+    went = np.full(len(times), -1, np.int64)
+    if elsewhere is not None and gone.any():
+        went[gone] = elsewhere.next_after(pt.keys[gone], t_last[gone], window_ns)
+    lost = gone & ~in_flight & (went < 0)
+    return np.where(lost, last, -1), in_flight, np.where(gone & (went >= 0), went, -1)
 
 
 def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_000,
-              rise: float = 0.2, rise_floor_ns: float = 1000.0) -> dict:
-    """Per segment: count, loss (where it happened), latency statistics, share of end to end,
-    whether it rose over the run; and end to end for the path."""
+              rise: float = 0.2, rise_floor_ns: float = 1000.0, elsewhere: Elsewhere | None = None,
+              names: dict[int, str] | None = None) -> dict:
+    """Per segment: count, loss and diversion (where each happened), latency statistics, share of
+    end to end, whether it rose over the run; and end to end for the path. `elsewhere`: sightings
+    at the experiment's other hooks, which tell a packet that left the path from a lost one."""
     times, seen = pt.times, pt.seen
     nh = len(pt.tracepoints)
     complete = seen.all(axis=1)
     e2e = (times[:, -1] - times[:, 0])[complete] if len(times) else np.zeros(0, np.int64)
-    lost_after, in_flight = losses(pt, end_ns, window_ns)
+    lost_after, in_flight, went = losses(pt, end_ns, window_ns, elsewhere)
+    last = np.where(seen.any(axis=1), nh - 1 - np.argmax(seen[:, ::-1], axis=1), -1)
+    diverted_after = np.where(went >= 0, last, -1)
     segs = []
     for j in range(nh - 1):
         both = seen[:, j] & seen[:, j + 1]
@@ -125,7 +193,8 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
         reached = int(seen[:, j].sum())
         s = {"name": f"{pt.tracepoints[j]} -> {pt.tracepoints[j + 1]}", "from": pt.tracepoints[j],
              "to": pt.tracepoints[j + 1], **_stats(lat), "lost": lost,
-             "loss_rate": lost / reached if reached else 0.0, "negative": int((lat < 0).sum()),
+             "loss_rate": lost / reached if reached else 0.0, "diverted": int((diverted_after == j).sum()),
+             "negative": int((lat < 0).sum()),
              "duplicates_at_to": int(pt.duplicates[j + 1])}
         if len(lat) >= 30:  # rose over the run: last third's median vs first third's
             tt = times[both, j]
@@ -145,6 +214,8 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
     return {
         "tracepoints": pt.tracepoints, "packets": int(len(times)), "complete": int(complete.sum()),
         "lost": int((lost_after >= 0).sum()), "in_flight_at_end": int(in_flight.sum()) if len(times) else 0,
+        "joined": int((~seen[:, 0]).sum()),  # first seen after the path's first hook: came from another branch
+        "diverted": int((went >= 0).sum()), "diverted_to": _diverted_to(went, elsewhere, names or {}),
         "identity": pt.identity, "duplicates": int(pt.duplicates.sum()), "id_repeats": pt.id_repeats,
         "ambiguity_rate": float((pt.duplicates.sum() + pt.id_repeats) / max(seen.sum(), 1)),
         "end_to_end": e2e_stats, "segments": segs, "dominant": dominant,

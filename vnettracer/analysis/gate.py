@@ -62,7 +62,7 @@ def compare(now: dict, base: dict, max_regression: float, floor_ns: float = 500.
 
 def junit(checks: list[Check], path: Path, suite: str = "vnettracer") -> None:
     fails = sum(not c.ok for c in checks)
-    out = [f'<?xml version="1.0" encoding="UTF-8"?>',
+    out = ['<?xml version="1.0" encoding="UTF-8"?>',
            f"<testsuite name={quoteattr(suite)} tests=\"{len(checks)}\" failures=\"{fails}\" errors=\"0\">"]
     for c in checks:
         out.append(f"  <testcase classname={quoteattr(c.path)} name={quoteattr(c.segment)}>")
@@ -72,3 +72,25 @@ def junit(checks: list[Check], path: Path, suite: str = "vnettracer") -> None:
         out.append("  </testcase>")
     out.append("</testsuite>")
     path.write_text("\n".join(out) + "\n")
+
+
+def against(summary: dict, baseline: Path, max_regression: float) -> list[Check]:
+    """Compare a run's summary with a baseline run folder (its summary.json, or its events
+    analysed in memory: the baseline folder is never written)."""
+    from vnettracer.analysis import analyze, inputs
+    from vnettracer.errors import VntError
+
+    if not baseline.is_dir():
+        raise VntError(f"baseline run folder {baseline} does not exist")
+    bfile = baseline / "summary.json"
+    base = inputs.read_summary(bfile) if bfile.is_file() else analyze(baseline).summary
+    return compare(summary, base, max_regression)
+
+
+def raise_for_regressions(checks: list[Check], max_regression: str) -> None:
+    from vnettracer.errors import RegressionError
+
+    bad = [c for c in checks if not c.ok]
+    if bad:
+        raise RegressionError(f"{len(bad)} of {len(checks)} segments regressed beyond {max_regression}",
+                              [f"{c.path}: {c.segment}: {'; '.join(c.problems)}" for c in bad])

@@ -53,6 +53,7 @@ def write(a: Analysis, run_dir: Path) -> dict[str, Path]:
 def markdown(s: dict) -> str:
     out = [f"# {s['experiment']}: run {s['run']}", "",
            f"{s['events']} events over {(s['end_ns'] - s['start_ns']) / 1e9:.1f} s.", ""]
+    out += _integrity(s.get("integrity") or {})
     c = s["clock"]
     out += ["## Clocks", "", f"Reference host: {c['reference']}; correction: {c['method']} where available.", "",
             "| host | applied | trace offset at start us | trace drift ppm | probe offset at start us | probe drift ppm | disagreement us |",
@@ -66,16 +67,20 @@ def markdown(s: dict) -> str:
         e = p["end_to_end"]
         out += ["", f"## Path {name}", "",
                 f"{p['packets']} packets, {p['complete']} seen at every hook, {p['lost']} lost, "
-                f"{p['in_flight_at_end']} in flight at the end. Identity: {ident}; ambiguity {p['ambiguity_rate']:.3%} "
+                f"{p.get('diverted', 0)} diverted{_where(p.get('diverted_to'))}, {p.get('joined', 0)} joined mid-path, "
+                f"{p['in_flight_at_end']} in flight at the end. "
+                f"Identity: {ident}; ambiguity {p['ambiguity_rate']:.3%} "
                 f"({p['duplicates']} duplicate sightings, {p['id_repeats']} repeated ids).", "",
                 f"End to end: p50 {us(e.get('p50_ns'))} us, p99 {us(e.get('p99_ns'))} us, max {us(e.get('max_ns'))} us.",
                 f"Dominant segment: **{p['dominant']}**.", "",
-                "| segment | count | lost | loss | p50 us | p90 us | p99 us | mean us | max us | share | rising |",
-                "|---|---|---|---|---|---|---|---|---|---|---|"]
+                "| segment | count | lost | loss | diverted | p50 us | p90 us | p99 us | mean us | max us | share | rising |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for g in p["segments"]:
-            out.append(f"| {g['name']} | {g['count']} | {g['lost']} | {g['loss_rate']:.3%} | {us(g.get('p50_ns'))} | "
+            out.append(f"| {g['name']} | {g['count']} | {g['lost']} | {g['loss_rate']:.3%} | {g.get('diverted', 0)} | "
+                       f"{us(g.get('p50_ns'))} | "
                        f"{us(g.get('p90_ns'))} | {us(g.get('p99_ns'))} | {us(g.get('mean_ns'))} | {us(g.get('max_ns'))} | "
                        f"{g['share']:.1%} | {'yes' if g['rising'] else ''} |")
+        out += _workloads(p.get("workloads") or {})
     out += ["", "## Throughput per tracepoint", "", "| tracepoint | pkts/s mean | pkts/s peak | MB/s mean | MB/s peak |",
             "|---|---|---|---|---|"]
     for tp, t in s["throughput"].items():
@@ -83,6 +88,44 @@ def markdown(s: dict) -> str:
                    f"{t['bytes_per_s_mean'] / 1e6:.2f} | {t['bytes_per_s_peak'] / 1e6:.2f} |")
     out += ["", "Figures: figures/segments.png, figures/cdf.png, figures/over_time.png, figures/clock.png.", ""]
     return "\n".join(out)
+
+
+def _workloads(per: dict) -> list[str]:
+    """Per workload on a path: the traced end to end beside what the workload itself measured."""
+    if not per:
+        return []
+    out = ["", "Per workload (traced end to end, one way, beside the workload's own figures):", "",
+           "| workload | packets | lost | diverted | traced p50 us | traced p99 us | its own figures |", "|---|---|---|---|---|---|---|"]
+    for name, w in per.items():
+        e = w.get("end_to_end") or {}
+        own = ", ".join(f"{k} {v:g}" for k, v in (w.get("own") or {}).items())
+        out.append(f"| {name} | {w['packets']} | {w.get('lost', '')} | {w.get('diverted', '')} | {us(e.get('p50_ns'))} | "
+                   f"{us(e.get('p99_ns'))} | {own} |")
+    return out
+
+
+def _where(to: dict | None) -> str:
+    """' (to t5 300, t7 12)': where packets that left the path were seen next."""
+    return f" (to {', '.join(f'{k} {v}' for k, v in to.items())})" if to else ""
+
+
+def _integrity(i: dict) -> list[str]:
+    """Data the analysis could not use, first in the report: its loss figures depend on it."""
+    out = []
+    if i.get("unreadable"):
+        out += ["## Unreadable data", "", "**These files were not fully read: packets whose events are in the unread "
+                "part count as lost.**", "", "| file | problem | bytes unread |", "|---|---|---|"]
+        out += [f"| {u['file']} | {u['problem']} | {u['bytes_unread']} |" for u in i["unreadable"]]
+        out.append("")
+    if i.get("not_recorded"):
+        out += ["## Events not recorded", "", "Seen by an agent but not recorded (their packets may count as lost):", "",
+                "| host | not written to the spool | why | dropped in the ring buffer |", "|---|---|---|---|"]
+        out += [f"| {h} | {d['spool']} | {d['reason']} | {d['ring']} |" for h, d in i["not_recorded"].items()]
+        out.append("")
+    if i.get("probes_rejected"):
+        out += ["Clock probe rows rejected as impossible: "
+                + ", ".join(f"{f} {n}" for f, n in i["probes_rejected"].items()) + ".", ""]
+    return out
 
 
 def _html(s: dict, pngs: dict[str, Path]) -> str:
@@ -124,17 +167,18 @@ def _html(s: dict, pngs: dict[str, Path]) -> str:
 
 
 def _stacked(a: Analysis, path: Path) -> Path:
-    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.9 * max(1, len(a.summary["paths"]))))
-    for i, (name, p) in enumerate(a.summary["paths"].items()):
+    """Per path its own bar and legend: the request and reply paths have different segments."""
+    paths = a.summary["paths"]
+    fig, axes = plt.subplots(max(1, len(paths)), 1, figsize=(9, 1.9 * max(1, len(paths))), squeeze=False)
+    for ax, (name, p) in zip(axes.flat, paths.items()):
         left = 0.0
         for j, g in enumerate(p["segments"]):
             w = g.get("p50_ns", 0) / 1000
-            ax.barh(i, w, left=left, color=plt.cm.tab20(j % 20), edgecolor="white",
-                    label=g["name"] if i == 0 else None)
+            ax.barh(0, w, left=left, color=plt.cm.tab20(j % 20), edgecolor="white", label=g["name"])
             left += w
-    ax.set_yticks(range(len(a.summary["paths"])), list(a.summary["paths"]))
-    ax.set_xlabel("median latency per segment, us (stacked)")
-    ax.legend(fontsize=6, ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.35))
+        ax.set_yticks([0], [name])
+        ax.legend(fontsize=6, ncol=2, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axes.flat[-1].set_xlabel("median latency per segment, us (stacked)")
     return _save(fig, path)
 
 
@@ -155,8 +199,10 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _per_segment(a: Analysis, path: Path, stacked: bool, title: str, xlabel: str, draw, ylabel: str = "") -> Path:
-    """One panel per path, one line per segment: `draw(ax, label, t, latency_us)` draws a line."""
+def _per_segment(a: Analysis, path: Path, stacked: bool, title: str, xlabel: str, draw, ylabel: str = "",
+                 finish=None) -> Path:
+    """One panel per path, one line per segment: `draw(ax, label, t, latency_us)` draws a line;
+    `finish(ax, path_name)` then decorates the panel."""
     n = max(len(a.traces), 1)
     fig, axes = (plt.subplots(n, 1, figsize=(9, 3.5 * n), squeeze=False) if stacked
                  else plt.subplots(1, n, figsize=(6 * n, 4), squeeze=False))
@@ -164,6 +210,8 @@ def _per_segment(a: Analysis, path: Path, stacked: bool, title: str, xlabel: str
         for label, t, lat in _segment_latencies(a, name):
             if len(lat):
                 draw(ax, label, t, lat)
+        if finish:
+            finish(ax, name)
         ax.set_title(f"{name}: {title}")
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
@@ -181,15 +229,38 @@ def _cdf(a: Analysis, path: Path) -> Path:
 
 
 def _over_time(a: Analysis, path: Path) -> Path:
+    """Median per segment in 60 time bins. The y axis ends at 1.5x the 98th percentile of those
+    medians (a single odd bin does not flatten the rest; clipped bins are marked at the top);
+    each workload's span is shaded and labelled."""
     t0 = a.summary["start_ns"]
     bins = np.linspace(t0, a.summary["end_ns"], 61)
+    tops: list[float] = []
 
     def draw(ax, label, t, lat):
         idx = np.clip(np.digitize(t, bins) - 1, 0, len(bins) - 2)
-        med = pd.Series(lat).groupby(idx).median().reindex(range(len(bins) - 1))
-        ax.plot((bins[1:] - t0) / 1e9, med.to_numpy(), label=label, lw=1)
+        med = pd.Series(lat).groupby(idx).median().reindex(range(len(bins) - 1)).to_numpy()
+        ax.plot((bins[1:] - t0) / 1e9, med, label=label, lw=1)
+        tops.extend(med[~np.isnan(med)])
 
-    return _per_segment(a, path, True, "median latency per segment over time", "s", draw, ylabel="us")
+    out = _per_segment(a, path, True, "median latency per segment over time", "s", draw, ylabel="us",
+                       finish=lambda ax, name: _phases_and_scale(ax, a, name, t0, tops))
+    return out
+
+
+def _phases_and_scale(ax, a: Analysis, name: str, t0: int, tops: list[float]) -> None:
+    if tops:
+        top = 1.5 * float(np.percentile(tops, 98))
+        ax.set_ylim(0, top)
+        over = [y for y in tops if y > top]
+        if over:
+            ax.text(0.99, 0.97, f"{len(over)} bins above {top:.0f} us clipped", transform=ax.transAxes,
+                    ha="right", va="top", fontsize=6)
+        tops.clear()
+    for i, (wname, w) in enumerate((a.summary["paths"].get(name, {}).get("workloads") or {}).items()):
+        if w.get("first_ns") is not None:
+            x0, x1 = (w["first_ns"] - t0) / 1e9, (w["last_ns"] - t0) / 1e9
+            ax.axvspan(x0, x1, color=plt.cm.Pastel1(i % 9), alpha=0.35, lw=0)
+            ax.text(x0, 0.99, wname, transform=ax.get_xaxis_transform(), fontsize=6, va="top")
 
 
 def _clock(a: Analysis, path: Path) -> Path:

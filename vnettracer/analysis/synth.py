@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import yaml
 
-from vnettracer.agent.record import EVENT, F_EGRESS, F_ENCAP, ID_HASH
+from vnettracer.agent.record import EVENT, EVENT_FIELDS, F_EGRESS, F_ENCAP, ID_HASH
 from vnettracer.agent.spool import SCHEMA
 from vnettracer.spec import load
 
@@ -80,34 +80,35 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
                 d = rng.random(m.sum()) < dup
                 truth.duplicates += int(d.sum()) if pi == 0 else 0
                 dup_rows = np.flatnonzero(d)
-            ev = np.zeros(m.sum() + len(dup_rows), EVENT)
-            theta = truth.theta(t) if host == "host2" else 0  # what host2's clock gets wrong
-            # ktime is the host's monotonic clock: wall - epoch + boot base; host2's pairs carry theta
-            ev["ts_ns"][: m.sum()] = t + kboot[host]
-            ev["ts_ns"][m.sum():] = t[dup_rows] + kboot[host] + 1_000
-            ev["packet_id"][: m.sum()] = pid[m]
-            ev["packet_id"][m.sum():] = pid[m][dup_rows]
-            ev["flow_hash"] = flow
-            ev["len"] = 114
-            ev["tracepoint"] = ids[name]
-            ev["flags"] = ID_HASH | (F_ENCAP if "eth0" in name and not name.startswith(("h1c", "h2c")) else 0) | \
-                (F_EGRESS if name.endswith("eg") else 0)
-            ev["l4proto"] = 6
-            rows[host].append(ev)
-            del theta
+            # ktime is the host's monotonic clock: wall - epoch + boot base (host2's pairs carry theta)
+            rows[host].append(_hook_events(name, ids[name], np.r_[t, t[dup_rows] + 1_000] + kboot[host],
+                                           np.r_[pid[m], pid[m][dup_rows]], flow))
     for host, parts in rows.items():
-        ev = np.concatenate(parts)
-        ev = ev[rng.permutation(len(ev))]  # out of order, as from several CPUs
-        hd = folder / "events" / host
-        hd.mkdir(parents=True, exist_ok=True)
-        with pa.OSFile(str(hd / "events-000001.arrows"), "wb") as sink, ipc.new_stream(sink, SCHEMA) as w:
-            for chunk in np.array_split(ev, max(1, len(ev) // 500_000)):
-                w.write_batch(pa.RecordBatch.from_arrays([pa.array(np.ascontiguousarray(chunk[f])) for f in EVENT.names],
-                                                         schema=SCHEMA))
-        # clock pairs every second: host2's realtime is off by theta(t)
-        tk = np.arange(0, int(seconds * 1e9) + 2_000_000_000, 1_000_000_000, dtype=np.int64)
-        real = EPOCH + tk + (np.round(truth.theta(tk)).astype(np.int64) if host == "host2" else 0)
-        with open(hd / "clock.jsonl", "w") as f:
-            for k, r in zip(tk + kboot[host], real):
-                f.write(json.dumps({"ktime_ns": int(k), "realtime_ns": int(r), "uncertainty_ns": 0}) + "\n")
+        _write_host(folder / "events" / host, np.concatenate(parts), rng, truth if host == "host2" else None,
+                    kboot[host], seconds)
     return truth
+
+
+def _hook_events(name: str, tp: int, ts: np.ndarray, pid: np.ndarray, flow: np.uint64) -> np.ndarray:
+    ev = np.zeros(len(ts), EVENT)
+    ev["ts_ns"], ev["packet_id"], ev["flow_hash"], ev["len"], ev["tracepoint"], ev["l4proto"] = ts, pid, flow, 114, tp, 6
+    ev["flags"] = ID_HASH | (F_ENCAP if "eth0" in name and not name.startswith(("h1c", "h2c")) else 0) | \
+        (F_EGRESS if name.endswith("eg") else 0)
+    return ev
+
+
+def _write_host(hd: Path, ev: np.ndarray, rng: np.random.Generator, truth: Truth | None, kboot: int,
+                seconds: float) -> None:
+    """One host's spool (rows out of order, as from several CPUs) and clock pairs every second;
+    `truth`: this host's realtime is off by truth.theta(t)."""
+    ev = ev[rng.permutation(len(ev))]
+    hd.mkdir(parents=True, exist_ok=True)
+    with pa.OSFile(str(hd / "events-000001.arrows"), "wb") as sink, ipc.new_stream(sink, SCHEMA) as w:
+        for chunk in np.array_split(ev, max(1, len(ev) // 500_000)):
+            w.write_batch(pa.RecordBatch.from_arrays([pa.array(np.ascontiguousarray(chunk[f])) for f, _ in EVENT_FIELDS],
+                                                     schema=SCHEMA))
+    tk = np.arange(0, int(seconds * 1e9) + 2_000_000_000, 1_000_000_000, dtype=np.int64)
+    real = EPOCH + tk + (np.round(truth.theta(tk)).astype(np.int64) if truth else 0)
+    with open(hd / "clock.jsonl", "w") as f:
+        for k, r in zip(tk + kboot, real):
+            f.write(json.dumps({"ktime_ns": int(k), "realtime_ns": int(r), "uncertainty_ns": 0}) + "\n")

@@ -1,4 +1,5 @@
-"""A small InfluxDB 1.x HTTP client: write line protocol, query into pandas frames.
+"""The controller's InfluxDB 1.x client (influxdb-python): write line protocol, admin statements,
+queries into pandas frames.
 
 Every query our helpers send is bounded in time (an unbounded `GROUP BY time()` once made influxd
 grow to 24 GB): `check_bounded` refuses a SELECT without both a lower and an upper time bound before
@@ -10,9 +11,10 @@ from __future__ import annotations
 
 import json
 import re
+import urllib.parse
+from contextlib import contextmanager
 
 import pandas as pd
-import requests
 
 from vnettracer.store.http import Endpoint, StoreError, error_text
 
@@ -48,67 +50,54 @@ def _ts(t) -> str:
 
 
 class Influx:
+    """The controller's client, on the influxdb library (influxdb-python): admin statements and
+    bounded queries into pandas. The agents write with the standard library instead (store/http.py,
+    store/writer.py): the host package carries only numpy and pyarrow."""
+
     def __init__(self, ep: Endpoint, timeout_s: float = 30.0):
+        from influxdb import InfluxDBClient
+
+        u = urllib.parse.urlsplit(ep.url)
         self.ep = ep
-        self.timeout = timeout_s
-        self.http = requests.Session()
+        # basic auth from user/password (influxd also reads them from the URL, which logs keep);
+        # one try: our callers (the writer's outbox, the tests) decide about retries themselves
+        self.client = InfluxDBClient(host=u.hostname or "localhost", port=u.port or 8086, username=ep.user,
+                                     password=ep.password, database=ep.database, ssl=u.scheme == "https",
+                                     verify_ssl=u.scheme == "https", timeout=timeout_s, retries=1, path=u.path)
 
     def close(self) -> None:
-        self.http.close()
-
-    def _auth(self) -> tuple[str, str] | None:
-        # basic auth: influxd reads u/p from the URL (which logs keep) or this header, never a form body
-        return (self.ep.user, self.ep.password) if self.ep.user else None
+        self.client.close()
 
     def ping(self) -> bool:
         try:
-            return self.http.get(f"{self.ep.url}/ping", timeout=self.timeout).status_code == 204
-        except requests.RequestException:
+            self.client.ping()
+            return True
+        except Exception:  # noqa: BLE001 - unreachable, refused, timed out: not answering
             return False
 
     def write(self, body: bytes) -> None:
-        """One POST /write of line protocol with ns timestamps; raises StoreError unless 204."""
+        """One POST /write of line protocol with ns timestamps (sent as given); StoreError unless 204."""
         params = {"db": self.ep.database, "precision": "ns"}
         if self.ep.retention_policy:
             params["rp"] = self.ep.retention_policy
-        try:
-            r = self.http.post(f"{self.ep.url}/write", params=params, data=body, auth=self._auth(),
-                               timeout=self.timeout)
-        except requests.RequestException as e:
-            raise StoreError(f"InfluxDB at {self.ep.url} unreachable: {type(e).__name__}") from e
-        if r.status_code != 204:
-            raise StoreError(f"InfluxDB write refused: HTTP {r.status_code}: {_err(r)}", status=r.status_code)
+        with self._errors("write"):
+            self.client.request("write", "POST", params=params, data=body, expected_response_code=204,
+                                headers={"Content-Type": "application/octet-stream"})
 
     def execute(self, q: str, method: str = "POST") -> list[dict]:
         """A statement that is not a SELECT (SHOW, CREATE, DROP, ...); returns the results list."""
         if _SELECT.match(q):
             raise QueryRefused("use query() for SELECT statements")
-        return self._query(q, method)
-
-    def _query(self, q: str, method: str, chunk_size: int = 0) -> list[dict]:
-        data = {"q": q, "db": self.ep.database, "epoch": "ns"}
-        if chunk_size:
-            data.update(chunked="true", chunk_size=str(chunk_size))
-        try:
-            r = self.http.request(method, f"{self.ep.url}/query", data=data, auth=self._auth(),
-                                  timeout=self.timeout, stream=bool(chunk_size))
-        except requests.RequestException as e:
-            raise StoreError(f"InfluxDB at {self.ep.url} unreachable: {type(e).__name__}") from e
-        if r.status_code != 200:
-            raise StoreError(f"InfluxDB query refused: HTTP {r.status_code}: {_err(r)}", status=r.status_code)
-        chunks = [json.loads(line) for line in r.iter_lines() if line] if chunk_size else [r.json()]
-        results = [res for c in chunks for res in c.get("results", [])]
-        for res in results:
-            if "error" in res:
-                raise StoreError(f"InfluxDB: {res['error']}")
-        return results
+        with self._errors("query"):
+            rs = self.client.query(q, epoch="ns", method=method)
+        return [r.raw for r in (rs if isinstance(rs, list) else [rs])]
 
     def query(self, q: str, chunk_size: int = 50_000) -> pd.DataFrame:
         """A bounded SELECT, read in chunks; one frame with `time` (ns, UTC) and the tag columns of
         any GROUP BY. Refused before sending if it has no time bound."""
         check_bounded(q)
         frames = []
-        for res in self._query(q, "POST", chunk_size):
+        for res in self._chunks(q, chunk_size):
             for s in res.get("series", []):
                 df = pd.DataFrame(s.get("values", []), columns=s["columns"])
                 for k, v in (s.get("tags") or {}).items():
@@ -121,6 +110,35 @@ class Influx:
         if "time" in df:
             df["time"] = pd.to_datetime(df["time"].astype("int64"), unit="ns", utc=True)
         return df
+
+    def _chunks(self, q: str, chunk_size: int) -> list[dict]:
+        """The results of a chunked query. Read here, not by the library's chunked reader, which
+        drops an error a chunk carries (e.g. max-select-buckets exceeded): that must raise."""
+        params = {"q": q, "db": self.ep.database, "epoch": "ns", "chunked": "true", "chunk_size": str(chunk_size)}
+        with self._errors("query"):
+            r = self.client.request("query", "POST", params=params, stream=True, expected_response_code=200,
+                                    headers={"Accept": "application/json"})  # the library asks for msgpack
+            results = [res for line in r.iter_lines() if line for res in json.loads(line).get("results", [])]
+        for res in results:
+            if "error" in res:
+                raise StoreError(f"InfluxDB: {res['error']}")
+        return results
+
+    @contextmanager
+    def _errors(self, what: str):
+        """The library's and its transport's errors as one StoreError (status: HTTP, 0 unreachable)."""
+        import requests
+        from influxdb.exceptions import InfluxDBClientError, InfluxDBServerError
+
+        try:
+            yield
+        except InfluxDBClientError as e:
+            raise StoreError(f"InfluxDB {what} refused: HTTP {e.code}: {error_text(str(e.content).encode())}",
+                             status=int(e.code or 0)) from None
+        except InfluxDBServerError as e:
+            raise StoreError(f"InfluxDB {what} failed: {e}", status=500) from None
+        except requests.RequestException as e:
+            raise StoreError(f"InfluxDB at {self.ep.url} unreachable: {type(e).__name__}") from e
 
     def select(self, measurement: str, start, end, fields: str = "*", where: dict[str, str] | None = None,
                group_by: str = "", chunk_size: int = 50_000) -> pd.DataFrame:
@@ -144,6 +162,3 @@ def quote_ident(s: str) -> str:
 def _str_lit(s: str) -> str:
     return s.replace("\\", "\\\\").replace("'", "\\'")
 
-
-def _err(r: requests.Response) -> str:
-    return error_text(r.content)

@@ -68,12 +68,13 @@ def events(ev: np.ndarray, run: str, host: str, names: dict[int, str], wall_offs
     uniq, inv = np.unique(tp, return_inverse=True)
     head = f"vnt_event,host={escape_tag(host)},run={escape_tag(run)},tracepoint="
     prefixes = pa.array([head + escape_tag(names.get(int(t), str(int(t)))) + " pid=" for t in uniq]).take(pa.array(inv))
-    return _join([prefixes, _s(ev["packet_id"].view(np.int64)), pa.scalar("i,len="), _s(ev["len"]),
-                  pa.scalar("i,flags="), _s(ev["flags"]), pa.scalar("i "), _s(ts), pa.scalar("\n")])
+    return _join([prefixes, _s(ev["packet_id"].view(np.int64)), pa.scalar("i,flow="), _s(ev["flow_hash"].view(np.int64)),
+                  pa.scalar("i,len="), _s(ev["len"]), pa.scalar("i,flags="), _s(ev["flags"]), pa.scalar("i "), _s(ts),
+                  pa.scalar("\n")])
 
 
 def agent(stats: dict, run: str, time_ns: int) -> bytes:
-    """One vnt_agent line from the agent's stats (vnettracer.agent.agent.Agent.stats)."""
+    """One vnt_agent line from the agent's stats (agent/agent.py Agent.stats)."""
     tps = stats.get("tracepoints", {}).values()
     total = {k: sum(int(t.get(k, 0)) for t in tps) for k in ("emitted", "dropped", "parse_fail")}
     return (f"vnt_agent,host={escape_tag(stats['host'])},run={escape_tag(run)} events={total['emitted']}i,"

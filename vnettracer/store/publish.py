@@ -22,7 +22,7 @@ def per_second(a: Analysis) -> pd.DataFrame:
     rows = []
     end = a.summary["end_ns"]
     for name, pt in a.traces.items():
-        lost_after, _ = losses(pt, end)
+        lost_after, _, _ = losses(pt, end, elsewhere=a.elsewhere.get(name))
         for j in range(len(pt.tracepoints) - 1):
             seg = f"{pt.tracepoints[j]} -> {pt.tracepoints[j + 1]}"
             at = pt.times[:, j]

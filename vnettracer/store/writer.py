@@ -34,6 +34,8 @@ class WriterStats:
     backlog_points: int = 0
     last_error: str = ""
     stopped: str = ""  # why the sender gave up (auth), "" while it runs
+    dropped_batches: int = 0  # not queued: the outbox was at its cap (the spool still has the events)
+    dropped_points: int = 0
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -52,9 +54,11 @@ class _Pending:
 
 class Writer:
     def __init__(self, ep: Endpoint, outbox: Path, batch_points: int = 20_000, flush_s: float = 1.0,
-                 backoff_s: tuple[float, float] = (0.2, 5.0), timeout_s: float = 30.0, log=lambda m: None):
+                 backoff_s: tuple[float, float] = (0.2, 5.0), timeout_s: float = 30.0, log=lambda m: None,
+                 max_outbox_bytes: int = 1 << 30):
         self.ep = ep
         self.outbox = outbox
+        self.max_outbox_bytes = max_outbox_bytes
         (outbox / "rejected").mkdir(parents=True, exist_ok=True)
         self.batch_points = batch_points
         self.flush_s = flush_s
@@ -97,6 +101,13 @@ class Writer:
             return
         data = b"".join(p.parts)
         self._pending = _Pending()
+        if sum(f.stat().st_size for f in self._files()) + len(data) > self.max_outbox_bytes:
+            self.stats.dropped_batches += 1
+            self.stats.dropped_points += p.points
+            if self.stats.dropped_batches == 1:
+                self.log(f"influxdb outbox at its cap ({self.max_outbox_bytes >> 20} MB): batches are counted and "
+                         "dropped until InfluxDB takes some (the spool keeps every event)")
+            return
         with self._cv:
             self._seq += 1
             path = self.outbox / f"{self._seq:010d}.lp"
