@@ -24,29 +24,22 @@ STATE_DIR = Path("/var/lib/vnettracer")
 
 
 def agent_run(a: argparse.Namespace) -> int:
-    from vnettracer.agent import agent
+    from vnettracer.agent import daemon
 
     try:
-        return agent.main_run(a.config, a.daemon)
+        return daemon.main_run(a.config, a.daemon)
     except (OSError, ValueError, RuntimeError) as e:
         raise VntError(f"agent: {e}") from None
 
 
 def agent_ctl(a: argparse.Namespace) -> int:
-    from vnettracer.agent import agent
+    from vnettracer.agent import control
 
-    req: dict = {"cmd": a.command}
-    if a.command == "add":
-        req["tracepoint"] = json.loads(a.arg or "{}")
-    elif a.command == "remove":
-        req["name"] = a.arg
-    elif a.command == "set":  # exactly these configured tracepoints attached ("" = none)
-        req["names"] = [n for n in (a.arg or "").split(",") if n]
-    elif a.command == "sampling":
-        req["n"] = int(a.arg or 1)
     sock = a.state_dir / "run" / "agent.sock"
     try:
-        resp = agent.request(sock, req)
+        resp = control.request(sock, control.build_request(a.command, a.arg))
+    except ValueError as e:
+        raise VntError(f"agent ctl {a.command}: bad argument {a.arg!r}: {e}") from None
     except OSError as e:
         raise VntError(f"agent: no agent answers at {sock}: {e.strerror or e}") from None
     print(json.dumps(resp, indent=2))
@@ -59,13 +52,13 @@ def agent_wait(a: argparse.Namespace) -> int:
     import subprocess
     import time
 
-    from vnettracer.agent import agent
+    from vnettracer.agent import control
 
     deadline = time.monotonic() + a.timeout
     last = ""
     while time.monotonic() < deadline:
         try:
-            stats = agent.request(a.state_dir / "run" / "agent.sock", {"cmd": "stats"}).get("stats") or {}
+            stats = control.request(a.state_dir / "run" / "agent.sock", {"cmd": "stats"}).get("stats") or {}
             if len(stats.get("attached", [])) >= a.count:
                 print(json.dumps({"attached": len(stats["attached"]), "bpf_object": stats.get("bpf_object")}))
                 return 0
@@ -107,14 +100,45 @@ def workload_client(a: argparse.Namespace) -> int:
 
 
 def workload_stop(a: argparse.Namespace) -> int:
-    from vnettracer.procs import alive
+    from vnettracer.procs import from_pidfile
 
     if not a.pidfile.exists():
         return 0
-    pid = int(a.pidfile.read_text())
-    if alive(pid):
+    pid = from_pidfile(a.pidfile)  # a stale pid (reused by another process) is never signalled
+    if pid is not None:
         os.killpg(pid, signal.SIGTERM)  # the server and its netns/taskset wrappers (own session)
     a.pidfile.unlink()
+    return 0
+
+
+def agent_stop(a: argparse.Namespace) -> int:
+    """Stop the agent if the pidfile really names it (SIGTERM: it detaches every hook), and remove
+    the hooks a crashed agent left (its state file lists them). Prints what it did as JSON."""
+    import time
+
+    from vnettracer.procs import alive, from_pidfile
+
+    run = a.state_dir / "run"
+    pidfile, state = run / "agent.pid", run / "agent-state.json"
+    out: dict = {"stopped": False, "stale_pid": False, "hooks_removed": []}
+    pid = from_pidfile(pidfile, "vnettracer", "agent")
+    if pid is not None:
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + a.timeout
+        while alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if alive(pid):
+            raise VntError(f"agent: pid {pid} did not stop within {a.timeout:g} s")
+        out["stopped"] = True
+    elif pidfile.exists():
+        out["stale_pid"] = True
+        pidfile.unlink()
+    if state.exists():  # the agent died without detaching: do it for it
+        from vnettracer.agent.tracer import detach_state, read_state
+
+        out["hooks_removed"] = detach_state(read_state(state))
+        state.unlink()
+    print(json.dumps(out))
     return 0
 
 
@@ -154,10 +178,16 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--daemon", action="store_true", help="detach; return once every hook is attached")
     p.set_defaults(fn=agent_run)
     p = ag.add_parser("ctl", help="talk to a running agent")
-    p.add_argument("command", choices=["stats", "add", "remove", "set", "sampling", "stop"])
+    from vnettracer.agent.control import COMMANDS
+
+    p.add_argument("command", choices=list(COMMANDS), help="; ".join(f"{k}: {c.help}" for k, c in COMMANDS.items()))
     p.add_argument("arg", nargs="?")
     p.add_argument("--state-dir", type=Path, default=STATE_DIR)
     p.set_defaults(fn=agent_ctl)
+    p = ag.add_parser("stop", help="stop the agent the pidfile names (if it is one); remove a crashed agent's hooks")
+    p.add_argument("--timeout", type=float, default=30)
+    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    p.set_defaults(fn=agent_stop)
     p = ag.add_parser("wait", help="until N hooks are attached (or the unit failed)")
     p.add_argument("--count", type=int, required=True)
     p.add_argument("--unit", default="")

@@ -14,16 +14,20 @@ import hashlib
 import zipfile
 from pathlib import Path
 
-from vnettracer import ROOT, __version__
+from vnettracer import BUILD, PACKAGE_DIR, __version__
 
-PACKAGE = ROOT / "vnettracer"
+PACKAGE = PACKAGE_DIR
 NAME = "vnettracer-host"
 REQUIRES_PYTHON = ">=3.9"
 REQUIRES = ["numpy>=1.21", "pyarrow>=10"]
-# Modules of the host side, relative to vnettracer/ (tests/test_hostpkg.py imports them with the
+# Where roles/tracer installs it on a host unless the inventory says otherwise (the default of
+# roles/hostpkg/defaults/main.yml, which tests/unit/test_runtime.py holds to this)
+VENV = "/opt/vnettracer/venv"
+# Modules of the host side, relative to vnettracer/ (tests/unit/test_hostpkg.py imports them with the
 # controller's packages blocked, and parses them as Python 3.9).
 MODULES = ["__init__.py", "errors.py", "procs.py", "clockprobe.py", "workload.py", "hostcli.py",
-           "agent/__init__.py", "agent/agent.py", "agent/config.py", "agent/identity.py", "agent/libbpf.py",
+           "agent/__init__.py", "agent/agent.py", "agent/clock.py", "agent/config.py", "agent/control.py", "agent/daemon.py",
+           "agent/identity.py", "agent/libbpf.py",
            "agent/record.py", "agent/ringbuf.py", "agent/spool.py", "agent/tracer.py",
            "store/__init__.py", "store/http.py", "store/lineproto.py", "store/writer.py"]
 
@@ -48,7 +52,7 @@ def _record_line(name: str, data: bytes) -> str:
 
 def build(out_dir: Path | None = None) -> Path:
     """The wheel (built once per content; reused while nothing changed). Returns its path."""
-    out_dir = out_dir or ROOT / "build" / "host"
+    out_dir = out_dir or BUILD / "host"
     v = version()
     dist = NAME.replace("-", "_")
     wheel = out_dir / f"{dist}-{v}-py3-none-any.whl"
@@ -78,4 +82,4 @@ def build(out_dir: Path | None = None) -> Path:
 def role_vars() -> dict:
     """Extra vars for roles/tracer on hosts that install the host package (not lab netns hosts)."""
     return {"tracer_host_wheel": str(build()), "tracer_host_version": version(),
-            "tracer_host_requires": REQUIRES, "tracer_wheel_cache": str(ROOT / "build" / "host" / "wheels")}
+            "tracer_host_requires": REQUIRES, "tracer_wheel_cache": str(BUILD / "host" / "wheels")}

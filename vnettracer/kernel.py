@@ -3,12 +3,13 @@ packages installed, a reboot into it, uname -r and the sysctls checked)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
-from vnettracer import ROOT
+from vnettracer import BUILD, ROOT
 from vnettracer.errors import VntError
 from vnettracer.orchestrate import run_playbook
 
@@ -33,8 +34,9 @@ def build_packages(config: str = "vm", progress: Callable[[str], None] | None = 
     cores)."""
     say = progress or (lambda m: None)
     say(f"patched kernel packages: kernel-build/build.sh deb {config} (reused when built before; a first build "
-        f"takes 20-40 minutes on 2 cores, its log under build/kernel/)")
+        f"takes 20-40 minutes on 2 cores, its log under {BUILD / 'kernel'})")
     p = subprocess.Popen([str(ROOT / "kernel-build" / "build.sh"), "deb", config], stdout=subprocess.PIPE,
+                         env={**os.environ, "KERNEL_BUILD_DIR": str(BUILD / "kernel")},
                          stderr=subprocess.PIPE, text=True)
     out, err = p.communicate()
     if p.returncode != 0:

@@ -24,10 +24,26 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vnettracer import ROOT
-from vnettracer.errors import VntError
+from vnettracer.errors import HostError, VntError
 from vnettracer.procs import alive, cmdline, descendants, parent
 
 REPORT_PREFIX = "report:"
+
+
+@dataclass
+class Passthrough:
+    """What the user gave `vnettracer` for Ansible (its root options -v and --limit), for every
+    playbook the command runs: verbosity (Ansible's output shown per task), and a host pattern
+    intersected with the one the command itself limits to."""
+
+    verbosity: int = 0
+    limit: str | None = None
+
+    def limit_with(self, own: str | None) -> str | None:
+        return ":&".join(p for p in (own, self.limit) if p) or None
+
+
+PASSTHROUGH = Passthrough()
 
 
 @dataclass
@@ -70,7 +86,7 @@ class PlaybookResult:
         if not self.ok:
             n = len({f.host for f in self.failures})
             if self.failures:
-                raise VntError(f"playbook {self.playbook} failed on {n} host{'s' if n != 1 else ''}",
+                raise HostError(f"playbook {self.playbook} failed on {n} host{'s' if n != 1 else ''}",
                                [str(f) for f in self.failures])
             raise VntError(f"playbook {self.playbook} failed ({self.status}, rc {self.rc})",
                            self.errors() + [f"runner artifacts: {self.artifacts}"])
@@ -134,6 +150,109 @@ def _close_masters(cp_dir: str) -> None:
                        capture_output=True, timeout=10)
 
 
+# What a playbook run inherits from the controller's environment: nothing else (runner records its
+# whole environment in the artifacts, and Ansible's local facts would carry it into the fact cache).
+PASS_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "SSH_AUTH_SOCK")
+
+
+def run_env() -> dict[str, str]:
+    env = {k: os.environ[k] for k in PASS_ENV if k in os.environ}
+    env["PATH"] = f"{Path(sys.executable).parent}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+    env.setdefault("LANG", "C.UTF-8")  # Ansible needs a UTF-8 locale
+    return env
+
+
+def _secrets_root() -> Path:
+    """Secrets files live in RAM (/dev/shm) where there is one, never under results/."""
+    shm = Path("/dev/shm")
+    return shm if shm.is_dir() and os.access(shm, os.W_OK) else Path(tempfile.gettempdir())
+
+
+def _write_secrets(secrets: dict[str, Any]) -> Path:
+    """A 0600 vars file in a 0700 folder named after this process; folders of processes that died
+    before removing theirs (SIGKILL) are removed here."""
+    root = _secrets_root()
+    for old in root.glob("vnt-secrets-*"):
+        pid = old.name.split("-")[2]
+        if pid.isdigit() and not alive(int(pid)) and old.stat().st_uid == os.geteuid():
+            shutil.rmtree(old, ignore_errors=True)
+    d = Path(tempfile.mkdtemp(prefix=f"vnt-secrets-{os.getpid()}-", dir=root))
+    f = d / "vars.json"
+    fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(secrets, fh)
+    return f
+
+
+def _ansible_env(pdd: Path, cp_dir: str) -> dict[str, str]:
+    """The project's ansible.cfg (what a plain ansible-playbook from the checkout gets too), and the
+    run's own folders."""
+    return {
+        **run_env(),
+        "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"),
+        # ansible-runner sets it False unless given, and the environment wins over ansible.cfg
+        # (ssh then gets StrictHostKeyChecking=no first, and the first value is the one ssh takes)
+        "ANSIBLE_HOST_KEY_CHECKING": "True",
+        "ANSIBLE_HOME": str(pdd / "home"),
+        "ANSIBLE_LOCAL_TEMP": str(pdd / "tmp"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": cp_dir,
+        "ANSIBLE_NOCOLOR": "1",
+    }
+
+
+class _Events:
+    """runner's event handler: progress lines, "report:" task results per host, failures."""
+
+    def __init__(self, name: str, progress: Callable[[str], None] | None, verbosity: int = 0):
+        self.name, self.progress, self.verbosity = name, progress, verbosity
+        self.hosts: dict[str, HostResult] = {}
+        self.failures: list[Failure] = []
+
+    def __call__(self, ev: dict) -> bool:
+        kind, data = ev.get("event", ""), ev.get("event_data", {})
+        host, task = data.get("host", ""), (data.get("task") or "").strip()
+        if self.verbosity and self.progress and kind.startswith("runner_on_") and ev.get("stdout"):
+            self.progress(ev["stdout"].strip())  # -v: what ansible-playbook -v would print for the task
+        if kind == "playbook_on_task_start" and self.progress:
+            self.progress(f"{self.name}: {task}")
+        elif kind == "runner_on_ok" and task.startswith(REPORT_PREFIX):
+            res = data.get("res", {})
+            self.hosts.setdefault(host, HostResult()).reports[task[len(REPORT_PREFIX):].strip()] = res.get("msg", res)
+        elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
+            f = Failure(host, task, _failure_msg(data.get("res", {})), unreachable=kind == "runner_on_unreachable")
+            self.failures.append(f)
+            if self.progress:
+                self.progress(f"{self.name}: FAILED {f}")
+        return True
+
+    def add_stats(self, stats: dict) -> None:
+        for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"), ("dark", "unreachable"),
+                          ("skipped", "skipped")):
+            for host, n in (stats.get(key) or {}).items():
+                setattr(self.hosts.setdefault(host, HostResult()), attr, n)
+
+
+class _Interrupts:
+    """SIGINT/SIGTERM during a run: noted, and runner's cancel poll ends the playbooks we started."""
+
+    def __init__(self):
+        self.seen: list[int] = []
+
+    def __enter__(self) -> "_Interrupts":
+        self.old = {s: signal.signal(s, lambda signum, frame: self.seen.append(signum))
+                    for s in (signal.SIGINT, signal.SIGTERM)}
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+    def cancel(self) -> bool:
+        if self.seen:
+            _end_playbooks()
+        return bool(self.seen)
+
+
 def run_playbook(
     name: str,
     inventory: Path,
@@ -149,7 +268,7 @@ def run_playbook(
 
     `progress` is called with one short line per task start and per host failure.
     """
-    import ansible_runner  # slow import: only when a playbook actually runs
+    import ansible_runner.interface  # slow import: only when a playbook actually runs
 
     playbook = ROOT / "playbooks" / f"{name}.yml"
     if not playbook.is_file():
@@ -160,92 +279,35 @@ def run_playbook(
     for sub in ("home", "tmp"):
         (pdd / sub).mkdir(parents=True, exist_ok=True)
     cp_dir = tempfile.mkdtemp(prefix="vnt-cp-")  # ssh control sockets need a short path
-    venv_bin = str(Path(sys.executable).parent)
-    env = {
-        "PATH": f"{venv_bin}:{os.environ.get('PATH', '/usr/bin:/bin')}",
-        "ANSIBLE_HOST_KEY_CHECKING": "True",
-        "ANSIBLE_HOME": str(pdd / "home"),
-        "ANSIBLE_LOCAL_TEMP": str(pdd / "tmp"),
-        "ANSIBLE_REMOTE_TEMP": "/tmp/.vnt-ansible",
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": cp_dir,
-        "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=30s",
-        "ANSIBLE_PIPELINING": "True",
-        "ANSIBLE_ROLES_PATH": str(ROOT / "roles"),
-        "ANSIBLE_PYTHON_INTERPRETER": "/usr/bin/python3",
-        "ANSIBLE_RETRY_FILES_ENABLED": "False",
-        "ANSIBLE_NOCOLOR": "1",
-        "ANSIBLE_FORKS": "20",
-    }
-    cmdline = []
-    secrets_file = None
-    if secrets:
-        fd, secrets_file = tempfile.mkstemp(prefix="secrets-", suffix=".json", dir=pdd / "tmp")
-        with os.fdopen(fd, "w") as f:
-            json.dump(secrets, f)
-        cmdline += ["-e", f"@{secrets_file}"]
-    if tags:
-        cmdline += ["--tags", tags]
-
-    hosts: dict[str, HostResult] = {}
-    failures: list[Failure] = []
-
-    def on_event(ev: dict) -> bool:
-        kind, data = ev.get("event", ""), ev.get("event_data", {})
-        host, task = data.get("host", ""), (data.get("task") or "").strip()
-        if kind == "playbook_on_task_start" and progress:
-            progress(f"{name}: {task}")
-        elif kind == "runner_on_ok" and task.startswith(REPORT_PREFIX):
-            res = data.get("res", {})
-            hosts.setdefault(host, HostResult()).reports[task[len(REPORT_PREFIX):].strip()] = res.get("msg", res)
-        elif kind in ("runner_on_failed", "runner_on_unreachable") and not data.get("ignore_errors"):
-            f = Failure(host, task, _failure_msg(data.get("res", {})), unreachable=kind == "runner_on_unreachable")
-            failures.append(f)
-            if progress:
-                progress(f"{name}: FAILED {f}")
-        return True
-
-    interrupted: list[int] = []
-
-    def on_signal(signum, frame):
-        interrupted.append(signum)
-
-    def cancel() -> bool:
-        if interrupted:
-            _end_playbooks()
-        return bool(interrupted)
-
-    old = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    env = _ansible_env(pdd, cp_dir)
+    secrets_file = _write_secrets(secrets) if secrets else None
+    cmdline = (["-e", f"@{secrets_file}"] if secrets_file else []) + (["--tags", tags] if tags else [])
+    events = _Events(name, progress, PASSTHROUGH.verbosity)
     t0 = time.monotonic()
-    try:
-        r = ansible_runner.run(
-            private_data_dir=str(pdd),
-            playbook=str(playbook),
-            inventory=str(inventory.resolve()),
-            extravars=extravars or {},
-            envvars=env,
-            cmdline=" ".join(cmdline) or None,
-            limit=limit,
-            suppress_env_files=True,
-            quiet=True,
-            event_handler=on_event,
-            timeout=timeout_s,
-            ident=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}",
-            cancel_callback=cancel,
-            settings={"pexpect_timeout": 0.5},  # how often runner polls cancel()
-        )
-    finally:
-        for sig, handler in old.items():
-            signal.signal(sig, handler)
-        if secrets_file:
-            os.unlink(secrets_file)
-        _close_masters(cp_dir)
-        shutil.rmtree(cp_dir, ignore_errors=True)
-    if interrupted:
+    r = None
+    with _Interrupts() as interrupts:
+        try:
+            r = ansible_runner.interface.init_runner(
+                private_data_dir=str(pdd), playbook=str(playbook), inventory=str(inventory.resolve()),
+                extravars=extravars or {}, envvars=env, cmdline=" ".join(cmdline) or None,
+                limit=PASSTHROUGH.limit_with(limit), verbosity=PASSTHROUGH.verbosity or None,
+                suppress_env_files=True, quiet=True, event_handler=events, timeout=timeout_s,
+                ident=f"{name}-{time.strftime('%Y%m%dT%H%M%S')}-{os.getpid()}", cancel_callback=interrupts.cancel,
+                settings={"pexpect_timeout": 0.5},  # how often runner polls cancel()
+            )
+            # runner starts from the controller's whole environment: keep only ours and what it adds
+            r.config.env = {k: v for k, v in r.config.env.items() if k in env or os.environ.get(k) != v}
+            r.run()
+        finally:
+            if secrets_file:
+                shutil.rmtree(secrets_file.parent, ignore_errors=True)
+            if r is not None:
+                (Path(r.config.artifact_dir) / "command").unlink(missing_ok=True)  # runner's env dump
+            _close_masters(cp_dir)
+            shutil.rmtree(cp_dir, ignore_errors=True)
+    if interrupts.seen:
         raise KeyboardInterrupt
-    stats = r.stats or {}
-    for key, attr in (("ok", "ok"), ("changed", "changed"), ("failures", "failed"), ("dark", "unreachable"),
-                      ("skipped", "skipped")):
-        for host, n in (stats.get(key) or {}).items():
-            setattr(hosts.setdefault(host, HostResult()), attr, n)
-    return PlaybookResult(name, r.status, r.rc, hosts, failures, Path(r.config.artifact_dir),
+    assert r is not None  # init_runner either returned or raised
+    events.add_stats(r.stats or {})
+    return PlaybookResult(name, r.status, r.rc, events.hosts, events.failures, Path(r.config.artifact_dir),
                           time.monotonic() - t0)

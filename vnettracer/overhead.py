@@ -18,8 +18,11 @@ import statistics
 from pathlib import Path
 from typing import Callable
 
-from vnettracer import runtime, trace
+from vnettracer import runtime
+from vnettracer.analysis.paired import paired
 from vnettracer.spec import Run
+from vnettracer.stages.hosts import RunHosts
+from vnettracer.stages.workload import run_workloads
 
 # per workload kind: (metric name, how to read it, higher is better)
 METRICS = {
@@ -37,14 +40,17 @@ def _devices(run: Run) -> dict[str, list[tuple[str | None, str]]]:
     out: dict[str, list[tuple[str | None, str]]] = {}
     for tp in exp.tracepoints:
         ns = hosts[tp.host].containers[tp.netns].netns if tp.netns else None
+        if tp.device is None:  # a kernel tracepoint: no device to capture on
+            continue
         if (ns, tp.device) not in out.setdefault(tp.host, []):
             out[tp.host].append((ns, tp.device))
     return out
 
 
-def run(r: Run, run_id: str, d: Path, progress: Callable[[str], None] = print) -> dict:
-    exp = r.experiment
+def run(hosts: RunHosts, run_id: str, d: Path, progress: Callable[[str], None] = print) -> dict:
+    r, exp = hosts.run, hosts.exp
     ov = exp.overhead
+    assert ov is not None  # the workload stage calls this only for an overhead experiment
     tg = runtime.targets(r)
     traced_hosts = sorted({tp.host for tp in exp.tracepoints})
     order = [tp.name for tp in exp.tracepoints]
@@ -60,11 +66,11 @@ def run(r: Run, run_id: str, d: Path, progress: Callable[[str], None] = print) -
             for v in variants:
                 n = int(v.split("-")[1]) if v.startswith("traced-") else 0
                 runtime.agent_set(tg, hooks(n))
-                pids = runtime.capture_start(tg, _devices(r), CAPTURES) if v == "tcpdump" else {}
+                caps = runtime.capture_start(tg, _devices(r), CAPTURES) if v == "tcpdump" else {}
                 try:
-                    res = trace.workloads(r, run_id, d)
+                    res = run_workloads(hosts, run_id, d)
                 finally:
-                    cap = runtime.capture_stop(tg, pids, CAPTURES) if pids else {}
+                    cap = runtime.capture_stop(tg, caps, CAPTURES) if caps else {}
                 rows.append({"round": k + 1, "variant": v, "workloads": res, "tcpdump": cap})
                 shown = ", ".join(f"{METRICS[w['kind']][0]} {METRICS[w['kind']][1](w):.4g}"
                                   for w in res if w.get("kind") in METRICS)
@@ -78,15 +84,20 @@ def run(r: Run, run_id: str, d: Path, progress: Callable[[str], None] = print) -
 
 
 def summarize(rows: list[dict], variants: list[str]) -> dict:
-    """Per workload (index) and variant: median of the metric over rounds, ratio to untraced."""
+    """Per workload (index) and variant: the metric's median over rounds, and its ratio to the
+    untraced run of the same round, as the median of those paired ratios with a 95 % bootstrap
+    interval and the spread (analysis/paired.py)."""
     out: dict = {}
+    per_round: dict[str, dict[int, dict[str, float]]] = {}
     for row in rows:
         for i, w in enumerate(row["workloads"], start=1):
             if w.get("kind") not in METRICS:
                 continue
             name, get, higher = METRICS[w["kind"]]
-            e = out.setdefault(f"{i}-{w['kind']}", {"metric": name, "higher_is_better": higher, "variants": {}})
+            key = f"{i}-{w['kind']}"
+            e = out.setdefault(key, {"metric": name, "higher_is_better": higher, "variants": {}})
             e["variants"].setdefault(row["variant"], {"values": []})["values"].append(get(w))
+            per_round.setdefault(key, {}).setdefault(row["round"], {})[row["variant"]] = get(w)
         for h, c in row.get("tcpdump", {}).items():
             t = out.setdefault("tcpdump", {})
             t.setdefault(h, {"captured": 0, "dropped_by_kernel": 0})
@@ -95,26 +106,33 @@ def summarize(rows: list[dict], variants: list[str]) -> dict:
     for key, e in out.items():
         if key == "tcpdump":
             continue
-        base = e["variants"].get("untraced")
-        base_med = statistics.median(base["values"]) if base else None
+        ratios = paired(list(per_round[key].values()), "untraced")
         for v in variants:
             if v in e["variants"]:
                 x = e["variants"][v]
                 x["median"] = statistics.median(x["values"])
-                x["ratio"] = x["median"] / base_med if base_med else None
+                r = ratios.get(v)
+                x.update({"ratio": r.ratio, "ci": list(r.ci), "spread": list(r.spread), "paired_rounds": r.rounds}
+                         if r else {"ratio": None})
     return out
 
 
 def markdown(summary: dict, rounds: int) -> str:
-    lines = [f"## Tracing overhead ({rounds} rounds, variants interleaved)", ""]
+    lines = [f"## Tracing overhead ({rounds} rounds, variants interleaved)", "",
+             "Ratio: each round's value over the untraced run of the same round; the median of those, its 95 % "
+             "bootstrap interval and the spread over rounds.", ""]
     for key, e in summary.items():
         if key == "tcpdump":
             continue
         lines += [f"### workload {key}: {e['metric']} ({'higher' if e['higher_is_better'] else 'lower'} is better)",
-                  "", "| variant | median | ratio to untraced |", "|---|---|---|"]
+                  "", "| variant | median | ratio to untraced | 95 % interval | spread |", "|---|---|---|---|---|"]
         for v, x in e["variants"].items():
-            ratio = f"x{x['ratio']:.3f}" if x.get("ratio") is not None else "-"
-            lines.append(f"| {v} | {x['median']:.4g} | {ratio} |")
+            if x.get("ratio") is None:
+                lines.append(f"| {v} | {x['median']:.4g} | - | - | - |")
+                continue
+            lo, hi = x["ci"]
+            a, b = x["spread"]
+            lines.append(f"| {v} | {x['median']:.4g} | x{x['ratio']:.3f} | {lo:.3f}-{hi:.3f} | {a:.3f}-{b:.3f} |")
         lines.append("")
     if "tcpdump" in summary:
         lines.append("tcpdump (snaplen 128): " + "; ".join(

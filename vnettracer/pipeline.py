@@ -1,7 +1,7 @@
-"""`vnettracer experiment run`: spec -> lab -> prepare -> ... -> results folder.
+"""`vnettracer experiment run`: spec -> stages (vnettracer/stages/) -> results folder.
 
-Each stage is a playbook run through `orchestrate.run_playbook`. Stages not built yet are listed
-in meta.json as not run, with the reason: a run never pretends to have measured anything.
+A stage that does not apply is listed in meta.json as skipped, with the reason: a run never
+pretends to have measured anything.
 """
 
 from __future__ import annotations
@@ -11,24 +11,29 @@ import os
 import platform
 import subprocess
 import time
-from dataclasses import asdict
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 import yaml
 
-from vnettracer import ROOT, __version__, hosts, lab, trace
+from vnettracer import INSTALLED, ROOT, __version__
 from vnettracer.errors import VntError
-from vnettracer.orchestrate import run_playbook
 from vnettracer.spec import Run, load
-from vnettracer.store import credentials
-from vnettracer.store import deploy as store_deploy
-from vnettracer.store.publish import publish
+from vnettracer.stages import Context, Runner, run_stages
+from vnettracer.stages.clock import ClockStage
+from vnettracer.stages.collect import CollectStage
+from vnettracer.stages.deploy import DeployStage
+from vnettracer.stages.facts import FactsStage
+from vnettracer.stages.lab import LabStage
+from vnettracer.stages.prepare import PrepareStage
+from vnettracer.stages.report import ReportStage
+from vnettracer.stages.tagging import TaggingStage
+from vnettracer.stages.workload import WorkloadStage
 
-# Stages in pipeline order (DESIGN.md) and, for those not built yet, why they do not run.
-STAGES = ["lab", "prepare", "facts", "deploy", "clock", "workload", "collect", "report"]
-PACKAGES = ["ansible-core", "ansible-runner", "pydantic", "pandas", "pyarrow", "numpy", "fabric", "influxdb"]
+# Stages in run order (vnettracer/stages/__init__.py)
+STAGES = ["lab", "prepare", "tagging", "facts", "deploy", "clock", "workload", "collect", "report"]
+PACKAGES = ["ansible-core", "ansible-runner", "pydantic", "pandas", "pyarrow", "numpy", "fabric", "influxdb", "requests"]
 
 
 def git_revision() -> str:
@@ -53,7 +58,8 @@ def versions() -> dict[str, str]:
 
 
 def results_root() -> Path:
-    return Path(os.environ.get("VNT_RESULTS_DIR", ROOT / "results"))
+    default = Path.cwd() / "results" if INSTALLED else ROOT / "results"
+    return Path(os.environ.get("VNT_RESULTS_DIR") or default)
 
 
 def run_dir_for(run: Run, stamp: str) -> Path:
@@ -63,13 +69,9 @@ def run_dir_for(run: Run, stamp: str) -> Path:
     return d
 
 
-def _has_events(d: Path) -> bool:
-    from vnettracer.agent.spool import read_spool
-
-    return any(read_spool(h).num_rows for h in (d / "events").glob("*") if h.is_dir())
-
-
-RERUNNABLE = ("report",)  # the other stages need the live lab and agents of their run
+# stages that make sense on a run folder: collect (what the hosts still hold, e.g. after the
+# controller was killed mid-run; the run's lab or inventory must still be there), then report
+RERUNNABLE = ("collect", "report")
 
 
 def rerun_stage(run_dir: Path, stage: str, progress: Callable[[str], None] = print) -> Path:
@@ -79,19 +81,19 @@ def rerun_stage(run_dir: Path, stage: str, progress: Callable[[str], None] = pri
     if stage not in RERUNNABLE:
         raise VntError(f"stage '{stage}' cannot be re-run on a finished run (it needs that run's live lab and "
                        f"agents); re-runnable: {', '.join(RERUNNABLE)}")
-    meta_file = run_dir / "meta.json"
-    if not meta_file.is_file():
-        raise VntError(f"{run_dir} is not a run folder (no meta.json)")
-    from vnettracer.analysis import analyze
-    from vnettracer.analysis.report import write
+    from vnettracer.analysis import inputs
 
-    t0 = time.monotonic()
-    write(analyze(run_dir), run_dir)
-    meta = json.loads(meta_file.read_text())
-    meta.setdefault("stages", {})["report"] = {"status": "ok", "seconds": round(time.monotonic() - t0, 2),
-                                               "rerun": time.time()}
-    meta_file.write_text(json.dumps(meta, indent=2, default=str))
-    progress(f"[report] ok ({time.monotonic() - t0:.1f} s)")
+    meta = inputs.read_meta(run_dir)  # checked before anything is written
+    exp = inputs.read_spec(run_dir)
+    r = Run(params=meta.get("params") or {}, experiment=exp, source=meta.get("source") or str(run_dir / "spec.yml"))
+    ctx = Context(r, run_dir, meta, progress)
+    meta.setdefault("stages", {})
+    runner = Runner(ctx)
+    if stage == "collect":  # after a controller died mid-run: stop, fetch, untag
+        runner(CollectStage())
+        TaggingStage().undo(ctx)
+    meta["rerun"] = {"stage": stage, "at": time.time()}
+    runner(ReportStage())
     return run_dir
 
 
@@ -112,143 +114,52 @@ def run(name_or_file: str, keep_lab: bool = False, progress: Callable[[str], Non
     return dirs
 
 
-def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -> None:
+def start_folder(r: Run, d: Path, clock_t0_ns: int) -> dict:
+    """spec.yml and the run's meta.json as a run begins."""
     exp = r.experiment
     (d / "spec.yml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
-    meta: dict = {"experiment": exp.name, "params": r.params, "git_revision": git_revision(),
-                  "versions": versions(), "controller_kernel": platform.release(),
+    meta: dict = {"experiment": exp.name, "params": r.params, "source": str(Path(r.source).resolve()),
+                  "git_revision": git_revision(), "versions": versions(), "controller_kernel": platform.release(),
                   "started": time.time(), "stages": {}}
+    if exp.clock_errors():  # the epoch of the emulated drift, shared by agents and probes
+        meta["clock_emulation"] = {"t0_ns": clock_t0_ns, "hosts": exp.clock_errors(),
+                                   "note": "lab emulation: all lab hosts really share one clock"}
+    (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    return meta
 
-    def stage(name: str, status: str, seconds: float = 0.0, **extra) -> None:
-        meta["stages"][name] = {"status": status, "seconds": round(seconds, 2), **extra}
-        progress(f"[{name}] {status}" + (f" ({seconds:.1f} s)" if seconds else ""))
-        (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
 
-    built_lab = tagged = False
-    try:
-        t0 = time.monotonic()
-        if exp.lab is not None:
-            lab.up(exp.lab.topology, exp.lab.options, progress=lambda m: progress(f"[lab] {m}"))
-            built_lab = True
-            inventory = lab.require().inventory
-            stage("lab", "ok", time.monotonic() - t0, topology=exp.lab.topology)
-        else:
-            inventory = r.resolve(exp.inventory.file)
-            stage("lab", "skipped", reason="inventory experiment")
+def by_hand(name_or_file: str, dest: Path) -> Path:
+    """A run folder for a run by plain Ansible: spec.yml, meta.json and vars.json, every variable the
+    stages would pass (`ansible-playbook -i INVENTORY playbooks/site.yml -e @DEST/vars.json`, then
+    `vnettracer report DEST`). InfluxDB is left to `experiment run` (its passwords are secrets)."""
+    from vnettracer import hostpkg
+    from vnettracer.spec import load_one
+    from vnettracer.stages.clock import probe_vars
+    from vnettracer.stages.collect import collect_vars
+    from vnettracer.stages.deploy import start_vars
+    from vnettracer.stages.hosts import RunHosts
+    from vnettracer.stages.tagging import tagging_vars
+    from vnettracer.stages.workload import workload_vars
 
-        t0 = time.monotonic()
-        if exp.kernel.install:
-            from vnettracer import kernel
+    r = load_one(name_or_file)
+    hosts, t0 = RunHosts(r), time.time_ns()
+    dest.mkdir(parents=True, exist_ok=False)
+    meta = start_folder(r, dest, t0)
+    run_id = dest.name
+    plain = {**({} if hosts.shares_controller else hostpkg.role_vars()), **tagging_vars(hosts),
+             **start_vars(hosts, run_id, t0), **probe_vars(hosts, run_id, dest, t0), **workload_vars(hosts, run_id),
+             **collect_vars(run_id, dest), "vnt_influxdb": False}
+    (dest / "vars.json").write_text(json.dumps(plain, indent=1))
+    meta["by_hand"] = {"inventory": str(hosts.inventory), "vars": str(dest / "vars.json")}
+    (dest / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
+    return dest
 
-            meta["kernel"] = kernel.prepare(r, inventory, d, progress=lambda m: progress(f"[prepare] {m}"))
-        influx = exp.sinks.influxdb
-        creds = ep = None
-        if influx.enabled:
-            creds_dir = lab.lab_dir() if exp.lab else Path(r.source).parent / ".vnettracer"
-            creds = credentials.load_or_create(creds_dir)
-        store_args = store_deploy.role_args(creds, influx.database) if creds else {}
-        res = run_playbook("prepare", inventory, d, progress=lambda m: progress(f"[prepare] {m}"),
-                           extravars={**trace.host_vars(r), **store_args.get("extravars", {})},
-                           secrets=store_args.get("secrets"))
-        res.raise_for_failures()
-        if creds:
-            ep = store_deploy.endpoint(res, influx.database, creds)
-            meta["influxdb"] = {"url": ep.url, "database": ep.database, "raw_events": influx.raw_events,
-                                "credentials": str(credentials.credentials_file(creds_dir))}
-        tagged = True  # from here on, undone on any failure (also a half-done present)
-        tags = trace.tagging(r, "present", d, progress=lambda m: progress(f"[prepare] {m}"))
-        meta["tagging"] = tags
-        stage("prepare", "ok", time.monotonic() - t0, changed=res.changed(),
-              tagging={h: t.get("mode") for h, t in tags.items()})
 
-        t0 = time.monotonic()
-        rows = hosts.check(inventory, d)
-        meta["hosts"] = {row.host: asdict(row) for row in rows}
-        bad = [row for row in rows if not row.reachable or row.problem]
-        if bad:
-            raise VntError("facts: hosts failed", [f"{b.host}: {b.problem or 'unreachable'}" for b in bad])
-        stage("facts", "ok", time.monotonic() - t0)
-
-        deployed = False
-        clock_t0 = time.time_ns()  # epoch of the lab's emulated clock drift, shared by agents and probes
-        if trace.clock_emulation(r):
-            meta["clock_emulation"] = {"t0_ns": clock_t0, "hosts": trace.clock_emulation(r),
-                                       "note": "lab emulation: all lab hosts really share one clock"}
-        if exp.tracepoints:
-            t0 = time.monotonic()
-            started = trace.start(r, d.name, d, progress=lambda m: progress(f"[deploy] {m}"), clock_t0_ns=clock_t0,
-                        influxdb=ep and {"url": ep.url, "database": ep.database, "user": ep.user,
-                                         "password": ep.password, "raw_events": influx.raw_events})
-            deployed = True
-            stage("deploy", "ok", time.monotonic() - t0, tracepoints=len(exp.tracepoints),
-                  agents={h: hr.reports.get("agent") for h, hr in started.hosts.items()})
-        else:
-            stage("deploy", "skipped", reason="no tracepoints")
-        try:
-            probed = len([h for h, hs in exp.host_names().items() if hs.role == "traced"]) > 1
-            if probed:
-                t0 = time.monotonic()
-                before = trace.clock_probes(r, d.name, "before", d, d, clock_t0,
-                                            progress=lambda m: progress(f"[clock] {m}"))
-                stage("clock", "ok", time.monotonic() - t0, before=before)
-            else:
-                stage("clock", "skipped", reason="one traced host: nothing to compare its clock with")
-            if exp.workloads and exp.overhead:
-                from vnettracer import overhead
-
-                t0 = time.monotonic()
-                meta["overhead"] = overhead.run(r, d.name, d, progress=lambda m: progress(f"[workload] {m}"))
-                meta["measured"] = True
-                stage("workload", "ok", time.monotonic() - t0, rounds=exp.overhead.rounds,
-                      variants=exp.overhead.variants)
-            elif exp.workloads:
-                t0 = time.monotonic()
-                res = trace.workloads(r, d.name, d, progress=lambda m: progress(f"[workload] {m}"))
-                meta["workloads"] = res
-                meta["measured"] = True
-                stage("workload", "ok", time.monotonic() - t0, count=len(res))
-            else:
-                stage("workload", "skipped", reason="the experiment declares no workload")
-            if probed:
-                t0 = time.monotonic()
-                after = trace.clock_probes(r, d.name, "after", d, d, clock_t0, progress=lambda m: progress(f"[clock] {m}"))
-                stage("clock", "ok", meta["stages"]["clock"]["seconds"] + time.monotonic() - t0,
-                      before=meta["stages"]["clock"]["before"], after=after)
-        finally:
-            if deployed or exp.workloads:  # agents never outlive a run: stopped here, on success or failure
-                t0 = time.monotonic()
-                files = trace.collect(r, d.name, d, d, progress=lambda m: progress(f"[collect] {m}"))
-                stage("collect", "ok", time.monotonic() - t0, files=files)
-            undone = trace.tagging(r, "absent", d, progress=lambda m: progress(f"[collect] {m}"))
-            tagged = False
-            for h, t in undone.items():
-                meta["tagging"].setdefault(h, {})["counters"] = t.get("counters", {})
-        t0 = time.monotonic()
-        if _has_events(d):
-            from vnettracer.analysis import analyze
-            from vnettracer.analysis.report import write
-
-            a = analyze(d, exp)
-            write(a, d)
-            if ep:
-                meta["influxdb"].update(publish(d, a, ep, log=lambda m: progress(f"[report] {m}")))
-            stage("report", "ok", time.monotonic() - t0)
-        else:
-            stage("report", "skipped", reason="no events were traced (no workload ran)")
-        meta["finished"] = time.time()
-        meta.setdefault("measured", False)
-        (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-    except BaseException as e:
-        if tagged:  # a failure between tagging and collect: undo it before the lab goes (or stays)
-            try:
-                trace.tagging(r, "absent", d, progress=lambda m: progress(f"[collect] {m}"))
-            except BaseException as undo:  # noqa: BLE001 - the first error is the one to report
-                progress(f"[collect] undoing the tagging failed too: {undo}")
-        meta["error"] = " ".join(e.lines()) if isinstance(e, VntError) else (type(e).__name__ + ": " + str(e))
-        (d / "meta.json").write_text(json.dumps(meta, indent=2, default=str))
-        raise
-    finally:
-        if built_lab and not keep_lab:
-            lab.down()
-            progress("[lab] down")
-
+def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -> None:
+    t0 = time.time_ns()
+    meta = start_folder(r, d, t0)
+    ctx = Context(r, d, meta, progress, keep_lab=keep_lab, clock_t0_ns=t0)
+    run_stages(ctx, setup=[LabStage()],
+               measure=[PrepareStage(), TaggingStage(), FactsStage(), DeployStage(), ClockStage("before"),
+                        WorkloadStage(), ClockStage("after")],
+               finish=[ReportStage()])

@@ -14,7 +14,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from vnettracer import lab
+from vnettracer import hostpkg, lab
 from vnettracer.errors import VntError
 from vnettracer.spec import Run
 
@@ -32,10 +32,10 @@ class Target:
 def targets(run: Run) -> dict[str, Target]:
     exp = run.experiment
     if exp.lab is not None:
-        l = lab.require()
-        return {h.name: Target(h.name, str(h.mgmt_ip.ip), "root", str(l.ssh_key), str(l.known_hosts), sys.executable)
-                for h in l.plan.hosts}
-    inv = run.resolve(exp.inventory.file)
+        lb = lab.require()
+        return {h.name: Target(h.name, str(h.mgmt_ip.ip), "root", str(lb.ssh_key), str(lb.known_hosts), sys.executable)
+                for h in lb.plan.hosts}
+    inv = run.inventory_file()
     try:
         exe = Path(sys.executable).parent / "ansible-inventory"  # the venv's, beside this Python
         hv = json.loads(subprocess.run([str(exe), "-i", str(inv), "--list"], capture_output=True,
@@ -47,11 +47,12 @@ def targets(run: Run) -> dict[str, Target]:
         return str((inv.parent / os.path.expanduser(m.group(1))).resolve()) if m else None
 
     return {h: Target(h, v.get("ansible_host", h), v.get("ansible_user", "root"), v.get("ansible_ssh_private_key_file"),
-                      known_hosts(v), v.get("tracer_venv", "/opt/vnettracer/venv") + "/bin/python")
+                      known_hosts(v), v.get("tracer_python") or v.get("tracer_venv", hostpkg.VENV) + "/bin/python")
             for h, v in hv.items()}
 
 
-def _connect(t: Target):
+def connect(t: Target):
+    """A Fabric connection to one host, its key checked against known_hosts (used by run_on and live.py)."""
     import paramiko
     from fabric import Connection
 
@@ -71,7 +72,7 @@ def run_on(tg: dict[str, Target], commands: dict[str, str], timeout_s: float = 6
 
     def one(host: str, cmd: str) -> None:
         try:
-            with _connect(tg[host]) as c:
+            with connect(tg[host]) as c:
                 r = c.run(cmd, hide=True, warn=True, timeout=timeout_s, in_stream=False)
             if r.exited != 0:
                 errors.append(f"{host}: {cmd.split()[0]}... exited {r.exited}: {r.stderr.strip()[-300:]}")
@@ -100,25 +101,33 @@ def in_netns(netns: str | None, cmd: str) -> str:
 
 
 def capture_start(tg: dict[str, Target], devices: dict[str, list[tuple[str | None, str]]], folder: str,
-                  snaplen: int = 128) -> dict[str, list[int]]:
-    """tcpdump -w on every (netns, device) of each host, in the background; returns the pids."""
+                  snaplen: int = 128, lifetime_s: int = 3600) -> dict[str, int]:
+    """tcpdump -w on every (netns, device) of each host, in the background, each with a pid file in
+    `folder` and ended by `timeout` after lifetime_s should nobody stop it; returns captures per host."""
     cmds = {}
     for h, devs in devices.items():
         parts = [f"mkdir -p {shlex.quote(folder)}"]
         for i, (ns, dev) in enumerate(devs):
             base = f"{folder}/cap{i}"
-            parts.append(f"(nohup {in_netns(ns, f'tcpdump -i {shlex.quote(dev)} -s {snaplen} -U -n -w {base}.pcap')} "
-                         f"> {base}.log 2>&1 & echo $!)")
+            tcpdump = f"timeout -s INT {lifetime_s} tcpdump -i {shlex.quote(dev)} -s {snaplen} -U -n -w {base}.pcap"
+            parts.append(f"(nohup {in_netns(ns, tcpdump)} > {base}.log 2>&1 & echo $! > {base}.pid)")
         parts.append("sleep 1")  # tcpdump needs a moment before it captures
         cmds[h] = "; ".join(parts)
-    return {h: [int(x) for x in o.split()] for h, o in run_on(tg, cmds).items()}
+    run_on(tg, cmds)
+    return {h: len(devs) for h, devs in devices.items()}
 
 
-def capture_stop(tg: dict[str, Target], pids: dict[str, list[int]], folder: str) -> dict[str, dict]:
-    """Stop the captures started above (by pid), read what tcpdump said, remove the files."""
-    script = ("kill -INT {pids}; for i in $(seq 50); do kill -0 {pids} 2>/dev/null || break; sleep 0.1; done; "
-              "cat {folder}/cap*.log; du -cb {folder}/cap*.pcap | tail -1; rm -rf {folder}")
-    out = run_on(tg, {h: script.format(pids=" ".join(map(str, p)), folder=shlex.quote(folder)) for h, p in pids.items()})
+# Each pid file's process is signalled only if it still is one of our captures (its command line).
+STOP_CAPTURES = (
+    "for f in {folder}/cap*.pid; do p=$(cat $f); grep -qa tcpdump /proc/$p/cmdline 2>/dev/null && kill -INT $p; done; "
+    "for i in $(seq 50); do up=0; for f in {folder}/cap*.pid; do kill -0 $(cat $f) 2>/dev/null && up=1; done; "
+    "[ $up = 0 ] && break; sleep 0.1; done; "
+    "cat {folder}/cap*.log; du -cb {folder}/cap*.pcap | tail -1; rm -rf {folder}")
+
+
+def capture_stop(tg: dict[str, Target], hosts: dict[str, int], folder: str) -> dict[str, dict]:
+    """Stop the captures started above (by their pid files), read what tcpdump said, remove the files."""
+    out = run_on(tg, {h: STOP_CAPTURES.format(folder=shlex.quote(folder)) for h in hosts})
     res = {}
     for h, text in out.items():
         got = sum(int(w.split()[0]) for w in text.splitlines() if w.endswith("packets captured"))

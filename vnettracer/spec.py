@@ -23,6 +23,13 @@ from vnettracer.errors import VntError
 from vnettracer.lab.topology import TOPOLOGIES, LabOptions, LabPlan, plan
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
+# host names (as in an Ansible inventory), network namespace names, loop values: what may go into a
+# path, a command line or an inventory pattern without quoting
+HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+VALUE_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
+MAX_TRACEPOINT_ID = 255  # ids are 1..255 (the agent's hook map, bpf/vnettracer.h)
 LOOP_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 KERNEL_EVENTS = ("net:netif_receive_skb", "net:net_dev_xmit", "net:net_dev_queue", "net:napi_gro_receive_entry")
 
@@ -33,7 +40,15 @@ def check_ifname(name: str) -> str:
         raise ValueError(f"interface name '{name}' must be 1-15 characters")
     if name in (".", "..") or re.search(r"[/:\s]", name):
         raise ValueError(f"interface name '{name}' may not be '.', '..' or contain '/', ':' or whitespace")
+    if not IFNAME_RE.match(name):
+        raise ValueError(f"interface name '{name}' may hold letters, digits and '_', '.', '@', '+', '-' only")
     return name
+
+
+def check_pattern(kind: str, rx: re.Pattern, value: str) -> str:
+    if not rx.match(value) or value in (".", ".."):
+        raise ValueError(f"{kind} '{value}' must match {rx.pattern}")
+    return value
 
 
 def check_name(name: str) -> str:
@@ -60,6 +75,8 @@ class ContainerSpec(Strict):
     netns: str  # the network namespace name on its host
     address: IPv4Address
 
+    _netns = field_validator("netns")(classmethod(lambda cls, v: check_pattern("netns name", NETNS_RE, v)))
+
 
 class HostSpec(Strict):
     role: Literal["traced", "db"] = "traced"
@@ -77,6 +94,9 @@ class Tracepoint(Strict):
     event: str | None = None  # kernel tracepoint, for kind: kernel
 
     _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
+    _host = field_validator("host")(classmethod(lambda cls, v: check_pattern("host name", HOST_RE, v)))
+    _netns = field_validator("netns")(classmethod(
+        lambda cls, v: v if v is None else check_pattern("container name", HOST_RE, v)))
 
     @field_validator("device")
     @classmethod
@@ -154,6 +174,8 @@ class Tracer(Strict):
     sampling: int = Field(1, ge=1, le=1_000_000)  # keep 1 in N packets, chosen by packet id
     vxlan_ports: list[int] = Field([8472, 4789], max_length=4)
     attach: Literal["auto", "tcx", "clsact"] = "auto"  # tcx links (kernel >= 6.6) or tc clsact filters
+    # agents stop by themselves after this long, should the controller die before stopping them
+    lifetime_s: int = Field(4 * 3600, ge=60, le=30 * 86400)
 
 
 class Tagging(Strict):
@@ -177,12 +199,17 @@ class Kernel(Strict):
 class SpoolSink(Strict):
     format: Literal["arrow", "parquet"] = "arrow"
     rotate_mb: int = Field(64, ge=1, le=4096)
+    # per host: events past this, or with less than min_free_mb left on the disk, are counted and
+    # reported (the report fails), not written
+    max_mb: int = Field(8192, ge=1, le=1 << 22)
+    min_free_mb: int = Field(256, ge=0, le=1 << 20)
 
 
 class InfluxSink(Strict):
     enabled: bool = False
     raw_events: bool = False
     database: str = "vnettracer"
+    outbox_max_mb: int = Field(1024, ge=1, le=1 << 20)  # batches queued per host while InfluxDB does not answer
 
 
 class Sinks(Strict):
@@ -229,7 +256,7 @@ class Experiment(Strict):
     lab: Lab | None = None
     inventory: Inventory | None = None
     hosts: dict[str, HostSpec] | None = None
-    tracepoints: list[Tracepoint] = []
+    tracepoints: list[Tracepoint] = Field([], max_length=MAX_TRACEPOINT_ID)
     paths: list[Path] = []
     flows: list[Flow] = []
     workloads: list[Workload] = []
@@ -243,6 +270,15 @@ class Experiment(Strict):
 
     _name = field_validator("name")(classmethod(lambda cls, v: check_name(v)))
 
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, v: dict[str, HostSpec] | None) -> dict[str, HostSpec] | None:
+        for name, h in (v or {}).items():
+            check_pattern("host name", HOST_RE, name)
+            for c in h.containers:
+                check_pattern("container name", HOST_RE, c)
+        return v
+
     @property
     def tracepoint_ids(self) -> dict[str, int]:
         """Numeric ids, assigned by the spec in file order (never hard-coded in C)."""
@@ -250,6 +286,63 @@ class Experiment(Strict):
 
     def lab_plan(self) -> LabPlan | None:
         return plan(self.lab.topology, self.lab.options) if self.lab else None
+
+    @property
+    def traced_hosts(self) -> list[str]:
+        """Hosts of role traced, sorted: where tagging, the host package and clock probes go."""
+        return sorted(h for h, s in self.host_names().items() if s.role == "traced")
+
+    @property
+    def db_host(self) -> str | None:
+        """The host of role db (InfluxDB), if the experiment has one (the spec allows at most one)."""
+        return next((h for h, s in self.host_names().items() if s.role == "db"), None)
+
+    @property
+    def reference_host(self) -> str:
+        """The host every other host's clock is compared with: the first path's first hook's host,
+        else the first host with tracepoints, else the first traced host."""
+        if self.paths:
+            first = self.paths[0].tracepoints[0]
+            return next(tp.host for tp in self.tracepoints if tp.name == first)
+        return (sorted({tp.host for tp in self.tracepoints}) or self.traced_hosts)[0]
+
+    def clock_errors(self) -> dict[str, dict]:
+        """Per lab host: the emulated clock error (offset_ns, drift_ppm), as agents and probes apply it."""
+        emu = self.lab.options.clock_emulation if self.lab else {}
+        return {h: {"offset_ns": int(c.offset_us * 1000), "drift_ppm": c.drift_ppm} for h, c in emu.items()}
+
+    def endpoint(self, ref: str) -> tuple[str, str | None, str]:
+        """A workload endpoint "host" or "host/container": (host, netns or None, data address)."""
+        hosts = self.host_names()
+        host, _, cont = ref.partition("/")
+        if cont:
+            c = hosts[host].containers[cont]
+            return host, c.netns, str(c.address)
+        lp = self.lab_plan()
+        if lp is not None:
+            h = lp.host(host)
+            addr = h.underlay_ip or h.bridge_ip
+            assert addr is not None  # a lab host has one or the other
+            return host, None, str(addr.ip)
+        if hosts[host].address is None:
+            raise VntError(f"workload endpoint '{ref}': give hosts.{host}.address (or use HOST/CONTAINER)")
+        return host, None, str(hosts[host].address)
+
+    def workload_endpoints(self) -> list[dict]:
+        """The workloads with endpoints resolved to host, namespace and address (index from 1)."""
+        out = []
+        for i, w in enumerate(self.workloads, start=1):
+            (ch, cns, caddr), (sh, sns, saddr) = self.endpoint(w.client), self.endpoint(w.server)
+            d = w.model_dump(exclude={"pin"})
+            # the patched kernel's UDP trailer goes on datagrams to its port: the client sends from
+            # it too, so that the replies carry an id as well
+            if w.kind == "udp_echo" and self.tagging.udp_port == w.port:
+                d["client_port"] = w.port
+            d.update(index=i, client_host=ch, client_netns=cns, client_addr=caddr, server_host=sh, server_netns=sns,
+                     server_addr=saddr, client_cpu=w.pin.client if w.pin else None,
+                     server_cpu=w.pin.server if w.pin else None)
+            out.append(d)
+        return out
 
     def host_names(self) -> dict[str, HostSpec]:
         """Hosts of the experiment: from the lab topology, or as the file lists them."""
@@ -368,14 +461,15 @@ def _pydantic_problems(err: ValidationError, data: Any) -> list[Problem]:
             if "input" in e and not isinstance(e["input"], (dict, list)) and str(e["input"]) not in msg:
                 msg += f" (got {e['input']!r})"
         # drop discriminator tags that pydantic inserts, so the path matches the file
-        clean, node = [], data
+        clean: list = []
+        node: Any = data
         for part in loc:
-            if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int):
+            if isinstance(node, dict) and part in node:
                 clean.append(part)
-                try:
-                    node = node[part]
-                except (IndexError, KeyError, TypeError):
-                    node = None
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int):
+                clean.append(part)
+                node = node[part] if -len(node) <= part < len(node) else None
             elif not (isinstance(node, dict) and node.get("kind") == part):
                 clean.append(part)
                 node = None
@@ -404,7 +498,18 @@ def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
     hosts = exp.host_names()
     if sum(1 for h in hosts.values() if h.role == "db") > 1:
         p.append(Problem(("hosts",), "at most one host may have role 'db'"))
+    ids = _check_tracepoints(exp, hosts, lab, p)
+    _check_paths(exp, ids, p)
+    _check_flows(exp, lab, p)
+    _check_workloads(exp, hosts, p)
+    _check_overhead(exp, p)
+    _check_files(exp, lab, base_dir, p)
+    return p
 
+
+def _check_tracepoints(exp: Experiment, hosts: dict[str, HostSpec], lab: LabPlan | None, p: list[Problem]) -> dict[str, int]:
+    """Each tracepoint on a traced host, in a known container, on a device that exists there; no
+    hook twice. Returns name -> index of the first tracepoint of that name."""
     ids: dict[str, int] = {}
     hooks: dict[tuple, str] = {}
     for i, tp in enumerate(exp.tracepoints):
@@ -440,11 +545,15 @@ def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
                 where = f"{tp.host}/{tp.netns}" if tp.netns else tp.host
                 extra = " (mgmt0 is the management link: it carries ssh, not the traced data path)" if tp.device == "mgmt0" else ""
                 p.append(Problem(loc + ("device",), f"no device '{tp.device}' on {where} in the lab{extra}; devices: {', '.join(devs)}"))
-        key = (tp.kind, tp.host, tp.netns, tp.device, tp.direction, tp.event)
-        if key in hooks:
-            p.append(Problem(loc, f"same hook as tracepoint '{hooks[key]}'"))
-        hooks.setdefault(key, tp.name)
+        hook = (tp.kind, tp.host, tp.netns, tp.device, tp.direction, tp.event)
+        if hook in hooks:
+            p.append(Problem(loc, f"same hook as tracepoint '{hooks[hook]}'"))
+        hooks.setdefault(hook, tp.name)
 
+    return ids
+
+
+def _check_paths(exp: Experiment, ids: dict[str, int], p: list[Problem]) -> None:
     seen_paths: set[str] = set()
     for i, path in enumerate(exp.paths):
         if path.name in seen_paths:
@@ -456,6 +565,9 @@ def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
             elif name in path.tracepoints[:j]:
                 p.append(Problem(("paths", i, "tracepoints", j), f"tracepoint '{name}' appears twice in path '{path.name}'"))
 
+
+
+def _check_flows(exp: Experiment, lab: LabPlan | None, p: list[Problem]) -> None:
     if lab is not None:
         ranges = lab.data_ranges()
         for i, flow in enumerate(exp.flows):
@@ -467,6 +579,9 @@ def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
         if flow.proto == "any" and (flow.sport or flow.dport):
             p.append(Problem(("flows", i, "proto"), "ports need proto tcp or udp"))
 
+
+
+def _check_workloads(exp: Experiment, hosts: dict[str, HostSpec], p: list[Problem]) -> None:
     for i, w in enumerate(exp.workloads):
         for key in ("client", "server"):
             ref = getattr(w, key)
@@ -474,10 +589,14 @@ def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
             if host not in hosts:
                 p.append(Problem(("workloads", i, key), f"unknown host '{host}' in '{ref}'; use HOST or HOST/CONTAINER, hosts: {', '.join(hosts)}"))
             elif container and container not in hosts[host].containers:
-                p.append(Problem(("workloads", i, key), f"host '{host}' has no container '{container}'; containers: {', '.join(hosts[host].containers) or 'none'}"))
+                known = ", ".join(hosts[host].containers) or "none"
+                p.append(Problem(("workloads", i, key), f"host '{host}' has no container '{container}'; containers: {known}"))
         if w.client == w.server:
             p.append(Problem(("workloads", i), "client and server are the same endpoint"))
 
+
+
+def _check_overhead(exp: Experiment, p: list[Problem]) -> None:
     if exp.overhead is not None:
         for i, v in enumerate(exp.overhead.variants):
             if v.startswith("traced-") and int(v.split("-")[1]) > len(exp.tracepoints):
@@ -487,6 +606,9 @@ def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
         if any(tp.kind != "tc" for tp in exp.tracepoints):
             p.append(Problem(("overhead",), "tcpdump captures devices: every tracepoint must be of kind tc"))
 
+
+
+def _check_files(exp: Experiment, lab: LabPlan | None, base_dir: FsPath, p: list[Problem]) -> None:
     if exp.kernel.install and lab is not None and lab.shares_controller:
         p.append(Problem(("kernel", "install"), f"lab topology '{lab.topology}' hosts share this machine's kernel; "
                                                 "install kernels on topology vms or an inventory"))
@@ -494,7 +616,6 @@ def _check(exp: Experiment, base_dir: FsPath) -> list[Problem]:
         p.append(Problem(("kernel", "packages"), f"kernel package folder {base_dir / exp.kernel.packages} does not exist"))
     if exp.report.baseline is not None and not (base_dir / exp.report.baseline).is_dir():
         p.append(Problem(("report", "baseline"), f"baseline run folder {exp.report.baseline} does not exist"))
-    return p
 
 
 def _substitute(node: Any, values: dict[str, Any], loc: tuple, used: set[str], problems: list[Problem]) -> Any:
@@ -516,6 +637,33 @@ def _substitute(node: Any, values: dict[str, Any], loc: tuple, used: set[str], p
     return LOOP_REF.sub(lambda m: str(values[m.group(1)]), node)
 
 
+def _refuse_aliases(text: str, shown: str) -> None:
+    """Anchors and aliases (`&a`, `*a`) are refused before anything is built: an alias bomb of a few
+    hundred bytes expands to gigabytes, and `x: &a [*a]` is a recursive structure."""
+    for ev in yaml.parse(text, Loader=yaml.SafeLoader):
+        if isinstance(ev, yaml.AliasEvent) or getattr(ev, "anchor", None):
+            line = ev.start_mark.line + 1
+            raise VntError(f"{shown}: 1 problem", [f"{shown}:{line}: YAML anchors and aliases (&name, *name) "
+                                                   "are not allowed in experiment files; write the value out"])
+
+
+def _check_loop_values(loop: dict) -> list[Problem]:
+    """Loop values name run folders (`<stamp>_<var>-<value>`): plain words and numbers only, and
+    every combination a folder of its own."""
+    out = []
+    for var, values in loop.items():
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, (int, float, str)) or not VALUE_RE.match(str(v)) \
+                    or str(v) in (".", ".."):
+                out.append(Problem(("loop", var, i), f"loop value {v!r} must be a number or a word matching "
+                                                     f"{VALUE_RE.pattern} (it names the run's folder)"))
+        strs = [str(v) for v in values]
+        dup = sorted({s for s in strs if strs.count(s) > 1})
+        if dup:
+            out.append(Problem(("loop", var), f"loop value(s) {', '.join(dup)} listed twice: each run needs its own folder"))
+    return out
+
+
 class Run(BaseModel):
     """One combination of loop variables and the experiment it resolves to."""
 
@@ -525,6 +673,13 @@ class Run(BaseModel):
 
     def resolve(self, rel: str) -> FsPath:
         return (FsPath(self.source).parent / rel).resolve()
+
+    def inventory_file(self) -> FsPath:
+        """The inventory of an experiment without a lab (it has one or the other)."""
+        inv = self.experiment.inventory
+        if inv is None:
+            raise VntError(f"experiment {self.experiment.name} has neither a lab nor an inventory")
+        return self.resolve(inv.file)
 
 
 def find(name_or_file: str) -> FsPath:
@@ -550,6 +705,7 @@ def load(name_or_file: str | FsPath) -> list[Run]:
     shown = str(path)
     try:
         text = path.read_text()
+        _refuse_aliases(text, shown)
         node = yaml.compose(text, Loader=_UniqueKeyLoader)
         data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.MarkedYAMLError as e:
@@ -559,7 +715,8 @@ def load(name_or_file: str | FsPath) -> list[Run]:
     except OSError as e:
         raise VntError(f"cannot read {shown}: {e.strerror}") from None
     if not isinstance(data, dict):
-        raise VntError(f"{shown}: 1 problem", [f"{shown}:1: (top level): must be a mapping of experiment fields (name, lab, tracepoints, ...); got {type(data).__name__}"])
+        raise VntError(f"{shown}: 1 problem", [f"{shown}:1: (top level): must be a mapping of experiment fields "
+                                               f"(name, lab, tracepoints, ...); got {type(data).__name__}"])
     lines = _line_map(node) if node is not None else {}
 
     loop = data.get("loop") or {}
@@ -567,7 +724,8 @@ def load(name_or_file: str | FsPath) -> list[Run]:
     if not isinstance(loop, dict) or not all(isinstance(v, list) and v for v in loop.values()):
         problems.append(Problem(("loop",), "loop maps each variable to a non-empty list of values"))
         loop = {}
-    combos = [dict(zip(loop, vals)) for vals in itertools.product(*loop.values())] or [{}]
+    problems += _check_loop_values(loop)
+    combos = [] if problems else [dict(zip(loop, vals)) for vals in itertools.product(*loop.values())] or [{}]
     runs: list[Run] = []
     for params in combos:
         used: set[str] = set()
@@ -594,3 +752,11 @@ def load(name_or_file: str | FsPath) -> list[Run]:
         n = len(rendered)
         raise VntError(f"{shown}: {n} problem{'s' if n > 1 else ''}", rendered)
     return runs
+
+
+def load_one(name_or_file: str) -> Run:
+    """An experiment without loop variables (what `vnettracer trace ...` works on)."""
+    runs = load(name_or_file)
+    if len(runs) > 1:
+        raise VntError(f"{name_or_file} has loop variables ({len(runs)} runs); trace one run with `experiment run`")
+    return runs[0]

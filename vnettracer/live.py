@@ -1,0 +1,142 @@
+"""What `vnettracer top` shows while a run goes: per tracepoint packets/s, drops and parse failures
+from the agents' own counters (their control sockets, over one ssh connection per host), each
+agent's ring in use, and per path and segment p50/p99 over the last seconds, from the raw events the
+agents send to InfluxDB (sinks.influxdb.raw_events), correlated and clock-corrected by the analysis'
+own code (analysis.window)."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from vnettracer.errors import VntError
+from vnettracer.runtime import Target, connect
+from vnettracer.spec import Run
+
+
+@dataclass
+class Sample:
+    time: float
+    stats: dict[str, dict]  # per host: the agent's stats ({} where none runs)
+
+
+@dataclass
+class View:
+    rates: list[dict] = field(default_factory=list)  # per tracepoint
+    agents: list[dict] = field(default_factory=list)  # per host
+    segments: list[dict] = field(default_factory=list)  # per path and segment
+    note: str = ""
+
+
+class Agents:
+    """The agents' stats, once per call, over ssh connections kept open."""
+
+    def __init__(self, targets: dict[str, Target], hosts: list[str], state_dir: str = "/var/lib/vnettracer"):
+        self.targets = {h: targets[h] for h in hosts}
+        self.conns = {h: connect(t) for h, t in self.targets.items()}
+        self.state_dir = state_dir
+
+    def sample(self) -> Sample:
+        out: dict[str, dict] = {}
+
+        def one(host: str) -> None:
+            cmd = (f"{shlex.quote(self.targets[host].python)} -m vnettracer.hostcli agent ctl stats "
+                   f"--state-dir {shlex.quote(self.state_dir)}")
+            r = self.conns[host].run(cmd, hide=True, warn=True, timeout=10, in_stream=False)
+            try:
+                out[host] = json.loads(r.stdout).get("stats") or {} if r.exited == 0 else {}
+            except ValueError:
+                out[host] = {}
+
+        threads = [threading.Thread(target=one, args=(h,)) for h in self.conns]
+        for th in threads:
+            th.start()
+        for th in threads:
+            th.join(20)
+        return Sample(time.time(), out)
+
+    def close(self) -> None:
+        for c in self.conns.values():
+            c.close()
+
+
+def rates(prev: Sample, cur: Sample) -> tuple[list[dict], list[dict]]:
+    """Per tracepoint packets/s and new drops since the previous sample; per agent its ring in use
+    and CPU share."""
+    dt = max(cur.time - prev.time, 1e-3)
+    per_tp, per_agent = [], []
+    for host, st in sorted(cur.stats.items()):
+        before = prev.stats.get(host) or {}
+        for name, c in sorted((st.get("tracepoints") or {}).items(), key=lambda kv: kv[1]["id"]):
+            b = (before.get("tracepoints") or {}).get(name, {})
+            d = {k: int(c.get(k, 0)) - int(b.get(k, 0)) for k in ("seen", "emitted", "dropped", "parse_fail")}
+            per_tp.append({"host": host, "tracepoint": name, "pkts_per_s": d["seen"] / dt, "emitted_per_s": d["emitted"] / dt,
+                           "dropped": d["dropped"], "parse_fail": d["parse_fail"], "dropped_total": int(c.get("dropped", 0))})
+        if st:
+            per_agent.append({"host": host, "run_id": st.get("run_id"), "ring_used": st.get("ring_used_bytes"),
+                              "ring_size": st.get("ring_bytes"),
+                              "cpu": (float(st.get("cpu_s", 0)) - float(before.get("cpu_s", 0))) / dt if before else None})
+    return per_tp, per_agent
+
+
+def recent_events(db, run_id: str, ids: dict[str, int], seconds: float, lag_s: float = 1.0) -> pd.DataFrame:
+    """The last `seconds` of raw events (ending lag_s ago: what agents have sent by now), as the
+    analysis reads events: host, tracepoint id, t_ns, packet_id, flow_hash, len, flags."""
+    end = time.time_ns() - int(lag_s * 1e9)
+    df = db.select("vnt_event", end - int(seconds * 1e9), end, fields='"pid", "flow", "len", "flags"',
+                   where={"run": run_id}, group_by='"host", "tracepoint"')
+    if df.empty:
+        return df
+    return pd.DataFrame({
+        "host": df["host"].to_numpy(), "tracepoint": df["tracepoint"].map(ids).fillna(0).to_numpy(np.uint16),
+        "t_ns": df["time"].astype("int64").to_numpy(), "packet_id": df["pid"].to_numpy(np.int64).view(np.uint64),
+        "flow_hash": df["flow"].to_numpy(np.int64).view(np.uint64), "len": df["len"].to_numpy(np.uint32),
+        "flags": df["flags"].to_numpy(np.uint8)})
+
+
+def segments(run: Run, ev: pd.DataFrame) -> list[dict]:
+    from vnettracer.analysis import window
+
+    rows = []
+    for path, d in window(run.experiment, ev).items():
+        for s in d["segments"]:
+            ok = s["clock_corrected"]  # a cross-host segment before its offset is known: no figure
+            rows.append({"path": path, "segment": s["name"], "count": s["count"], "p50_us": _us(s.get("p50_ns")) if ok else None,
+                         "p99_us": _us(s.get("p99_ns")) if ok else None, "lost": s["lost"]})
+    return rows
+
+
+def _us(ns) -> float | None:
+    return None if ns is None else ns / 1000.0
+
+
+def influx_of(run: Run):
+    """A reader of the run's InfluxDB: the lab's db host (credentials from the lab), or the db host
+    of an inventory with $VNT_INFLUXDB_CREDENTIALS."""
+    from vnettracer import runtime
+    from vnettracer.stages.hosts import RunHosts
+    from vnettracer.store import credentials
+    from vnettracer.store.client import Endpoint, Influx
+
+    exp = run.experiment
+    if not exp.sinks.influxdb.enabled or not exp.sinks.influxdb.raw_events or exp.db_host is None:
+        return None
+    t = runtime.targets(run)[exp.db_host]
+    creds = credentials.read(credentials.credentials_file(RunHosts(run).own_dir))
+    return Influx(Endpoint(f"http://{t.address}:8086", exp.sinks.influxdb.database, creds["writer_user"],
+                           creds["writer_password"]), timeout_s=10)
+
+
+def agents_of(run: Run) -> Agents:
+    from vnettracer import runtime
+
+    hosts = sorted({tp.host for tp in run.experiment.tracepoints})
+    if not hosts:
+        raise VntError(f"{run.experiment.name} has no tracepoints: no agent to watch")
+    return Agents(runtime.targets(run), hosts)
