@@ -15,6 +15,9 @@ PACKAGES=systemd-sysv,udev,dbus,openssh-server,python3,python3-apt,python3-venv,
 [ "${1:-}" = rootfs ] || { echo "usage: kernel-build/mkvm.sh rootfs" >&2; exit 2; }
 key=$(echo "$PACKAGES" | sha256sum | cut -c1-8)
 root="$BUILD/rootfs-bookworm-$key"
+mkdir -p "$BUILD"
+exec 9>"$BUILD/.lock-rootfs-$key"  # one debootstrap at a time: a second caller waits, then reuses it
+flock 9
 if [ ! -e "$root/.vnt-done" ]; then
     echo "mkvm.sh: debootstrap bookworm into $root (once; a few minutes)" >&2
     rm -rf "$root" && mkdir -p "$BUILD"
