@@ -1,8 +1,10 @@
-"""Shared fixtures. Lab tests need root (CI runs as root): without it they fail, never skip."""
+"""Shared fixtures. tests/unit/: pure logic, no root, seconds. tests/lab/: real hosts (network
+namespaces, sshd, BPF, QEMU); they need root (CI runs as root): without it they fail, never skip."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 from pathlib import Path
 
@@ -51,6 +53,49 @@ def vnettracer(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedPr
     """Run the CLI as a user would."""
     exe = Path(os.sys.executable).parent / "vnettracer"
     return subprocess.run([str(exe), *args], capture_output=True, text=True, timeout=timeout, **kw)
+
+
+_BUILDS: list[subprocess.Popen] = []
+LAST = ["test_kernel.py", "test_vm_cluster.py"]
+
+
+def pytest_collection_finish(session):
+    """The patched kernel (test_kernel, test_vm_cluster) and the VMs' debootstrap root take 20-30
+    minutes cold: begin them now, at the lowest CPU priority, so they overlap the tests before
+    those that need them (which then wait for them: the build scripts take a lock and reuse a
+    finished build). Ended by pid at the end of the session if still running."""
+    files = {item.path.name for item in session.items}
+    if session.config.option.collectonly or os.geteuid() != 0 or not files & {"test_kernel.py", "test_vm_cluster.py"}:
+        return
+    from vnettracer import ROOT
+
+    jobs = [["kernel-build/build.sh", "deb", "vm"]]
+    if "test_vm_cluster.py" in files:
+        jobs.append(["kernel-build/mkvm.sh", "rootfs"])
+    (ROOT / "build").mkdir(exist_ok=True)
+    with open(ROOT / "build" / "background-builds.log", "ab") as log:
+        for argv in jobs:
+            _BUILDS.append(subprocess.Popen(["nice", "-n", "19", *argv], cwd=ROOT, stdout=log, stderr=log,
+                                            stdin=subprocess.DEVNULL, start_new_session=True))
+
+
+def pytest_sessionfinish(session, exitstatus):
+    for p in _BUILDS:
+        if p.poll() is None:
+            os.killpg(p.pid, signal.SIGTERM)  # its own session: the build script and its make/compilers
+            p.wait(timeout=60)
+
+
+def pytest_collection_modifyitems(items):
+    """Every test under tests/lab/ is a lab test (root, real hosts, minutes); tests/unit/ needs
+    neither (`make test-unit`)."""
+    lab_tests = Path(__file__).parent / "lab"
+    for item in items:
+        if lab_tests in item.path.parents:
+            item.add_marker(pytest.mark.lab)
+    # the tests that need the patched kernel last: its build (begun in the background at collection)
+    # then overlaps every other test
+    items.sort(key=lambda item: LAST.index(item.path.name) + 1 if item.path.name in LAST else 0)
 
 
 @pytest.hookimpl(hookwrapper=True)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import json
 
 from conftest import vnettracer
+
+from vnettracer import ROOT
 
 
 def test_spec_check_ok_and_bad(tmp_path):
@@ -60,7 +62,7 @@ def test_kernel_install_and_store_replay_refuse_bad_input(tmp_path):
 
 def test_overhead_section_is_checked(tmp_path):
     f = tmp_path / "ov.yml"
-    src = (Path(__file__).parents[1] / "experiments" / "tracing-overhead.yml").read_text()
+    src = (ROOT / "experiments" / "tracing-overhead.yml").read_text()
     f.write_text(src.replace("variants: [untraced, traced-10, traced-20, tcpdump]",
                              "variants: [untraced, traced-30, wireshark]"))
     r = vnettracer("spec", "check", str(f))
@@ -69,3 +71,24 @@ def test_overhead_section_is_checked(tmp_path):
     f.write_text(src.replace("variants: [untraced, traced-10, traced-20, tcpdump]", "variants: [untraced, traced-30]"))
     r = vnettracer("spec", "check", str(f))
     assert r.returncode == 2 and "overhead.variants[1]: traced-30: the experiment has 20 tracepoints" in r.stderr
+
+
+def test_version_json_and_exit_codes(tmp_path):
+    """--version; --json on check commands; CI can tell bad input (2) from a failed host (3)."""
+    from vnettracer import __version__
+
+    r = vnettracer("--version")
+    assert r.returncode == 0 and r.stdout.strip() == f"vnettracer {__version__}"
+    bad = tmp_path / "bad.yml"
+    bad.write_text("name: x\nlab: {topology: nope}\n")
+    r = vnettracer("spec", "check", "quickstart", str(bad), "--json")
+    assert r.returncode == 2
+    res = json.loads(r.stdout)
+    assert res[0] == {"file": "quickstart", "ok": True, "tracepoints": 20, "paths": 2, "runs": 1}
+    assert res[1]["ok"] is False and "lab.topology" in res[1]["problems"][0]
+    inv = tmp_path / "inv.yml"  # a host nobody answers for: a failed host, not bad input
+    inv.write_text("all:\n  hosts:\n    ghost: {ansible_host: 127.0.0.1, ansible_port: 9}\n")  # nothing listens: refused, locally
+    r = vnettracer("hosts", "check", "--inventory", str(inv), "--workdir", str(tmp_path / "wd"), "--json")
+    assert r.returncode == 3, r.stdout + r.stderr
+    (row,) = json.loads(r.stdout)
+    assert row["host"] == "ghost" and row["reachable"] is False

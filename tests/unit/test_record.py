@@ -66,3 +66,17 @@ def test_defines_match():
     ids = dict(re.findall(r"(VNT_ID_\w+) = (\d+)", header))
     assert {k: int(v) for k, v in ids.items()} == {"VNT_ID_NONE": 0, "VNT_ID_TAG": 1, "VNT_ID_HASH": 2, "VNT_ID_PAYLOAD": 3}
     assert (record.ID_TAG, record.ID_HASH, record.ID_PAYLOAD) == (1, 2, 3)
+
+
+def test_control_commands_from_one_table():
+    """The agent, `hostcli agent ctl` and runtime.py share one command table (agent/control.py)."""
+    from vnettracer.agent import control
+
+    assert control.build_request("set", "a,b") == {"cmd": "set", "names": ["a", "b"]}
+    assert control.build_request("set", "") == {"cmd": "set", "names": []}
+    assert control.build_request("sampling", "100") == {"cmd": "sampling", "n": 100}
+    assert control.build_request("add", '{"name": "x"}') == {"cmd": "add", "tracepoint": {"name": "x"}}
+    assert control.build_request("stats") == {"cmd": "stats"}
+    bad = control.dispatch(None, {"cmd": "reboot"})
+    assert bad["ok"] is False and "known: stats, add, remove, set, sampling, stop" in bad["error"]
+    assert control.dispatch(None, {"cmd": "remove"})["ok"] is False  # a bad request is answered, not raised

@@ -16,7 +16,7 @@ from vnettracer import hostpkg
 from vnettracer.agent.config import AgentConfig
 
 CONTROLLER_ONLY = ["pydantic", "pandas", "typer", "rich", "ansible", "ansible_runner", "fabric", "invoke",
-                   "matplotlib", "requests", "yaml", "pyroute2", "influxdb", "scapy"]
+                   "matplotlib", "requests", "yaml", "influxdb", "scapy"]
 
 BLOCKER = """
 import sys

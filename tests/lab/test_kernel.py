@@ -13,13 +13,11 @@ import sys
 import time
 
 import pytest
+from netutil import tag_id
 from scapy.all import IP, TCP, UDP, rdpcap
 
-from netutil import tag_id
 from vnettracer import ROOT
 from vnettracer.orchestrate import run_playbook
-
-pytestmark = pytest.mark.lab
 
 NETNS, TAP = "vnt-qemu", "vnt-qtap"
 GUEST, PEER = "10.0.2.15", "10.0.2.2"
@@ -66,8 +64,9 @@ def _sh(*argv: str) -> None:
 
 @pytest.fixture(scope="module")
 def kernel_image(root):
-    """The test kernel (tinyconfig + kernel-build/config/test.config + the patches); built once,
-    reused while the patches, fragments and build script are unchanged."""
+    """The patched kernel of the VM lab (defconfig + kvm_guest + kernel-build/config/vm.config, the
+    Debian packages' own bzImage: one build serves this test and tests/lab/test_vm_cluster.py);
+    built once, reused while the patches, the fragment and the build script are unchanged."""
     t0 = time.monotonic()
     r = subprocess.run([str(ROOT / "kernel-build" / "build.sh"), "image"], capture_output=True, text=True,
                        timeout=3600)
@@ -98,7 +97,7 @@ def boot(kernel_image, tmp_path_factory):
         # offloads off (csum=off, gso=off): the guest segments in software, so the capture shows
         # wire-sized segments and the patch's per-segment ids of GSO packets
         q = subprocess.run(
-            ["ip", "netns", "exec", NETNS, "qemu-system-x86_64", "-accel", "tcg", "-m", "256", "-nographic",
+            ["ip", "netns", "exec", NETNS, "qemu-system-x86_64", "-accel", "tcg", "-m", "512", "-nographic",
              "-no-reboot", "-kernel", kernel_image, "-initrd", str(initrd),
              "-append", "console=ttyS0 quiet panic=-1",
              "-netdev", f"tap,id=n0,ifname={TAP},script=no,downscript=no,vnet_hdr=off",

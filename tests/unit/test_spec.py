@@ -154,3 +154,41 @@ def test_several_problems_reported_at_once(tmp_path):
 def test_unknown_experiment_name():
     with pytest.raises(VntError, match="no experiment named 'nosuch'; known: .*quickstart"):
         spec.load("nosuch")
+
+
+HARDENING = [
+    ("yaml alias", GOOD + "x: &a [1]\ny: *a\n", ["anchors and aliases"], 9),
+    ("recursive alias", GOOD + "x: &a [*a]\n", ["anchors and aliases"], 9),
+    ("loop value escaping the results folder", GOOD.replace("device: cni0", "device: '${d}'") + "loop: {d: ['../../..']}\n",
+     ["loop.d[0]", "names the run's folder"], 9),
+    ("loop value with a slash", GOOD.replace("device: cni0", "device: '${d}'") + "loop: {d: ['x/1']}\n", ["loop.d[0]"], 9),
+    ("loop value twice", GOOD.replace("device: cni0", "device: '${d}'") + "loop: {d: [cni0, cni0]}\n", ["listed twice"], 9),
+    ("device with a shell character", GOOD.replace("device: cni0", "device: 'eth0;id'"), ["tracepoints[1].device", "letters, digits"], 5),
+    ("host name with a command", GOOD.replace("host: host2", "host: 'b$(id)'"), ["tracepoints[2].host", "host name"], 6),
+    ("inventory netns escaping", "name: t\ninventory: {file: inv.yml}\nhosts:\n  h1: {containers: {c1: {netns: '../../proc/1/ns/net', address: 10.0.0.1}}}\n",
+     ["netns name"], 4),
+    ("inventory host name", "name: t\ninventory: {file: inv.yml}\nhosts:\n  'b$(id)': {}\n", ["host name 'b$(id)'"], 4),
+]
+
+
+@pytest.mark.parametrize("what,text,expect,line", HARDENING, ids=[b[0] for b in HARDENING])
+def test_hostile_input_refused(tmp_path, what, text, expect, line):
+    (tmp_path / "inv.yml").write_text("all: {}\n")
+    test_bad_file_gives_clear_error(tmp_path, what, text, expect, line)
+
+
+def test_alias_bomb_is_refused_cheaply(tmp_path):
+    import resource
+
+    bomb = "a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 9)}]\n" for p, c in zip("abcdefgh", "bcdefghi"))
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    lines = problems(tmp_path, bomb)
+    assert "anchors and aliases" in lines[0]
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 100_000  # KiB: no expansion
+
+
+def test_tracepoints_beyond_the_agents_limit_refused(tmp_path):
+    tps = "".join(f"  - {{name: t{i}, host: host1, device: cni0, direction: ingress}}\n" for i in range(256))
+    lines = problems(tmp_path, "name: t\nlab: {topology: flannel-vxlan}\ntracepoints:\n" + tps)
+    assert any("tracepoints" in ln and "at most 255" in ln for ln in lines), lines

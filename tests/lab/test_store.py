@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import json
 import socket
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import requests
-
 from conftest import vnettracer
+
 from vnettracer.agent.record import EVENT
 from vnettracer.store import credentials, deploy, lineproto
 from vnettracer.store.client import Influx, QueryRefused, StoreError
 from vnettracer.store.writer import Writer
 
-pytestmark = pytest.mark.lab
 
 def _base() -> int:
     """A run's events start an hour ago (inside the retention policy), ns."""
@@ -164,3 +165,78 @@ def test_store_replay_sends_a_runs_leftover_batches(influx, tmp_path):
     assert again.returncode == 0 and "nothing to send" in again.stdout
     bad = vnettracer("store", "replay", str(tmp_path))
     assert bad.returncode == 2 and "not a run folder" in bad.stderr
+
+
+def test_store_replay_sends_no_credentials_to_a_url_from_a_results_folder(influx, tmp_path):
+    """A results folder may come from anyone: a URL it names outside the lab gets nothing unless
+    the user names it, and the credentials path it names is never read."""
+    lab, wd, creds, ep = influx
+    run = tmp_path / "planted"
+    outbox = run / "events" / "host1" / "influx-outbox"
+    outbox.mkdir(parents=True)
+    (outbox / "0000000001.lp").write_bytes(b"vnt_agent,host=x,run=planted events=1i 1\n")
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+        listener.setblocking(False)
+        url = f"http://127.0.0.1:{listener.getsockname()[1]}"
+        (run / "meta.json").write_text(json.dumps({"influxdb": {"url": url, "database": "x",
+                                                                "credentials": "/etc/shadow"}}))
+        r = vnettracer("store", "replay", str(run))
+        assert r.returncode == 2 and f"give --url {url}" in r.stderr, r.stderr
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nothing ever connected
+    assert (outbox / "0000000001.lp").exists()
+
+
+def test_a_finished_runs_data_served_again(tmp_path):
+    """`vnettracer store serve RUN` after the lab is gone: an influxd of its own on 127.0.0.1 holds
+    the run's per-second segment summaries and every event; Ctrl-C stops it (nothing left
+    listening); serving again starts from the kept data folder without loading anything twice."""
+    import signal
+    import subprocess
+
+    from vnettracer.analysis import analyze
+    from vnettracer.analysis.synth import make_run
+    from vnettracer.store.client import Endpoint
+
+    run = tmp_path / "exp" / "20260101-000000"
+    make_run(run, packets=2000, seconds=10)
+    port = 18187
+
+    def start() -> subprocess.Popen:
+        p = subprocess.Popen([str(Path(sys.executable).parent / "vnettracer"), "store",
+                              "serve", str(run), "--port", str(port), "--events", "--for", "120"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for line in p.stdout:
+            if line.startswith("serving"):
+                return p
+            lines.append(line)
+        raise AssertionError(p.stderr.read())
+
+    def counts() -> tuple[int, int]:
+        creds = credentials.read(run / "influxdb" / "secrets" / "influxdb.json")
+        db = Influx(Endpoint(f"http://127.0.0.1:{port}", "vnettracer", creds["admin_user"], creds["admin_password"]))
+        q = 'SELECT count("{}") FROM "{}" WHERE time > 0 AND time < now()'
+        seg, ev = (db.query(q.format(f, m)) for f, m in (("p50_us", "vnt_segment"), ("pid", "vnt_event")))
+        return int(seg.iloc[0, -1]), int(ev.iloc[0, -1])
+
+    lines: list[str] = []
+    p = start()
+    try:
+        loaded = next(ln for ln in lines if ln.startswith("loaded"))
+        n_seg, n_ev = (int(w) for w in loaded.split() if w.isdigit())
+        assert counts() == (n_seg, n_ev) and n_ev == analyze(run).summary["events"] > 30_000
+    finally:
+        p.send_signal(signal.SIGINT)
+        assert p.wait(timeout=60) == 130
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0  # nothing listens any more
+    lines = []
+    p = start()
+    try:
+        assert not [ln for ln in lines if ln.startswith("loaded")]  # the kept data, not loaded again
+        assert counts() == (n_seg, n_ev)
+    finally:
+        p.send_signal(signal.SIGINT)
+        p.wait(timeout=60)

@@ -12,8 +12,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import yaml
-
 from conftest import leftovers, vnettracer
+
+from vnettracer import ROOT
 from vnettracer.procs import descendants
 
 EXE = os.path.join(os.path.dirname(os.sys.executable), "vnettracer")
@@ -40,8 +41,8 @@ def test_quickstart_end_to_end(root, tmp_path):
         assert (run / f).is_file(), f
     meta = json.loads((run / "meta.json").read_text())
     st = meta["stages"]
-    assert [s for s in st if st[s]["status"] == "ok"] == ["lab", "prepare", "facts", "deploy", "clock", "workload",
-                                                           "collect", "report"]
+    assert [s for s in st if st[s]["status"] == "ok"] == ["lab", "prepare", "tagging", "facts", "deploy", "clock",
+                                                           "workload", "collect", "report"]
     assert st["clock"]["before"]["host2"] >= 150 and st["clock"]["after"]["host2"] >= 150
     assert meta["measured"] is True and set(meta["hosts"]) == {"host1", "host2", "db"}
     assert meta["versions"]["ansible-core"].startswith("2.19")
@@ -101,6 +102,30 @@ def _check_influxdb(run: Path) -> None:
         (p, s["name"]) for p, ps in summary["paths"].items() for s in ps["segments"]}
     agent = db.select("vnt_agent", t0, t1, where={"run": run.name})
     assert set(agent["host"]) == {"host1", "host2"} and agent["dropped"].max() == 0
+    _check_dashboard(db, run, t0, t1, set(names.values()), {(p, s["name"]) for p, ps in summary["paths"].items()
+                                                             for s in ps["segments"]})
+
+
+def _check_dashboard(db, run: Path, t0: int, t1: int, tracepoints: set, segments: set) -> None:
+    """Every panel of the Grafana dashboard (vnettracer/store/grafana/vnettracer.json), its InfluxQL
+    with Grafana's macros filled in as Grafana would, against the InfluxDB the run filled: each
+    returns its series (both hosts, every tracepoint, every segment); the run variable lists the run."""
+    from vnettracer import PACKAGE_DIR
+
+    dash = json.loads((PACKAGE_DIR / "store" / "grafana" / "vnettracer.json").read_text())
+    runs = db.execute(dash["templating"]["list"][0]["query"])[0]["series"][0]["values"]
+    assert ["run", run.name] in runs
+    for p in dash["panels"]:
+        q = (p["targets"][0]["query"].replace("$timeFilter", f"time >= {t0} AND time <= {t1}")
+             .replace("$__interval", "1s").replace("/^$run$/", f"/^{run.name}$/"))
+        df = db.query(q).dropna()
+        assert len(df), p["title"]
+        if '"segment"' in q:
+            assert set(zip(df["path"], df["segment"])) == segments, p["title"]
+        if '"host"' in q:
+            assert set(df["host"]) == {"host1", "host2"}, p["title"]
+        if '"tracepoint"' in q:
+            assert set(df["tracepoint"]) == tracepoints, p["title"]
 
 
 @pytest.mark.parametrize("when", ["prepare: Installed packages", "[workload] workload: Client"])
@@ -139,7 +164,7 @@ def test_interrupted_run_leaves_nothing(root, tmp_path, when):
 
 def test_bottleneck_is_found(root, tmp_path):
     """A 2 ms delay element between host1 and the wire: the report names that segment, both ways,
-    and its added latency is within 10 % of what was inserted."""
+    and its latency is what was inserted plus the forwarder's own (lab/delay.py, user space)."""
     env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
     r = vnettracer("experiment", "run", "bottleneck", env=env)
     assert r.returncode == 0, r.stderr
@@ -151,8 +176,10 @@ def test_bottleneck_is_found(root, tmp_path):
         assert p["dominant"] == wire
         seg = next(g for g in p["segments"] if g["name"] == wire)
         others = sum(g["p50_ns"] for g in p["segments"] if g["name"] != wire)
-        assert others < 50_000  # the rest of the path is microseconds
-        assert abs(seg["p50_ns"] - inserted_ns) < 0.1 * inserted_ns, seg
+        assert others < 0.05 * inserted_ns, p["segments"]  # no other segment is blamed
+        # the forwarder holds each frame at least the delay, plus its own scheduling (+5 % idle,
+        # up to +15 % on a busy 2-core machine): never less, and never much more
+        assert 0.97 * inserted_ns < seg["p50_ns"] < 1.2 * inserted_ns, seg
         assert "tag" not in p["identity"] and p["identity"]["hash"] > 0.9  # tagging: none -> hashes
     meta = json.loads((run / "meta.json").read_text())
     assert {t["mode"] for t in meta["tagging"].values()} == {"none"}
@@ -181,7 +208,7 @@ def test_bulk_workload_without_tracing(root, tmp_path):
 def test_overhead_variants_interleaved(root, tmp_path):
     """A small tracing-overhead run: every variant measured, tcpdump really captured, and the agents
     end with every tracepoint attached again."""
-    src = yaml.safe_load((Path(__file__).parents[1] / "experiments" / "tracing-overhead.yml").read_text())
+    src = yaml.safe_load((ROOT / "experiments" / "tracing-overhead.yml").read_text())
     src["tracepoints"] = src["tracepoints"][:10]  # the request direction
     src["paths"] = src["paths"][:1]
     src["workloads"][0]["duration_s"] = src["workloads"][1]["duration_s"] = 1
@@ -203,4 +230,73 @@ def test_overhead_variants_interleaved(root, tmp_path):
     for host in ("host1", "host2"):  # back to every tracepoint when the agents stopped
         stats = json.loads((run / "events" / host / "stats.json").read_text())
         assert len(stats["attached"]) == sum(tp["host"] == host for tp in src["tracepoints"])
+    assert leftovers() == []
+
+
+def test_controller_killed_mid_run_then_collect_stage(root, tmp_path):
+    """SIGKILL to the controller while the workload runs: no clean-up happens, so the agents and the
+    tags stay on the hosts. `experiment run --stage collect RUN_DIR` stops the agents, fetches what
+    they spooled, undoes the tagging and writes the report; then nothing of the run is left."""
+    from vnettracer import lab as labmod
+
+    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
+    proc = subprocess.Popen([EXE, "experiment", "run", "quickstart"], env=env, text=True, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline, seen = time.monotonic() + 180, ""
+        while "[workload] workload: Client of workload 2" not in seen and time.monotonic() < deadline:
+            seen += proc.stderr.readline()
+        assert "Client of workload 2" in seen, seen
+        os.killpg(proc.pid, signal.SIGKILL)  # the controller and its ansible-playbook: no clean-up at all
+        proc.wait(timeout=30)
+        (run,) = (tmp_path / "quickstart").iterdir()
+        lb = labmod.require()  # the lab outlived its controller
+        pids = [(lb.dir / "hosts" / h / "state" / "run" / "agent.pid") for h in ("host1", "host2")]
+        assert all(p.is_file() for p in pids), "agents should still run after the controller died"
+        r = vnettracer("experiment", "run", str(run), "--stage", "collect", env=env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert not any(p.exists() for p in pids), "agents stopped"
+        meta = json.loads((run / "meta.json").read_text())
+        assert meta["stages"]["collect"]["status"] == "ok" and meta["stages"]["report"]["status"] == "ok"
+        summary = json.loads((run / "summary.json").read_text())
+        assert summary["paths"]["request"]["complete"] > 1000  # the tcp_rr traffic before the kill
+        show = subprocess.run(["bpftool", "-j", "cgroup", "show", "/sys/fs/cgroup/vnt-lab/host1"],
+                              capture_output=True, text=True).stdout
+        assert "vnt_tag" not in show, "tagging undone"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        vnettracer("lab", "down")
+    assert leftovers() == []
+
+
+def test_clocks_of_three_hosts_under_load(root, tmp_path):
+    """Two hosts with emulated clock errors (offset and drift of opposite signs) against a reference,
+    one core kept busy: the trace-based estimate is within 2 us of the truth, the probes within
+    20 us, drift within 0.5 ppm; the other conversation's packets are diverted, not lost."""
+    import sys
+
+    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
+    busy = "import time\nend = time.monotonic() + 300\nwhile time.monotonic() < end:\n    pass"
+    hog = subprocess.Popen([sys.executable, "-c", busy])  # one core busy, bounded in time; ended by pid below
+    try:
+        r = vnettracer("experiment", "run", "clocks-3hosts", env=env)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "clocks-3hosts").iterdir()
+    meta = json.loads((run / "meta.json").read_text())
+    s = json.loads((run / "summary.json").read_text())
+    emu = meta["clock_emulation"]
+    for host in ("host2", "host3"):
+        e, c = emu["hosts"][host], s["clock"]["hosts"][host]
+        truth = e["offset_ns"] + e["drift_ppm"] * 1e-6 * (s["start_ns"] - emu["t0_ns"])
+        assert abs(c["trace"]["offset_at_start_ns"] - truth) < 2_000, (host, c, truth)
+        assert abs(c["probe"]["offset_at_start_ns"] - truth) < 20_000, (host, c, truth)
+        assert abs(c["trace"]["drift_ppm"] - e["drift_ppm"]) < 0.5 and abs(c["probe"]["drift_ppm"] - e["drift_ppm"]) < 0.5
+    p2, p3 = s["paths"]["to-host2"], s["paths"]["to-host3"]
+    assert p2["complete"] > 5000 and p3["complete"] > 5000
+    assert p2["diverted"] >= 0.99 * p3["complete"] and p2["diverted_to"].keys() == {"h3-eth0-in"}
+    assert p2["lost"] <= 2 and p3["lost"] <= 2
     assert leftovers() == []

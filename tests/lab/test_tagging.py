@@ -6,16 +6,14 @@ from __future__ import annotations
 import subprocess
 import sys
 
-import pytest
-from scapy.all import TCP, VXLAN, IP, rdpcap  # noqa: F401 - scapy binds VXLAN to 4789 only
+from netutil import SERVER, Capture, in_netns, tag_id
+from scapy.all import IP, TCP, VXLAN, rdpcap  # noqa: F401 - scapy binds VXLAN to 4789 only
 from scapy.layers.inet import UDP
 from scapy.packet import bind_layers
 
-from netutil import SERVER, Capture, in_netns, tag_id
 from vnettracer.orchestrate import run_playbook
-from vnettracer.trace import TAG_OBJECT
+from vnettracer.stages.tagging import TAG_OBJECT
 
-pytestmark = pytest.mark.lab
 bind_layers(UDP, VXLAN, dport=8472)
 
 CLIENT = r"""
@@ -105,4 +103,24 @@ def test_refuses_sysctl_mode_without_the_patched_kernel(lab, tmp_path):
         "tracer_python": sys.executable})
     assert r.failures and "needs the patched kernel" in r.failures[0].msg
     assert r.hosts["host1"].changed == 0
+
+
+
+def test_tagging_cut_short_is_undone(lab, tmp_path):
+    """A tagging that fails half-way (the program does not load) has already recorded what it
+    did: `absent` removes the pins it made and its record, and nothing stays attached."""
+    bogus = tmp_path / "tag.bpf.o"
+    bogus.write_bytes(b"not an ELF object")
+    r = run_playbook("tagging", lab.inventory, tmp_path, limit="host1", extravars={
+        "tagging_state": "present", "tagging_mode": "sockops", "tagging_bpf_object": str(bogus),
+        "tracer_python": sys.executable})
+    assert r.failures and r.failures[0].task == "Load (program and maps pinned)"
+    state = lab.dir / "hosts" / "host1" / "state" / "run" / "tagging.json"
+    assert state.is_file(), "the record is written before the change"
+    undone = run_playbook("tagging", lab.inventory, tmp_path, limit="host1", extravars={
+        "tagging_state": "absent", "tracer_python": sys.executable}).raise_for_failures()
+    assert undone.hosts["host1"].failed == 0 and not state.exists()
+    show = subprocess.run(["bpftool", "-j", "cgroup", "show", "/sys/fs/cgroup/vnt-lab/host1"],
+                          capture_output=True, text=True).stdout
+    assert "vnt_tag" not in show
 

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import re
 import subprocess
+from pathlib import Path
 
 import pytest
 import yaml
-
 from netutil import Capture, echo
+
 from vnettracer import hosts
 from vnettracer.orchestrate import run_playbook
 
@@ -114,12 +116,17 @@ def test_playbook_failure_names_host_and_task(lab, tmp_path):
     assert "vnt-no-such-package" in r.failures[0].msg
 
 
-def test_runner_keeps_state_in_run_folder_and_secrets_out(lab, tmp_path):
+def test_runner_keeps_state_in_run_folder_and_secrets_out(lab, tmp_path, monkeypatch):
+    """Secrets never land in the run folder, nor does the controller's environment (a planted
+    variable), and no secrets file outlives the run."""
+    monkeypatch.setenv("VNT_PLANTED", "planted-env-value")
     r = run_playbook("hosts-check", lab.inventory, tmp_path, secrets={"vnt_test_secret": "s3cr3t-value"})
     assert r.ok
     assert (tmp_path / "ansible" / "home").is_dir()
-    leaked = subprocess.run(["grep", "-rl", "s3cr3t-value", str(tmp_path)], capture_output=True, text=True).stdout
-    assert leaked == "", f"secret written to {leaked}"
+    for value in ("s3cr3t-value", "planted-env-value"):
+        leaked = subprocess.run(["grep", "-rl", value, str(tmp_path)], capture_output=True, text=True).stdout
+        assert leaked == "", f"{value} written to {leaked}"
+    assert not [p for p in Path("/dev/shm").glob(f"vnt-secrets-{os.getpid()}-*")]
     env = tmp_path / "ansible" / "env"
     assert not env.exists() or not any(env.iterdir())  # runner's env files are suppressed
 

@@ -6,8 +6,11 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
+import pytest
 from conftest import alive, leftovers, vnettracer
+
 from vnettracer import lab as labmod
 from vnettracer.lab import netns
 
@@ -71,3 +74,33 @@ def test_up_recovers_from_killed_up(root):
     assert r.returncode == 0 and "removed" in r.stdout
     assert leftovers() == []
     assert vnettracer("lab", "down").stdout.strip() == "lab down: nothing to remove"
+
+
+def test_lab_folder_another_user_could_change_is_refused(tmp_path, monkeypatch):
+    """Lab state drives Ansible as root: a lab folder open to others, a symlinked one, one under a
+    world-writable folder, or a symlinked lock are refused before anything is read or written."""
+    from vnettracer.errors import VntError
+
+    monkeypatch.setenv("VNT_LAB_DIR", str(tmp_path / "lab"))
+    assert labmod.check_private(tmp_path / "lab", create=True).stat().st_mode & 0o777 == 0o700
+    os.chmod(tmp_path / "lab", 0o755)
+    with pytest.raises(VntError, match="not a private folder"):
+        labmod.load()
+    os.chmod(tmp_path / "lab", 0o700)
+    (tmp_path / "real").mkdir(mode=0o700)
+    (tmp_path / "lab").rmdir()
+    (tmp_path / "lab").symlink_to(tmp_path / "real")
+    with pytest.raises(VntError, match="a symlink"):
+        labmod.check_private(tmp_path / "lab")
+    (tmp_path / "lab").unlink()
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    os.chmod(open_dir, 0o777)
+    with pytest.raises(VntError, match="writable by other users"):
+        labmod.check_private(open_dir / "lab", create=True)
+    assert not (open_dir / "lab").exists()
+    (tmp_path / "elsewhere").write_text("")
+    Path(f"{tmp_path / 'lab'}.lock").symlink_to(tmp_path / "elsewhere")
+    r = vnettracer("lab", "down", env={**os.environ, "VNT_LAB_DIR": str(tmp_path / "lab")})
+    assert r.returncode == 2 and "symlink is refused" in r.stderr, r.stderr
+    assert (tmp_path / "elsewhere").read_text() == ""

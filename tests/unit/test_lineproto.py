@@ -18,10 +18,12 @@ def test_event_lines_are_exact_and_escaped():
     ev["packet_id"] = [2**64 - 1, 7]  # u64 ids travel as the int64 with the same bits
     ev["len"] = [60, 1500]
     ev["flags"] = [1, 6]
+    ev["flow_hash"] = [3, 2**63]
     out = lineproto.events(ev, "run 1", "host,a", {1: "h1=eth0 eg"}, 10**18).decode()
-    assert out == ("vnt_event,host=host\\,a,run=run\\ 1,tracepoint=h1\\=eth0\\ eg pid=-1i,len=60i,flags=1i "
+    assert out == ("vnt_event,host=host\\,a,run=run\\ 1,tracepoint=h1\\=eth0\\ eg pid=-1i,flow=3i,len=60i,flags=1i "
                    "1000000000000000100\n"
-                   "vnt_event,host=host\\,a,run=run\\ 1,tracepoint=2 pid=7i,len=1500i,flags=6i 1000000000000000200\n")
+                   "vnt_event,host=host\\,a,run=run\\ 1,tracepoint=2 pid=7i,flow=-9223372036854775808i,len=1500i,flags=6i "
+                   "1000000000000000200\n")
 
 
 def test_ties_within_a_tracepoint_move_apart_deterministically():

@@ -11,12 +11,15 @@ import time
 import numpy as np
 import pandas as pd
 import pytest
-
 from netutil import echo
-from vnettracer import spec, trace
-from vnettracer.agent.agent import request
+
+from vnettracer import ROOT, spec
+from vnettracer.agent.control import request
 from vnettracer.agent.record import ID_HASH, ID_PAYLOAD
 from vnettracer.agent.spool import read_spool
+from vnettracer.stages import deploy
+from vnettracer.stages.collect import collect
+from vnettracer.stages.hosts import RunHosts
 
 RUN = None
 
@@ -87,12 +90,12 @@ def traffic(lab, n: int = 20) -> None:
 def test_all_hooks_both_directions(lab, quickstart, tmp_path):
     exp = quickstart.experiment
     try:
-        trace.start(quickstart, "full", tmp_path)
+        deploy.start(RunHosts(quickstart), "full", tmp_path)
         assert len(links()) == 20 and filters(lab) == {}  # tcx on this kernel: 20 links, no qdisc
         traffic(lab)
         time.sleep(1.5)  # the agents drain every few ms and write stats every second
     finally:
-        trace.stop(quickstart, tmp_path)
+        deploy.stop(RunHosts(quickstart), tmp_path)
     nothing_left(lab)
 
     ev = events(lab, "full")
@@ -127,7 +130,7 @@ def test_sigkilled_agent_leaves_no_stale_hooks_clsact(lab, quickstart, tmp_path)
     run = with_attach(quickstart, "clsact")
     state = lab.dir / "hosts" / "host1" / "state"
     try:
-        trace.start(run, "k1", tmp_path)
+        deploy.start(RunHosts(run), "k1", tmp_path)
         assert len(prog_ids(filters(lab))) == 20 and links() == []
         os.kill(int((state / "run" / "agent.pid").read_text()), signal.SIGKILL)
         subprocess.run(lab.ssh_argv("host2", "kill -TERM $(cat /var/lib/vnettracer/run/agent.pid)"), check=True)
@@ -135,7 +138,7 @@ def test_sigkilled_agent_leaves_no_stale_hooks_clsact(lab, quickstart, tmp_path)
         stale = prog_ids(filters(lab))
         assert len(stale) == 10 and all(k.startswith("vnt-host1") for k in stale)  # the dead agent's hooks
 
-        trace.start(run, "k2", tmp_path)
+        deploy.start(RunHosts(run), "k2", tmp_path)
         now = filters(lab)
         assert all(len(v) == 1 for v in now.values()), "duplicate filters after restart"
         fresh = prog_ids(now)
@@ -144,7 +147,7 @@ def test_sigkilled_agent_leaves_no_stale_hooks_clsact(lab, quickstart, tmp_path)
         log = (state / "log" / "agent-k2.log").read_text()
         assert "removed 10 hooks left by a dead agent" in log
     finally:
-        trace.stop(run, tmp_path)
+        deploy.stop(RunHosts(run), tmp_path)
     nothing_left(lab)
 
 
@@ -152,7 +155,7 @@ def test_sigkilled_agent_leaves_no_stale_hooks_tcx(lab, quickstart, tmp_path):
     """tcx links live as long as the agent's fds: the kernel removes a killed agent's hooks."""
     state = lab.dir / "hosts" / "host1" / "state"
     try:
-        trace.start(quickstart, "x1", tmp_path)
+        deploy.start(RunHosts(quickstart), "x1", tmp_path)
         before = links()
         assert len(before) == 20
         os.kill(int((state / "run" / "agent.pid").read_text()), signal.SIGKILL)
@@ -161,11 +164,11 @@ def test_sigkilled_agent_leaves_no_stale_hooks_tcx(lab, quickstart, tmp_path):
             time.sleep(0.1)
         assert len(links()) == 10  # only host2's agent's hooks are left
         subprocess.run(lab.ssh_argv("host2", "kill -TERM $(cat /var/lib/vnettracer/run/agent.pid)"), check=True)
-        trace.start(quickstart, "x2", tmp_path)
+        deploy.start(RunHosts(quickstart), "x2", tmp_path)
         after = links()
         assert len(after) == 20 and not set(after) & set(before)  # all new, none twice
     finally:
-        trace.stop(quickstart, tmp_path)
+        deploy.stop(RunHosts(quickstart), tmp_path)
     nothing_left(lab)
 
 
@@ -175,8 +178,10 @@ def test_runtime_change_through_control_socket(lab, quickstart, tmp_path):
     again = {"id": 30, "name": "h1-cni0-in-again", "device": "cni0", "direction": "ingress"}
     marks = []
     try:
-        trace.start(quickstart, "ctl", tmp_path)
-        now = lambda: time.clock_gettime_ns(time.CLOCK_MONOTONIC)  # what bpf_ktime_get_ns reads
+        deploy.start(RunHosts(quickstart), "ctl", tmp_path)
+        def now() -> int:
+            return time.clock_gettime_ns(time.CLOCK_MONOTONIC)  # what bpf_ktime_get_ns reads
+
         traffic(lab, 5)
         marks.append(now())
         assert request(sock, {"cmd": "remove", "name": "h1-cni0-in"}) == {"ok": True}
@@ -194,7 +199,7 @@ def test_runtime_change_through_control_socket(lab, quickstart, tmp_path):
         assert "h1-cni0-in" not in st["attached"] and "h1-cni0-in-again" in st["attached"]
         time.sleep(0.5)
     finally:
-        trace.stop(quickstart, tmp_path)
+        deploy.stop(RunHosts(quickstart), tmp_path)
     ev = events(lab, "ctl")
     h1 = ev[ev.host == "host1"]
     first = h1[h1.tracepoint == ids["h1c1-eth0-eg"]]  # every request packet, never detached
@@ -222,11 +227,11 @@ def test_analysis_of_a_real_run_recovers_emulated_offset(lab, quickstart, tmp_pa
     out = tmp_path / "run"
     out.mkdir()
     try:
-        trace.start(run, "emu", tmp_path)
+        deploy.start(RunHosts(run), "emu", tmp_path)
         traffic(lab, 40)
         time.sleep(0.5)
     finally:
-        files = trace.collect(run, "emu", out, tmp_path)
+        files = collect(RunHosts(run), "emu", out, tmp_path)
     nothing_left(lab)
     assert all(n >= 3 for n in files.values()), files  # events, clock pairs, stats from each host
     (out / "spec.yml").write_text(_yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
@@ -241,3 +246,169 @@ def test_analysis_of_a_real_run_recovers_emulated_offset(lab, quickstart, tmp_pa
         pt = a.traces[name]
         t = pt.times[(pt.times >= 0).all(axis=1)]
         assert (np.diff(t, axis=1).sum(axis=1) == t[:, -1] - t[:, 0]).all()
+
+
+def test_collect_after_a_crashed_agent_never_signals_a_stale_pid(lab, quickstart, tmp_path):
+    """host1's agent is SIGKILLed and its pid file then names another process (a reused pid): collect
+    leaves that process alone, removes the dead agent's hooks and still fetches what it spooled."""
+    run = with_attach(quickstart, "clsact")
+    pidfile = lab.dir / "hosts" / "host1" / "state" / "run" / "agent.pid"
+    bystander = subprocess.Popen(["sleep", "120"])
+    try:
+        deploy.start(RunHosts(run), "crash", tmp_path)
+        traffic(lab)
+        time.sleep(1.5)  # the agent drains its ring into the spool
+        os.kill(int(pidfile.read_text()), signal.SIGKILL)
+        time.sleep(0.5)
+        pidfile.write_text(f"{bystander.pid}\n")
+        files = collect(RunHosts(run), "crash", tmp_path, tmp_path)
+        assert bystander.poll() is None, "a process that is not the agent was signalled"
+        assert files["host1"] > 0 and read_spool(tmp_path / "events" / "host1").num_rows > 0
+        assert not pidfile.exists()
+        nothing_left(lab)
+    finally:
+        bystander.kill()
+        bystander.wait()
+        deploy.stop(RunHosts(run), tmp_path)
+
+
+def test_agent_stops_by_itself_after_its_lifetime(lab, quickstart, tmp_path):
+    """A controller that never comes back: the agents end themselves, every hook detached."""
+    tracer = quickstart.experiment.tracer.model_copy(update={"lifetime_s": 3, "attach": "clsact"})
+    run = quickstart.model_copy(update={"experiment": quickstart.experiment.model_copy(update={"tracer": tracer})})
+    pidfile = lab.dir / "hosts" / "host1" / "state" / "run" / "agent.pid"
+    try:
+        deploy.start(RunHosts(run), "life", tmp_path)
+        assert pidfile.exists()
+        deadline = time.monotonic() + 20
+        while pidfile.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not pidfile.exists()
+        nothing_left(lab)
+        log = (lab.dir / "hosts" / "host1" / "state" / "log" / "agent-life.log").read_text()
+        assert "lifetime of 3 s reached" in log
+    finally:
+        deploy.stop(RunHosts(run), tmp_path)
+
+
+def test_control_socket_only_for_root_and_the_agents_user(lab, quickstart, tmp_path):
+    """The control socket is 0600; and should its mode be opened up, the agent still refuses a
+    peer of another uid (SO_PEERCRED)."""
+    import socket as _socket
+
+    sock = lab.dir / "hosts" / "host1" / "state" / "run" / "agent.sock"
+
+    def as_nobody(path) -> str:
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # child: become nobody, try the socket, report
+            os.close(r)
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+                with _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM) as s:
+                    s.settimeout(5)
+                    s.connect(str(path))
+                    try:
+                        s.sendall(b'{"cmd": "stop"}\n')
+                    except BrokenPipeError:
+                        pass  # the agent may answer and close before reading anything
+                    msg = s.recv(200).decode()
+            except OSError as e:
+                msg = f"oserror {e.errno}"
+            os.write(w, msg.encode())
+            os._exit(0)
+        os.close(w)
+        os.waitpid(pid, 0)
+        with os.fdopen(r) as f:
+            return f.read()
+
+    dirs = [lab.dir, *[lab.dir.joinpath(*sock.relative_to(lab.dir).parts[:i]) for i in range(1, 5)]]
+    modes = {}
+    try:
+        deploy.start(RunHosts(quickstart), "perm", tmp_path)
+        modes = {d: d.stat().st_mode & 0o7777 for d in dirs}
+        for d in dirs:  # let nobody reach the socket itself (the lab folder is 0700)
+            os.chmod(d, modes[d] | 0o001)
+        assert sock.stat().st_mode & 0o777 == 0o600
+        assert as_nobody(sock) == "oserror 13"  # EACCES
+        os.chmod(sock, 0o666)
+        assert "permission denied" in as_nobody(sock)
+        assert request(sock, {"cmd": "stats"})["ok"]  # root still commands it, and it still runs
+    finally:
+        for d, m in modes.items():
+            os.chmod(d, m)
+        deploy.stop(RunHosts(quickstart), tmp_path)
+
+
+def test_a_whole_run_with_plain_ansible_playbook(lab, tmp_path):
+    """What vnettracer computes for the roles, exported (`experiment vars`), then a plain
+    `ansible-playbook -i INVENTORY playbooks/site.yml -e @vars.json` from the checkout (its
+    ansible.cfg), then `vnettracer report`: the same run folder a `vnettracer experiment run` makes,
+    agents stopped and tags undone."""
+    from conftest import vnettracer
+
+
+    dest = tmp_path / "byhand"
+    r = vnettracer("experiment", "vars", "quickstart", str(dest))
+    assert r.returncode == 0, r.stderr
+    cmd = r.stdout.splitlines()[0].split()
+    assert cmd[:2] == ["ansible-playbook", "-i"] and cmd[3] == "playbooks/site.yml"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env["PATH"] = f"{os.path.dirname(os.sys.executable)}:{env['PATH']}"  # the venv's ansible-playbook
+    play = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert play.returncode == 0, play.stdout[-3000:]
+    assert "failed=0" in play.stdout and "unreachable=0" in play.stdout
+    rep = vnettracer("report", str(dest))
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    s = json.loads((dest / "summary.json").read_text())
+    assert s["paths"]["request"]["complete"] > 5000 and s["paths"]["reply"]["complete"] > 5000
+    assert sorted(p.name for p in (dest / "clock").iterdir()) == ["probes-host2.after.csv", "probes-host2.before.csv"]
+    nothing_left(lab)
+    for h in lab.plan.traced():  # untagged: no sockops program left on the hosts' cgroups
+        assert not (lab.dir / "hosts" / h.name / "state" / "run" / "tagging.json").exists()
+
+
+def test_limit_passes_through_to_every_playbook(lab, quickstart, tmp_path):
+    from conftest import vnettracer
+
+    try:
+        deploy.start(RunHosts(quickstart), "lim", tmp_path)
+        r = vnettracer("--limit", "host1", "trace", "status", "quickstart", "--json")
+        assert r.returncode == 0, r.stderr
+        assert set(json.loads(r.stdout)) == {"host1"}
+    finally:
+        deploy.stop(RunHosts(quickstart), tmp_path)
+    nothing_left(lab)
+
+
+def test_stages_one_at_a_time_from_the_cli(lab, tmp_path):
+    """Each stage its own command, as a user steps through a run by hand: InfluxDB deployed,
+    tagging enabled, agents started, workloads run, collected into a run folder, tagging undone,
+    then the report of that folder."""
+    from conftest import vnettracer
+
+    rid, dest = "bystage", tmp_path / "run"
+    st = vnettracer("store", "deploy", "quickstart")
+    assert st.returncode == 0 and "InfluxDB at http://" in st.stdout, st.stderr
+    tags = vnettracer("tagging", "enable", "quickstart", "--json")
+    assert tags.returncode == 0, tags.stderr
+    try:
+        assert {t["mode"] for t in json.loads(tags.stdout).values()} == {"sockops"}
+        assert vnettracer("trace", "start", "quickstart", "--run-id", rid).returncode == 0
+        wl = vnettracer("workload", "run", "quickstart", "--run-id", rid, "--json")
+        assert wl.returncode == 0, wl.stderr
+        assert [w["kind"] for w in json.loads(wl.stdout)] == ["tcp_rr", "udp_echo", "redis"]
+        col = vnettracer("collect", "quickstart", rid, "--dest", str(dest))
+        assert col.returncode == 0 and "host1:" in col.stdout, col.stderr
+    finally:
+        off = vnettracer("tagging", "disable", "quickstart")
+        vnettracer("trace", "stop", "quickstart")
+        vnettracer("store", "deploy", "quickstart", "--stop")
+    assert off.returncode == 0 and "undone (sockops)" in off.stdout, off.stdout + off.stderr
+    rep = vnettracer("report", str(dest))
+    assert rep.returncode == 0, rep.stdout + rep.stderr
+    s = json.loads((dest / "summary.json").read_text())
+    assert s["paths"]["request"]["complete"] > 5000 and "tag" in s["paths"]["request"]["identity"]
+    nothing_left(lab)
+

@@ -1,0 +1,30 @@
+"""A spool on a disk that really fills (a 2 MB tmpfs: needs root to mount)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+
+from vnettracer.agent.record import EVENT
+from vnettracer.agent.spool import Spool, read_spool
+
+
+def test_full_disk_counts_what_was_not_written(root, tmp_path):
+    """Events that do not fit are counted with the reason (seen coming, or ENOSPC); the file written
+    so far stays readable."""
+    batch = np.zeros(10_000, EVENT)  # 320 KB
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
+    try:
+        sp = Spool(mnt, min_free_bytes=0)
+        for _ in range(10):
+            sp.write(batch)
+        sp.close()
+        assert sp.full.startswith(("disk full", "write failed")) and sp.dropped > 0
+        assert sp.events + sp.dropped == 100_000
+        problems: list = []
+        assert read_spool(mnt, problems=problems).num_rows <= sp.events
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)  # lazily: also when a file there is still open

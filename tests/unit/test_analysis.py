@@ -1,0 +1,316 @@
+"""Analysis on synthetic runs with known answers: delays, loss, duplicates, reordering, clocks."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import vnettracer
+
+from vnettracer.analysis import analyze
+from vnettracer.analysis.clock import offset_from_probes
+from vnettracer.analysis.synth import EPOCH, make_run
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    d = tmp_path_factory.mktemp("run") / "synth"
+    truth = make_run(d, packets=20_000, seconds=100, offset_us=1500, drift_ppm=20, loss=0.01, dup=0.005)
+    return d, truth, analyze(d)
+
+
+def test_segment_delays_recovered_within_1_percent(synth):
+    _, truth, a = synth
+    for pname, p in a.summary["paths"].items():
+        for j, seg in enumerate(p["segments"]):
+            true = float(np.median(truth.seg_delays[f"{pname}/{j}"]))
+            assert seg["p50_ns"] == pytest.approx(true, rel=0.01), (pname, seg["name"])
+            assert seg["negative"] == 0
+
+
+def test_loss_exact_and_where(synth):
+    _, truth, a = synth
+    req = a.summary["paths"]["request"]
+    assert req["lost"] == truth.lost > 0
+    by_seg = {s["name"]: s["lost"] for s in req["segments"]}
+    assert by_seg[truth.lost_at] == truth.lost
+    assert sum(by_seg.values()) == truth.lost
+    assert a.summary["paths"]["reply"]["lost"] == 0
+
+
+def test_duplicates_counted_first_kept(synth):
+    _, truth, a = synth
+    req = a.summary["paths"]["request"]
+    assert req["duplicates"] == truth.duplicates > 0
+    # the duplicates came 1 us late at hook 3: had they been kept, segment 2 would be longer
+    assert req["segments"][1]["max_ns"] < req["segments"][2]["max_ns"] + 20_000
+
+
+def test_clock_offset_and_drift_recovered(synth):
+    _, truth, a = synth
+    h2 = a.summary["clock"]["hosts"]["host2"]
+    assert h2["applied"] == "trace"
+    start = a.summary["start_ns"] - EPOCH
+    assert h2["trace"]["offset_at_start_ns"] == pytest.approx(truth.theta(np.array([start]))[0], abs=1000)
+    assert h2["trace"]["drift_ppm"] == pytest.approx(truth.drift_ppm, abs=1.0)
+
+
+def test_segments_sum_to_end_to_end(synth):
+    _, _, a = synth
+    for pt in a.traces.values():
+        complete = (pt.times >= 0).all(axis=1)
+        t = pt.times[complete]
+        assert (np.diff(t, axis=1).sum(axis=1) == t[:, -1] - t[:, 0]).all()
+        assert (np.diff(t, axis=1) >= 0).all()  # after clock correction nothing runs backwards
+
+
+def test_dominant_segment_is_the_wire(synth):
+    _, _, a = synth
+    assert a.summary["paths"]["request"]["dominant"] == "h1-eth0-eg -> h2-eth0-in"
+    assert a.summary["paths"]["reply"]["dominant"] == "h2-eth0-eg -> h1-eth0-in"
+
+
+def test_ids_that_repeat_after_the_window_are_new_packets(tmp_path):
+    from vnettracer.analysis.correlate import correlate
+
+    ids = {"a": 1, "b": 2}
+    t = np.array([0, 10_000, 5_000_000_000, 5_000_012_000], np.int64)
+    ev = pd.DataFrame({"tracepoint": [1, 2, 1, 2], "t_ns": t, "packet_id": np.uint64(7), "flow_hash": np.uint64(9),
+                       "len": 100, "flags": 2})
+    pt = correlate(ev, "p", ["a", "b"], ids, window_ns=1_000_000_000)
+    assert pt.times.tolist() == [[0, 10_000], [5_000_000_000, 5_000_012_000]]
+    assert pt.id_repeats == 1
+
+
+def test_probe_offsets_min_rtt_filtered():
+    rng = np.random.default_rng(3)
+    n = 2000
+    t1 = np.sort(rng.uniform(0, 60e9, n)).astype(np.int64)
+    theta = 800_000 + 5e-6 * t1  # 800 us, 5 ppm
+    fwd, back = 20_000 + rng.exponential(30_000, n), 20_000 + rng.exponential(30_000, n)
+    t2 = t1 + fwd + theta
+    t3 = t2 + 5_000
+    t4 = t3 - theta + back
+    line = offset_from_probes(pd.DataFrame({"t1": t1, "t2": t2.astype(np.int64), "t3": t3.astype(np.int64),
+                                            "t4": t4.astype(np.int64)}))
+    assert line.at(np.array([0]))[0] == pytest.approx(800_000, abs=2000)
+    assert line.drift * 1e6 == pytest.approx(5, abs=1)
+
+
+def test_report_cli_writes_the_report_and_gates_on_a_baseline(tmp_path):
+    """As CI uses it: `vnettracer report RUN --baseline BASE --junit`: every report file written,
+    exit 1 for the slowed segment, one JUnit case per segment (the gate's rules: test_gate.py)."""
+    base, slow = tmp_path / "base", tmp_path / "slow"
+    make_run(base, packets=5000, seconds=20, seed=5)
+    make_run(slow, packets=5000, seconds=20, seed=6, slow_segment=6_000)
+    r = vnettracer("report", str(slow), "--baseline", str(base), "--max-regression", "20%", "--junit", str(tmp_path / "j.xml"))
+    assert r.returncode == 1, r.stdout + r.stderr
+    for f in ("report.md", "report.html", "summary.json", "figures/segments.png", "figures/cdf.png",
+              "figures/over_time.png", "figures/clock.png"):
+        assert (slow / f).is_file(), f
+    s = json.loads((slow / "summary.json").read_text())
+    assert s["version"] == 1 and set(s["paths"]) == {"request", "reply"}
+    assert "Dominant segment: **h1-eth0-eg -> h2-eth0-in**" in (slow / "report.md").read_text()
+    suite = ET.parse(tmp_path / "j.xml").getroot()
+    failed = [tc.get("name") for tc in suite.iter("testcase") if tc.find("failure") is not None]
+    assert failed == ["h1-flannel-eg -> h1-eth0-eg"]  # the segment made slower, and only it
+    assert suite.get("tests") == "18" and suite.get("failures") == "1"
+    assert not (base / "report.md").exists()  # the baseline is read, never written
+
+
+CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
+
+
+def test_html_report_renders_in_chromium(synth, tmp_path):
+    import subprocess
+
+    import matplotlib.image as mpimg
+
+    from vnettracer.analysis.report import write
+
+    d, _, a = synth
+    html = write(a, d)["html"]
+    profile = tmp_path / "profile"
+    common = CHROMIUM + [f"--user-data-dir={profile}"]
+    dom = subprocess.run(common + ["--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+    assert dom.count("<table>") >= 4  # clocks, two paths, throughput
+    assert dom.count('src="data:image/png;base64,') == 4  # figures are embedded: the file stands alone
+    assert "h1-eth0-eg -&gt; h2-eth0-in" in dom or "h1-eth0-eg -> h2-eth0-in" in dom
+    shot = tmp_path / "report.png"
+    subprocess.run(common + ["--window-size=1200,2400", f"--screenshot={shot}", html.as_uri()],
+                   capture_output=True, timeout=120, check=True)
+    img = mpimg.imread(shot)
+    assert img.shape[0] >= 2000 and img.shape[1] >= 1100
+    gray = img[..., :3].mean(axis=2)
+    assert gray.std() > 0.05 and (gray < 0.5).mean() > 0.005  # text and figures, not a blank page
+
+
+def test_short_sparse_trace_gives_offset_without_drift():
+    """Two seconds of sparse exchanges cannot show drift: offset only, and right."""
+    from vnettracer.analysis.clock import offset_from_trace
+
+    rng = np.random.default_rng(7)
+    t = np.sort(rng.uniform(0, 2e9, 200)).astype(np.int64)
+    theta = 1_500_000
+    d_fwd = 20_000 + rng.exponential(3_000, 200) + theta
+    d_rev = 20_000 + rng.exponential(3_000, 200) - theta
+    line = offset_from_trace(t, d_fwd, t, d_rev)
+    assert line.drift == 0.0
+    assert line.at(np.array([0]))[0] == pytest.approx(theta, abs=2_000)
+
+
+def test_rerun_report_stage_on_a_run_folder(tmp_path):
+    d = tmp_path / "run"
+    make_run(d, packets=2000, seconds=10, seed=9)
+    (d / "meta.json").write_text(json.dumps({"experiment": "quickstart", "stages": {}}))
+    r = vnettracer("experiment", "run", str(d), "--stage", "report")
+    assert r.returncode == 0, r.stderr
+    assert (d / "report.html").is_file() and f"report:  {d / 'report.md'}" in r.stdout
+    assert json.loads((d / "meta.json").read_text())["stages"]["report"]["status"] == "ok"
+    bad = vnettracer("experiment", "run", str(d), "--stage", "workload")
+    assert bad.returncode == 2 and "cannot be re-run" in bad.stderr
+    bad = vnettracer("experiment", "run", str(d), "--stage", "nope")
+    assert bad.returncode == 2 and "unknown stage 'nope'" in bad.stderr
+
+
+def test_packets_that_take_another_branch_are_diverted_not_lost():
+    """One sender talking to two hosts: paths a (hooks 1,2,3,4) and b (1,2,5,6) share their first
+    two hooks. Each path sees the other's packets leave it: diverted, with where they went. Only
+    packets that vanish (here 30 of flow x after hook 2) are lost, on both paths."""
+    from vnettracer.analysis.correlate import Elsewhere, correlate, decompose, packet_keys
+
+    rng = np.random.default_rng(4)
+    rows = []
+    for flow, hooks, n in ((1, [1, 2, 3, 4], 400), (2, [1, 2, 5, 6], 300)):
+        for i in range(n):
+            t0 = int(rng.integers(0, 5e9))
+            vanish = flow == 1 and i < 30
+            for j, h in enumerate(hooks[:2] if vanish else hooks):
+                rows.append((h, t0 + 1000 * j, i, flow))
+    ev = pd.DataFrame(rows, columns=["tracepoint", "t_ns", "packet_id", "flow_hash"])
+    ev["len"], ev["flags"] = 100, 2
+    ids = {f"t{k}": k for k in range(1, 7)}
+    names = {v: k for k, v in ids.items()}
+    keys = packet_keys(ev)
+    out = {}
+    for pname, tps in (("a", ["t1", "t2", "t3", "t4"]), ("b", ["t1", "t2", "t5", "t6"])):
+        pt = correlate(ev, pname, tps, ids)
+        out[pname] = decompose(pt, end_ns=10**12, elsewhere=Elsewhere.of(ev, keys, [ids[t] for t in tps]), names=names)
+    a, b = out["a"], out["b"]
+    assert (a["lost"], a["diverted"], a["diverted_to"]) == (30, 300, {"t5": 300})
+    assert (b["lost"], b["diverted"], b["diverted_to"]) == (30, 370, {"t3": 370})
+    assert a["segments"][1]["lost"] == 30 and a["segments"][1]["diverted"] == 300 and a["segments"][1]["loss_rate"] == 30 / 700
+    assert a["segments"][0]["lost"] == a["segments"][2]["lost"] == 0
+
+
+def test_workloads_on_one_path_reported_each_with_its_own_figures():
+    """tcp_rr and a UDP echo share a path: their packets are told apart by flow (server port and
+    protocol, any client port), each gets its own end to end, beside what its client measured."""
+    from vnettracer import spec
+    from vnettracer.agent.identity import flow_hash
+    from vnettracer.analysis.correlate import correlate
+    from vnettracer.analysis.workloads import per_workload
+
+    exp = spec.load("quickstart")[0].experiment
+    wl = exp.workload_endpoints()
+    rr, echo = wl[0], wl[1]
+    assert (rr["kind"], echo["kind"]) == ("tcp_rr", "udp_echo")
+    rows = []
+    for w, proto, cport, delay, n in ((rr, 6, 45678, 30_000, 500), (echo, 17, 51000, 80_000, 200)):
+        fh = flow_hash(w["client_addr"], w["server_addr"], proto, cport, w["port"])
+        for i in range(n):
+            rows += [(1, i * 10**6, i, fh), (2, i * 10**6 + delay, i, fh)]
+    ev = pd.DataFrame(rows, columns=["tracepoint", "t_ns", "packet_id", "flow_hash"])
+    ev["flow_hash"] = ev["flow_hash"].astype(np.uint64)
+    ev["len"], ev["flags"] = 100, 2
+    pt = correlate(ev, "p", ["a", "b"], {"a": 1, "b": 2})
+    results = [{"latency_us": {"p50": 14.0, "p99": 20.0}}, {"rtt_us": {"p50": 160.0}}]
+    per = per_workload(pt, wl, results, end_ns=10**12, window_ns=10**9)
+    assert set(per) == {"1:tcp_rr:11111", "2:udp_echo:12345"}
+    assert per["1:tcp_rr:11111"]["packets"] == 500 and per["2:udp_echo:12345"]["packets"] == 200
+    assert per["1:tcp_rr:11111"]["end_to_end"]["p50_ns"] == 30_000
+    assert per["2:udp_echo:12345"]["end_to_end"]["p50_ns"] == 80_000
+    assert per["1:tcp_rr:11111"]["own"] == {"latency_us.p50": 14.0, "latency_us.p99": 20.0}
+    assert per["2:udp_echo:12345"]["own"] == {"rtt_us.p50": 160.0}
+
+
+def test_experiment_baseline_gates_the_run(tmp_path):
+    """`report.baseline` in the experiment: the report stage compares with it and fails the run
+    (exit code 1) naming the regressed segment; gate.xml and meta.json say the same."""
+    from vnettracer.analysis.inputs import read_spec
+    from vnettracer.errors import RegressionError
+    from vnettracer.spec import Run
+    from vnettracer.stages import Context, Runner
+    from vnettracer.stages.report import ReportStage
+
+    base, slow = tmp_path / "base", tmp_path / "slow"
+    make_run(base, packets=5000, seconds=20, seed=5)
+    make_run(slow, packets=5000, seconds=20, seed=6, slow_segment=6_000)
+    exp = read_spec(slow)
+    exp = exp.model_copy(update={"report": exp.report.model_copy(update={"baseline": str(base)})})
+    meta = {"stages": {}}
+    ctx = Context(Run(params={}, experiment=exp, source=str(slow / "spec.yml")), slow, meta, lambda m: None)
+    with pytest.raises(RegressionError) as e:
+        Runner(ctx)(ReportStage())
+    assert e.value.exit_code == 1 and e.value.problems == ["request: h1-flannel-eg -> h1-eth0-eg: " +
+                                                           e.value.problems[0].split(": ", 2)[2]]
+    assert meta["gate"]["regressed"] == ["request: h1-flannel-eg -> h1-eth0-eg"] and meta["gate"]["segments"] == 18
+    assert ET.parse(slow / "gate.xml").getroot().get("failures") == "1"
+    assert not (base / "report.md").exists()  # the baseline is read, never written
+
+
+def test_compare_tells_a_real_change_from_noise(tmp_path):
+    """Two runs of the same system and one with a slower segment: only that segment's p50 moves
+    beyond its interval; the same system compared with itself shows no real change."""
+    base, again, slow = tmp_path / "base", tmp_path / "again", tmp_path / "slow"
+    make_run(base, packets=5000, seconds=20, seed=5)
+    make_run(again, packets=5000, seconds=20, seed=7)
+    make_run(slow, packets=5000, seconds=20, seed=6, slow_segment=6_000)
+    r = vnettracer("compare", str(base), str(slow), "--json", "--html", str(tmp_path / "c.html"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads(r.stdout)
+    real_p50 = [(x["path"], x["segment"]) for x in rows if x["real"] and x["what"] == "p50_us"]
+    assert real_p50 == [("request", "h1-flannel-eg -> h1-eth0-eg")]
+    moved = next(x for x in rows if x["segment"] == "h1-flannel-eg -> h1-eth0-eg" and x["what"] == "p50_us")
+    assert 5.5 < moved["diff"] < 6.5 and moved["lo"] > 5
+    assert "h1-flannel-eg -&gt; h1-eth0-eg" in (tmp_path / "c.html").read_text()
+    same = json.loads(vnettracer("compare", str(base), str(again), "--json").stdout)
+    assert not [x for x in same if x["real"]]
+
+
+def test_figures_label_each_path_and_keep_a_robust_scale(synth, tmp_path):
+    """segments.png: each path's bar carries its own segment names (the reply's too); over_time.png:
+    one odd bin does not set the scale, and each workload's span is marked."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vnettracer.analysis import report
+
+    d, truth, a = synth
+    captured = {}
+    real_save = report._save
+    report._save = lambda fig, path: captured.setdefault(path.name, fig) and path
+    try:
+        report._stacked(a, tmp_path / "segments.png")
+    finally:
+        report._save = real_save
+    fig = captured["segments.png"]
+    for ax, p in zip(fig.axes, a.summary["paths"].values()):
+        assert [t.get_text() for t in ax.get_legend().get_texts()] == [g["name"] for g in p["segments"]]
+    plt.close(fig)
+
+    fig, ax = plt.subplots()
+    tops = [10.0] * 200 + [700.0]
+    a.summary["paths"]["request"]["workloads"] = {"1:tcp_rr:11111": {"first_ns": a.summary["start_ns"],
+                                                                     "last_ns": a.summary["start_ns"] + 10**9}}
+    report._phases_and_scale(ax, a, "request", a.summary["start_ns"], tops)
+    assert ax.get_ylim()[1] == pytest.approx(15.0)
+    assert any("clipped" in t.get_text() for t in ax.texts) and any(t.get_text() == "1:tcp_rr:11111" for t in ax.texts)
+    plt.close(fig)
+    del a.summary["paths"]["request"]["workloads"]

@@ -1,0 +1,62 @@
+"""Runtime control targets come from the same inventory, keys and known_hosts Ansible uses."""
+
+from __future__ import annotations
+
+import os
+
+from vnettracer import ROOT, hostpkg, runtime
+from vnettracer.spec import load
+
+
+def test_targets_from_an_inventory(tmp_path):
+    (tmp_path / "cluster.yml").write_text(
+        "all:\n  vars:\n    ansible_user: admin\n    ansible_ssh_private_key_file: /keys/lab\n"
+        "    ansible_ssh_common_args: -o UserKnownHostsFile=cluster_known_hosts -o StrictHostKeyChecking=yes\n"
+        "  children:\n    traced:\n      hosts:\n        node1: {ansible_host: 192.0.2.11}\n"
+        "        node2: {ansible_host: 192.0.2.12, tracer_venv: /srv/vnt}\n"
+        "        node3: {ansible_host: 192.0.2.13, tracer_python: /usr/local/bin/python3.11}\n")
+    exp = tmp_path / "exp.yml"
+    exp.write_text("name: cl\ninventory: {file: cluster.yml}\nhosts:\n  node1: {role: traced}\n  node2: {role: traced}\n"
+                   "  node3: {role: traced}\n")
+    (run,) = load(str(exp))
+    t = runtime.targets(run)
+    assert (t["node1"].address, t["node1"].user, t["node1"].key) == ("192.0.2.11", "admin", "/keys/lab")
+    assert t["node1"].known_hosts == str(tmp_path / "cluster_known_hosts")
+    assert t["node1"].python == "/opt/vnettracer/venv/bin/python" and t["node2"].python == "/srv/vnt/bin/python"
+    assert t["node3"].python == "/usr/local/bin/python3.11"  # as roles/hostpkg resolves it for the roles
+    hostpkg_defaults = (ROOT / "roles" / "hostpkg" / "defaults" / "main.yml").read_text()
+    assert f"default('{hostpkg.VENV}')" in hostpkg_defaults
+
+
+def test_pidfile_names_a_process_only_if_it_is_the_one(tmp_path):
+    """A pid file is believed only for a live process started before the file was written and
+    whose command line matches: a pid reused by a later process is never signalled."""
+    import subprocess
+    import sys
+    import time
+
+    from vnettracer.procs import from_pidfile
+
+    pf = tmp_path / "x.pid"
+    early = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "vnettracer", "agent"])
+    try:
+        time.sleep(0.2)
+        pf.write_text(f"{early.pid}\n")
+        assert from_pidfile(pf, "vnettracer", "agent") == early.pid
+        assert from_pidfile(pf, "redis-server") is None  # not what the file is for
+        time.sleep(1.2)
+        late = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)", "vnettracer", "agent"])
+        try:
+            os.utime(pf, (time.time() - 5, time.time() - 5))  # the file predates the process
+            pf.write_text(f"{late.pid}\n")
+            os.utime(pf, (time.time() - 5, time.time() - 5))
+            assert from_pidfile(pf, "vnettracer", "agent") is None
+        finally:
+            late.kill()
+            late.wait()
+    finally:
+        early.kill()
+        early.wait()
+    assert from_pidfile(pf) is None  # dead
+    pf.write_text("garbage")
+    assert from_pidfile(pf) is None
