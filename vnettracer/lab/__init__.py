@@ -11,7 +11,6 @@ import fcntl
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -26,11 +25,37 @@ from vnettracer.errors import VntError
 from vnettracer.lab import netns, sshd
 from vnettracer.lab.topology import WIRE_NETNS, LabOptions, LabPlan, host_cgroup, plan
 
-DEFAULT_DIR = Path("/tmp/vnt-lab")
+# Lab state (keys, inventory, lab.json) drives Ansible as root: it lives in a root-owned 0700
+# folder, never under a world-writable one like /tmp, and is checked before every use.
+DEFAULT_DIR = Path("/var/lib/vnettracer-lab")
 
 
 def lab_dir() -> Path:
     return Path(os.environ.get("VNT_LAB_DIR", DEFAULT_DIR))
+
+
+def check_private(d: Path, create: bool = False) -> Path:
+    """Refuse a lab folder another local user could change: `d` must be a real folder (not a
+    symlink) owned by us with no group/other access, and every folder above it owned by us or root
+    and not writable by others (unless sticky, like /tmp). With `create`, a missing `d` is made 0700."""
+    me = os.geteuid()
+    d = Path(os.path.abspath(d))
+    for parent in reversed(d.parents):
+        st = os.lstat(parent)
+        if st.st_uid not in (0, me) or (st.st_mode & 0o022 and not st.st_mode & 0o1000):
+            raise VntError(f"lab: {parent} (above the lab folder {d}) is writable by other users or owned by "
+                           f"uid {st.st_uid}; choose another VNT_LAB_DIR")
+    try:
+        st = os.lstat(d)
+    except FileNotFoundError:
+        if not create:
+            return d
+        os.mkdir(d, 0o700)
+        st = os.lstat(d)
+    if not os.path.isdir(d) or os.path.islink(d) or st.st_uid != me or st.st_mode & 0o077:
+        raise VntError(f"lab: {d} is not a private folder of uid {me} (owner {st.st_uid}, mode {oct(st.st_mode & 0o7777)}"
+                       f"{', a symlink' if os.path.islink(d) else ''}); refusing to use it: remove it or set VNT_LAB_DIR")
+    return d
 
 
 @dataclass
@@ -69,7 +94,15 @@ def ssh_options(key: Path, known_hosts: Path) -> list[str]:
 def _locked() -> Iterator[None]:
     """One lab operation at a time on this machine."""
     lock = Path(f"{lab_dir()}.lock")
-    with open(lock, "w") as f:
+    check_private(lab_dir())
+    try:
+        fd = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    except OSError as e:
+        raise VntError(f"lab: cannot open the lock {lock} ({e.strerror}; a symlink is refused)") from None
+    if os.fstat(fd).st_uid != os.geteuid():
+        os.close(fd)
+        raise VntError(f"lab: the lock {lock} belongs to another user; remove it")
+    with os.fdopen(fd, "w") as f:
         try:
             fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -107,8 +140,8 @@ def up(topology: str = "flannel-vxlan", options: LabOptions | None = None, progr
 
 
 def _controller_key(d: Path) -> str:
-    (d / "ssh").mkdir(parents=True, exist_ok=True)
-    os.chmod(d, 0o700)
+    check_private(d, create=True)
+    (d / "ssh").mkdir(exist_ok=True, mode=0o700)
     return sshd.keygen(d / "ssh" / "id_ed25519", "vnettracer-lab-controller")
 
 
@@ -146,6 +179,7 @@ def _start_hosts(lp: LabPlan, d: Path, progress) -> Lab:
 
 def _start_delay(lp: LabPlan, d: Path) -> int:
     """The delay element's forwarder, inside its namespace (ended by teardown like every lab process)."""
+    assert lp.options.delay is not None  # only planned with a delay
     log = open(d / "delay.log", "ab")
     p = subprocess.Popen(["ip", "netns", "exec", "vnt-delay", sys.executable, "-m", "vnettracer.lab.delay", "dly-host", "dly-wire",
                           str(lp.options.delay.us)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -195,7 +229,7 @@ def inventory(lab: Lab) -> dict:
 
 def load() -> Lab | None:
     """The running lab, or None when there is none."""
-    d = lab_dir()
+    d = check_private(lab_dir())
     try:
         meta = json.loads((d / "lab.json").read_text())
     except (OSError, ValueError):

@@ -15,8 +15,8 @@ from ipaddress import ip_network
 from pathlib import Path
 
 from vnettracer.errors import VntError
-from vnettracer.procs import alive as is_alive
 from vnettracer.lab.topology import CGROUP_PARENT, DELAY_NETNS, MGMT_BRIDGE, PREFIX, WIRE_NETNS, Host, LabPlan
+from vnettracer.procs import alive as is_alive
 
 POD_MTU = 1450  # flannel's: 1500 minus the 50-byte VXLAN header
 
@@ -222,7 +222,7 @@ def host_network(b: Ip, lab: LabPlan, h: Host, index: int, ns: str | None) -> No
         b.ip(ns, "addr", "add", str(h.underlay_ip), "dev", "eth0")
         b.ip(ns, "link", "set", "eth0", "up")
         b.ip(ns, "link", "add", "flannel.1", "address", vtep_mac(index), "type", "vxlan", "id", str(o.vni),
-             "local", str(h.underlay_ip.ip), "dev", "eth0", "dstport", str(o.vxlan_port), "nolearning")
+             "local", str(h.need("underlay_ip").ip), "dev", "eth0", "dstport", str(o.vxlan_port), "nolearning")
         b.ip(ns, "link", "set", "flannel.1", "mtu", str(POD_MTU))
         b.ip(ns, "addr", "add", f"{h.vtep_ip}/32", "dev", "flannel.1")
         b.ip(ns, "link", "set", "flannel.1", "up")
@@ -236,7 +236,7 @@ def host_network(b: Ip, lab: LabPlan, h: Host, index: int, ns: str | None) -> No
         b.ip(ns, "link", "set", c.host_veth, "master", "cni0", "up")
         b.ip(c.netns, "addr", "add", str(c.ip), "dev", "eth0")
         b.ip(c.netns, "link", "set", "eth0", "mtu", mtu, "up")
-        b.ip(c.netns, "route", "add", "default", "via", str(h.bridge_ip.ip))
+        b.ip(c.netns, "route", "add", "default", "via", str(h.need("bridge_ip").ip))
 
 
 def _no_offloads(lab: LabPlan) -> None:
@@ -265,4 +265,4 @@ def flannel_routes(b: Ip, lab: LabPlan, a: Host, ns: str | None) -> None:
         b.ip(ns, "route", "add", str(other.pod_net), "via", str(other.vtep_ip), "dev", "flannel.1", "onlink")
         b.ip(ns, "neigh", "replace", str(other.vtep_ip), "lladdr", vtep_mac(index), "dev", "flannel.1",
              "nud", "permanent")
-        b.fdb_append(ns, vtep_mac(index), "dev", "flannel.1", "dst", str(other.underlay_ip.ip))
+        b.fdb_append(ns, vtep_mac(index), "dev", "flannel.1", "dst", str(other.need("underlay_ip").ip))

@@ -28,7 +28,7 @@ def host_cgroup(name: str) -> str:
 
 
 TOPOLOGIES = ("flannel-vxlan", "bridge", "vms")
-PRIVATE = [ipaddress.ip_network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
+PRIVATE = [ipaddress.IPv4Network(n) for n in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16")]
 
 
 class ClockEmulation(BaseModel):
@@ -128,6 +128,13 @@ class Host:
     def vtep_ip(self) -> IPv4Address | None:
         """flannel.1 carries the pod network's .0 address, as flannel does."""
         return self.pod_net[0] if self.pod_net else None
+
+    def need(self, what: str) -> IPv4Interface:
+        """underlay_ip or bridge_ip of a host that must have it (a traced host of its topology)."""
+        addr = getattr(self, what)
+        if addr is None:
+            raise ValueError(f"lab host {self.name} has no {what}")
+        return addr
 
 
 @dataclass

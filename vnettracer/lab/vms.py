@@ -30,14 +30,15 @@ import sys
 import time
 from pathlib import Path
 
-from vnettracer import ROOT
+from vnettracer import BUILD as BUILD_ROOT
+from vnettracer import PACKAGE_DIR, ROOT
 from vnettracer.errors import VntError
 from vnettracer.lab import netns
 from vnettracer.lab.netns import Script, ip, sh
 from vnettracer.lab.topology import MGMT_BRIDGE, PREFIX, WIRE_NETNS, Host, LabPlan
 from vnettracer.procs import alive
 
-BUILD = ROOT / "build" / "vm"
+BUILD = BUILD_ROOT / "vm"
 VMM_BRIDGE = "vmm0"  # the VMs' management bridge, inside vnt-wire
 UPLINK = f"{PREFIX}m-vms"  # root-namespace end of the veth between vnt-mgmt and vmm0
 BOOT_DISK_MB = 512
@@ -73,7 +74,8 @@ def mac(kind: int, index: int) -> str:
 def rootfs(progress) -> Path:
     """kernel-build/mkvm.sh's cached debootstrap root (made on first use: a few minutes)."""
     progress("base root: kernel-build/mkvm.sh rootfs (debootstrap once, then cached)")
-    p = subprocess.run([str(ROOT / "kernel-build" / "mkvm.sh"), "rootfs"], capture_output=True, text=True)
+    p = subprocess.run([str(ROOT / "kernel-build" / "mkvm.sh"), "rootfs"], capture_output=True, text=True,
+                       env={**os.environ, "KERNEL_BUILD_DIR": str(BUILD_ROOT / "kernel")})
     if p.returncode != 0:
         raise VntError(f"lab: building the VMs' root failed: {p.stderr.strip()[-600:]}")
     return Path(p.stdout.strip().splitlines()[-1])
@@ -216,7 +218,7 @@ def start(lp: LabPlan, d: Path, authorized: str, progress) -> tuple[dict[str, in
         with open(vm_dir / "supervisor.log", "ab") as log:
             p = subprocess.Popen(["ip", "netns", "exec", WIRE_NETNS, sys.executable, "-m", "vnettracer.lab.vmrun",
                                   str(vm_dir)], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                 start_new_session=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                                 start_new_session=True, env={**os.environ, "PYTHONPATH": str(PACKAGE_DIR.parent)})
         pids[h.name] = p.pid
         progress(f"{h.name}: VM starting ({o.accel}, {o.memory_mb} MB; disks {time.monotonic() - t0:.0f} s)")
     for h in lp.hosts:
