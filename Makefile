@@ -19,12 +19,16 @@ APT_BASE   := openssh-server openssh-client iproute2 tcpdump python3 python3-apt
 APT_KERNEL := linux-source-6.1 linux-config-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils patch gcc \
               libc6-dev dpkg-dev rsync kmod dwarves
 APT_VMS    := $(APT_KERNEL) qemu-system-x86 qemu-utils busybox-static debootstrap e2fsprogs
-APT_TEST   := $(APT_VMS) chromium tmux
-# an experiment on the VM lab needs the VM packages too
+# bcc (the tracer's bcc backend, the overhead experiment's 2018 tracer) and kernel headers to compile
+# with (any kernel's on a kernel with BTF: vnettracer/agent/bcc.py)
+APT_BCC    := python3-bpfcc linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64)
+APT_TEST   := $(APT_VMS) $(APT_BCC) chromium tmux
+# an experiment on the VM lab needs the VM packages too; one that uses bcc, bcc's
 EXP_FILE   := $(if $(wildcard $(NAME)),$(NAME),experiments/$(NAME).yml)
-EXP_APT    := $(if $(shell grep -qs 'topology: *vms' $(EXP_FILE) && echo vms),apt-vms)
+EXP_APT    := $(if $(shell grep -qs 'topology: *vms' $(EXP_FILE) && echo vms),apt-vms) \
+              $(if $(shell grep -qsE 'backend: *bcc|variants:.*original' $(EXP_FILE) && echo bcc),apt-bcc)
 
-.PHONY: setup apt apt-kernel apt-vms apt-test venv test experiment lab-up lab-down lab-status hosts-check clean \
+.PHONY: setup apt apt-kernel apt-vms apt-bcc apt-test venv test experiment lab-up lab-down lab-status hosts-check clean \
         kernel kernel-test-image test-vms test-unit
 
 setup: apt venv bpf
@@ -48,6 +52,8 @@ apt-kernel:
 	$(call apt_install,$(APT_BASE) $(APT_KERNEL),apt packages with the kernel build's)
 apt-vms:
 	$(call apt_install,$(APT_BASE) $(APT_VMS),apt packages with the VM lab's)
+apt-bcc:
+	$(call apt_install,$(APT_BASE) $(APT_BCC),apt packages with bcc's)
 apt-test:
 	$(call apt_install,$(APT_BASE) $(APT_TEST),apt packages with the tests')
 

@@ -15,8 +15,9 @@
 #define VXLAN_HLEN 8
 
 /* Scan the TCP options at [off, off + n) of the packet for our tag: 1 found (id in *id), 0 absent,
- * -1 malformed. A global function: the verifier checks it once, not at every inlined call site. */
-__attribute__((noinline)) int vnt_find_tag(struct __sk_buff *skb, __u32 off, __u32 n, __u32 *id)
+ * -1 malformed. A global function: the verifier checks it once, not at every inlined call site
+ * (inlined under bcc, which loads one function per program). */
+VNT_SUBPROG int vnt_find_tag(struct __sk_buff *skb, __u32 off, __u32 n, __u32 *id)
 {
 	__u8 opt[64] = {}; /* all initialised: the verifier allows variable-offset reads only then */
 	if (!id || n > 40)
@@ -166,16 +167,17 @@ static __always_inline int parse_l3(struct __sk_buff *skb, void *cur, void *end,
 			*vxlan_inner = (void *)(uh + 1) + VXLAN_HLEN;
 			return PARSE_OK;
 		}
-		__u8 *pl = (__u8 *)(uh + 1);
-		for (int i = 0; i < VNT_PAYLOAD_BYTES; i++) {
-			if (i >= p->payload_len || (void *)(pl + i + 1) > end)
-				break;
-			p->payload[i] = pl[i];
+		__u32 off = (long)(uh + 1) - (long)skb->data;
+		asm volatile("" : "+r"(off)); /* an offset, not a packet pointer plus a length */
+		/* the first payload bytes in one load (also from paged data); zeros past the payload */
+		__u32 n = p->payload_len < VNT_PAYLOAD_BYTES ? p->payload_len : VNT_PAYLOAD_BYTES;
+		if (n) {
+			asm volatile("" : "+r"(n));
+			n = ((n - 1) & (VNT_PAYLOAD_BYTES - 1)) + 1; /* 1..16, as the verifier can see */
+			bpf_skb_load_bytes(skb, off, p->payload, n);
 		}
 		/* the patched kernel's trailer: the last 4 payload bytes of datagrams to the trace port */
 		if (vnt_cfg.udp_trace_port && p->dport == vnt_cfg.udp_trace_port && p->payload_len >= 4) {
-			__u32 off = (long)pl - (long)skb->data;
-			asm volatile("" : "+r"(off)); /* an offset, not a packet pointer plus a length */
 			off += p->payload_len - 4;
 			__u32 id;
 			if (!bpf_skb_load_bytes(skb, off, &id, sizeof(id))) {

@@ -5,49 +5,78 @@
  * keeps only the experiment's flows; gives each packet an identity that is the same at every hook;
  * emits one struct vnt_event per kept packet into a ring buffer shared by all hooks, without a
  * wakeup per event. Never changes or drops a packet: always returns TC_ACT_UNSPEC. */
-#include "vmlinux.h"
-#include <bpf/bpf_core_read.h>
-#include <bpf/bpf_endian.h>
-#include <bpf/bpf_helpers.h>
+#include "compat.bpf.h"
 #include "vnettracer.h"
 
 #define TC_ACT_UNSPEC (-1)
 
-/* Filled in by the loader before load. */
-const volatile struct vnt_config vnt_cfg = {
-	.vxlan_ports = {8472, 4789, 0, 0},
-};
+#ifndef VNT_CONFIG_INIT
+#define VNT_CONFIG_INIT {.vxlan_ports = {8472, 4789, 0, 0}}
+#endif
+#ifndef VNT_RING_BYTES
+#define VNT_RING_BYTES (1 << 24) /* libbpf: the loader sets the size; bcc: -DVNT_RING_BYTES */
+#endif
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, VNT_MAX_TRACEPOINTS);
-	__type(key, struct vnt_hook_key);
-	__type(value, struct vnt_hook);
-} vnt_hooks SEC(".maps");
+VNT_CONFIG vnt_cfg = VNT_CONFIG_INIT;
 
-struct {
-	__uint(type, BPF_MAP_TYPE_RINGBUF);
-	__uint(max_entries, 1 << 24);
-} vnt_events SEC(".maps");
+VNT_HASH(vnt_hooks, struct vnt_hook_key, struct vnt_hook, VNT_MAX_TRACEPOINTS);
+VNT_RINGBUF(vnt_events, VNT_RING_BYTES);
+VNT_PERCPU_ARRAY(vnt_counters, struct vnt_counters, VNT_MAX_TRACEPOINTS);
+VNT_ARRAY(vnt_flows, struct vnt_flow, VNT_MAX_FLOWS);
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, VNT_MAX_TRACEPOINTS);
-	__type(key, __u32);
-	__type(value, struct vnt_counters);
-} vnt_counters SEC(".maps");
+/* The maps' accessors, one spelling per toolchain (bpf/compat.bpf.h). */
+static __always_inline struct vnt_hook *hook_of(struct vnt_hook_key *k)
+{
+#ifdef VNT_BCC
+	return vnt_hooks.lookup(k);
+#else
+	return bpf_map_lookup_elem(&vnt_hooks, k);
+#endif
+}
 
-struct {
-	__uint(type, BPF_MAP_TYPE_ARRAY);
-	__uint(max_entries, VNT_MAX_FLOWS);
-	__type(key, __u32);
-	__type(value, struct vnt_flow);
-} vnt_flows SEC(".maps");
+static __always_inline struct vnt_counters *counters_of(__u32 *tracepoint)
+{
+#ifdef VNT_BCC
+	return vnt_counters.lookup(tracepoint);
+#else
+	return bpf_map_lookup_elem(&vnt_counters, tracepoint);
+#endif
+}
 
+static __always_inline struct vnt_flow *flow_at(__u32 *i)
+{
+#ifdef VNT_BCC
+	return vnt_flows.lookup(i);
+#else
+	return bpf_map_lookup_elem(&vnt_flows, i);
+#endif
+}
+
+static __always_inline struct vnt_event *event_reserve(void)
+{
+#ifdef VNT_BCC
+	return vnt_events.ringbuf_reserve(sizeof(struct vnt_event));
+#else
+	return bpf_ringbuf_reserve(&vnt_events, sizeof(struct vnt_event), 0);
+#endif
+}
+
+static __always_inline void event_submit(struct vnt_event *ev)
+{
+	/* made visible without a wakeup: the agent polls */
+#ifdef VNT_BCC
+	vnt_events.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+#else
+	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+#endif
+}
+
+#ifndef VNT_BCC
 /* Anchor the shared types in the object's BTF so tests can compare them with the Python decoder. */
 struct vnt_event *vnt_btf_event __attribute__((unused));
 enum vnt_counter *vnt_btf_counter __attribute__((unused));
 struct vnt_config *vnt_btf_config __attribute__((unused));
+#endif
 
 #include "parse.bpf.h"
 
@@ -70,7 +99,7 @@ static __always_inline int flow_wanted(const struct pkt *p)
 		if (i >= n)
 			break;
 		__u32 key = i;
-		struct vnt_flow *f = bpf_map_lookup_elem(&vnt_flows, &key);
+		struct vnt_flow *f = flow_at(&key);
 		if (!f)
 			break;
 		if (flow_match(f, p->saddr[0], p->daddr[0], p->sport, p->dport, p->proto))
@@ -83,7 +112,23 @@ static __always_inline int flow_wanted(const struct pkt *p)
 
 /* The namespace of the device the hook is on. bpf_get_netns_cookie(skb) would take it from
  * skb->sk, which a forwarded packet does not have (it then reports init_net). */
-#ifndef VNT_COMPAT
+#if defined(VNT_BCC)
+/* bcc: no CO-RE; the loader gives the field offsets of the running kernel, read from its BTF or
+ * its headers (vnettracer/agent/bcc.py). Probe reads, as in the compat object. */
+static __always_inline __u64 dev_netns_cookie(struct __sk_buff *skb)
+{
+	void *dev = 0, *net = 0;
+	__u64 cookie = 0;
+	bpf_probe_read_kernel(&dev, sizeof(dev), (void *)skb + VNT_OFF_SKB_DEV);
+	if (!dev)
+		return 0;
+	bpf_probe_read_kernel(&net, sizeof(net), dev + VNT_OFF_DEV_NET);
+	if (!net)
+		return 0;
+	bpf_probe_read_kernel(&cookie, sizeof(cookie), net + VNT_OFF_NET_COOKIE);
+	return cookie;
+}
+#elif !defined(VNT_COMPAT)
 extern void *bpf_cast_to_kern_ctx(void *obj) __ksym;
 
 static __always_inline __u64 dev_netns_cookie(struct __sk_buff *skb)
@@ -111,11 +156,11 @@ static __always_inline __u64 dev_netns_cookie(struct __sk_buff *skb)
 static __always_inline int handle(struct __sk_buff *skb, __u32 egress)
 {
 	struct vnt_hook_key hk = {.netns_cookie = dev_netns_cookie(skb), .ifindex = skb->ifindex, .egress = egress};
-	struct vnt_hook *hook = bpf_map_lookup_elem(&vnt_hooks, &hk);
+	struct vnt_hook *hook = hook_of(&hk);
 	if (!hook)
 		return TC_ACT_UNSPEC;
 	__u32 key = hook->tracepoint;
-	struct vnt_counters *cnt = bpf_map_lookup_elem(&vnt_counters, &key);
+	struct vnt_counters *cnt = counters_of(&key);
 	if (!cnt)
 		return TC_ACT_UNSPEC;
 	cnt->c[VNT_C_SEEN]++;
@@ -153,7 +198,7 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 egress)
 		return TC_ACT_UNSPEC;
 	}
 	/* written in place in the ring (no copy from the stack), made visible without a wakeup */
-	struct vnt_event *ev = bpf_ringbuf_reserve(&vnt_events, sizeof(*ev), 0);
+	struct vnt_event *ev = event_reserve();
 	if (!ev) {
 		cnt->c[VNT_C_DROPPED]++;
 		return TC_ACT_UNSPEC;
@@ -165,21 +210,23 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 egress)
 	ev->tracepoint = key;
 	ev->flags = (p.flags & ~VNT_F_IDENTITY) | kind | (egress ? VNT_F_EGRESS : 0);
 	ev->l4proto = p.proto;
-	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
+	event_submit(ev);
 	cnt->c[VNT_C_EMITTED]++;
 	return TC_ACT_UNSPEC;
 }
 
-SEC("tc")
+VNT_SECTION("tc")
 int vnt_ingress(struct __sk_buff *skb)
 {
 	return handle(skb, 0);
 }
 
-SEC("tc")
+VNT_SECTION("tc")
 int vnt_egress(struct __sk_buff *skb)
 {
 	return handle(skb, 1);
 }
 
+#ifndef VNT_BCC
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
+#endif

@@ -16,3 +16,6 @@ ROOT = PACKAGE_DIR / "_share" if INSTALLED else _CHECKOUT
 BUILD = (Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vnettracer" if INSTALLED
          else _CHECKOUT / "build")
 BPF_OBJECTS = ROOT / "bpf-objects" if INSTALLED else BUILD / "bpf"
+# trace.bpf.c and its headers: what the bcc backend compiles on a host (vnettracer/agent/bcc.py)
+BPF_SOURCES = ROOT / "bpf"
+BCC_SOURCES = ("trace.bpf.c", "compat.bpf.h", "parse.bpf.h", "identity.bpf.h", "vnettracer.h")

@@ -4,6 +4,7 @@
     python -m vnettracer.hostcli agent ctl stats|add JSON|remove NAME|set N,N|sampling N|stop [--state-dir D]
     python -m vnettracer.hostcli workload serve|client|stop ...
     python -m vnettracer.hostcli clock respond|probe ...
+    python -m vnettracer.hostcli original --device [NETNS/]DEV ... --pair A,B --out FILE
 
 Standard library plus numpy and pyarrow only (argparse, not Typer): this is what the host package
 ships (vnettracer/hostpkg.py) to hosts with Python >= 3.9. Errors: one line on stderr, exit 2.
@@ -163,6 +164,21 @@ def clock_probe(a: argparse.Namespace) -> int:
     return 0
 
 
+def original(a: argparse.Namespace) -> int:
+    """The 2018 tracer (bcc socket filters, trace_pipe) on these devices until SIGINT/SIGTERM."""
+    from vnettracer.agent import bcc
+    from vnettracer.agent import original as orig
+
+    devices = [tuple(d.split("/", 1)) if "/" in d else (None, d) for d in a.device]
+    pair = a.pair.split(",")
+    if len(pair) != 2:
+        raise VntError(f"original: --pair wants two IPv4 addresses A,B, not {a.pair!r}")
+    try:
+        return orig.main(devices, pair[0], pair[1], a.out, a.lifetime)
+    except (OSError, ValueError, bcc.BccError) as e:
+        raise VntError(f"original: {e}") from None
+
+
 def _clock_emulation(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offset-ns", type=int, default=0)
     p.add_argument("--drift-ppm", type=float, default=0.0)
@@ -222,6 +238,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     _clock_emulation(p)
     p.set_defaults(fn=clock_probe)
+    p = groups.add_parser("original", help="the 2018 tracer on these devices (overhead variant original)")
+    p.add_argument("--device", action="append", required=True, help="[NETNS/]DEVICE, once per probe")
+    p.add_argument("--pair", required=True, help="the two addresses whose packets are traced: A,B")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--lifetime", type=float, default=3600)
+    p.set_defaults(fn=original)
     return top
 
 

@@ -4,7 +4,8 @@ machine is shared and noisy), switched at runtime between workload runs:
 
 - untraced: agents running, no hook attached;
 - traced-N: the experiment's first N tracepoints attached;
-- tcpdump: no hook; tcpdump (snaplen 128, writing a file) on the device of every tracepoint.
+- tcpdump: no hook; tcpdump (snaplen 128, writing a file) on the device of every tracepoint;
+- original: no hook; the 2018 tracer (bcc socket filters, trace_pipe) on those devices.
 
 Results: per variant the median over rounds of each workload's main metric, and its ratio to
 untraced; overhead.json and overhead.md in the run folder. Afterwards every tracepoint is attached
@@ -13,14 +14,15 @@ again, so the run ends as any other.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 from vnettracer import runtime
 from vnettracer.analysis.paired import paired
-from vnettracer.spec import Run
+from vnettracer.spec import Run, original_pair
 from vnettracer.stages.hosts import RunHosts
 from vnettracer.stages.workload import run_workloads
 
@@ -32,6 +34,7 @@ METRICS = {
     "redis": ("requests/s", lambda r: min(t["rps"] for t in r["tests"].values()), True),
 }
 CAPTURES = "/var/lib/vnettracer/run/overhead-tcpdump"
+ORIGINAL = "/var/lib/vnettracer/run/overhead-original"
 
 
 def _devices(run: Run) -> dict[str, list[tuple[str | None, str]]]:
@@ -66,12 +69,9 @@ def run(hosts: RunHosts, run_id: str, d: Path, progress: Callable[[str], None] =
             for v in variants:
                 n = int(v.split("-")[1]) if v.startswith("traced-") else 0
                 runtime.agent_set(tg, hooks(n))
-                caps = runtime.capture_start(tg, _devices(r), CAPTURES) if v == "tcpdump" else {}
-                try:
+                with _beside(tg, r, v) as extra:
                     res = run_workloads(hosts, run_id, d)
-                finally:
-                    cap = runtime.capture_stop(tg, caps, CAPTURES) if caps else {}
-                rows.append({"round": k + 1, "variant": v, "workloads": res, "tcpdump": cap})
+                rows.append({"round": k + 1, "variant": v, "workloads": res, **extra})
                 shown = ", ".join(f"{METRICS[w['kind']][0]} {METRICS[w['kind']][1](w):.4g}"
                                   for w in res if w.get("kind") in METRICS)
                 progress(f"round {k + 1}/{ov.rounds} {v}: {shown}")
@@ -81,6 +81,29 @@ def run(hosts: RunHosts, run_id: str, d: Path, progress: Callable[[str], None] =
     (d / "overhead.json").write_text(json.dumps({"rounds": rows, "summary": summary}, indent=1, default=str))
     (d / "overhead.md").write_text(markdown(summary, ov.rounds))
     return summary
+
+
+@contextlib.contextmanager
+def _beside(tg: dict, r: Run, variant: str) -> Iterator[dict]:
+    """What runs beside the workloads in this variant (tcpdump, the 2018 tracer); what it reported
+    lands in the yielded dict once it stopped."""
+    out: dict = {}
+    if variant == "tcpdump":
+        caps = runtime.capture_start(tg, _devices(r), CAPTURES)
+        try:
+            yield out
+        finally:
+            out["tcpdump"] = runtime.capture_stop(tg, caps, CAPTURES)
+    elif variant == "original":
+        pair = original_pair(r.experiment)
+        assert pair is not None  # spec.check refuses the variant without one
+        started = runtime.original_start(tg, _devices(r), pair, ORIGINAL)
+        try:
+            yield out
+        finally:
+            out["original"] = runtime.original_stop(tg, started, ORIGINAL)
+    else:
+        yield out
 
 
 def summarize(rows: list[dict], variants: list[str]) -> dict:
@@ -103,8 +126,12 @@ def summarize(rows: list[dict], variants: list[str]) -> dict:
             t.setdefault(h, {"captured": 0, "dropped_by_kernel": 0})
             t[h]["captured"] += c["captured"]
             t[h]["dropped_by_kernel"] += c["dropped_by_kernel"]
+        for c in row.get("original", {}).values():  # one trace_pipe per kernel: lab hosts share it
+            o = out.setdefault("original", {"records": 0, "bytes": 0})
+            o["records"] += c["records"]
+            o["bytes"] += c["bytes"]
     for key, e in out.items():
-        if key == "tcpdump":
+        if key in ("tcpdump", "original"):
             continue
         ratios = paired(list(per_round[key].values()), "untraced")
         for v in variants:
@@ -122,7 +149,7 @@ def markdown(summary: dict, rounds: int) -> str:
              "Ratio: each round's value over the untraced run of the same round; the median of those, its 95 % "
              "bootstrap interval and the spread over rounds.", ""]
     for key, e in summary.items():
-        if key == "tcpdump":
+        if key in ("tcpdump", "original"):
             continue
         lines += [f"### workload {key}: {e['metric']} ({'higher' if e['higher_is_better'] else 'lower'} is better)",
                   "", "| variant | median | ratio to untraced | 95 % interval | spread |", "|---|---|---|---|---|"]
@@ -138,4 +165,8 @@ def markdown(summary: dict, rounds: int) -> str:
         lines.append("tcpdump (snaplen 128): " + "; ".join(
             f"{h}: {c['captured']} packets captured, {c['dropped_by_kernel']} dropped by the kernel"
             for h, c in summary["tcpdump"].items()))
+    if "original" in summary:
+        o = summary["original"]
+        lines.append(f"original (2018: bcc socket filters, bpf_trace_printk, trace_pipe): {o['records']} records read, "
+                     f"{o['bytes']} bytes")
     return "\n".join(lines) + "\n"

@@ -125,6 +125,43 @@ STOP_CAPTURES = (
     "cat {folder}/cap*.log; du -cb {folder}/cap*.pcap | tail -1; rm -rf {folder}")
 
 
+# Started in the background (bcc compiles for a few seconds): wait for its "probes attached" line, or
+# its end with the error in its log.
+START_ORIGINAL = (
+    "mkdir -p {folder}; (nohup timeout -s INT {lifetime} {cmd} > {folder}/orig.log 2>&1 & echo $! > {folder}/orig.pid); "
+    "for i in $(seq 1200); do grep -q 'probes attached' {folder}/orig.log && exit 0; "
+    "kill -0 $(cat {folder}/orig.pid) 2>/dev/null || {{ cat {folder}/orig.log >&2; rm -rf {folder}; exit 1; }}; sleep 0.1; done; "
+    "echo 'original: no probes after 120 s' >&2; exit 1")
+STOP_ORIGINAL = (
+    "p=$(cat {folder}/orig.pid); pkill -INT -P $p -f vnettracer.hostcli 2>/dev/null; "
+    "for i in $(seq 100); do kill -0 $p 2>/dev/null || break; sleep 0.1; done; "
+    "cat {folder}/orig.log; du -cb {folder}/records | tail -1; rm -rf {folder}")
+
+
+def original_start(tg: dict[str, Target], devices: dict[str, list[tuple[str | None, str]]], pair: tuple[str, str],
+                   folder: str, lifetime_s: int = 3600) -> dict[str, int]:
+    """The 2018 tracer (vnettracer/agent/original.py) on every (netns, device) of each host."""
+    cmds = {}
+    for h, devs in devices.items():
+        args = " ".join(f"--device {shlex.quote(f'{ns}/{d}' if ns else d)}" for ns, d in devs)
+        cmd = (f"{shlex.quote(tg[h].python)} -m vnettracer.hostcli original {args} --pair {','.join(pair)} "
+               f"--out {shlex.quote(folder)}/records --lifetime {lifetime_s}")
+        cmds[h] = START_ORIGINAL.format(folder=shlex.quote(folder), lifetime=lifetime_s + 10, cmd=cmd)
+    run_on(tg, cmds, timeout_s=180)
+    return {h: len(devs) for h, devs in devices.items()}
+
+
+def original_stop(tg: dict[str, Target], hosts: dict[str, int], folder: str) -> dict[str, dict]:
+    """Stop them (the child of the timeout its pid file names, if it is ours); records read and bytes."""
+    out = run_on(tg, {h: STOP_ORIGINAL.format(folder=shlex.quote(folder)) for h in hosts})
+    res = {}
+    for h, text in out.items():
+        read = sum(int(w.split()[0]) for w in text.splitlines() if w.endswith("records read from trace_pipe"))
+        size = int(text.strip().splitlines()[-1].split()[0]) if text.strip() else 0
+        res[h] = {"records": read, "bytes": size}
+    return res
+
+
 def capture_stop(tg: dict[str, Target], hosts: dict[str, int], folder: str) -> dict[str, dict]:
     """Stop the captures started above (by their pid files), read what tcpdump said, remove the files."""
     out = run_on(tg, {h: STOP_CAPTURES.format(folder=shlex.quote(folder)) for h in hosts})

@@ -174,6 +174,8 @@ class Tracer(Strict):
     sampling: int = Field(1, ge=1, le=1_000_000)  # keep 1 in N packets, chosen by packet id
     vxlan_ports: list[int] = Field([8472, 4789], max_length=4)
     attach: Literal["auto", "tcx", "clsact"] = "auto"  # tcx links (kernel >= 6.6) or tc clsact filters
+    # libbpf: the CO-RE objects built here; bcc: trace.bpf.c compiled on each host (docs/tracer.md)
+    backend: Literal["libbpf", "bcc"] = "libbpf"
     # agents stop by themselves after this long, should the controller die before stopping them
     lifetime_s: int = Field(4 * 3600, ge=60, le=30 * 86400)
 
@@ -236,15 +238,16 @@ class Overhead(Strict):
 
     rounds: int = Field(5, ge=1, le=50)
     # untraced (agents up, no hook) | traced-N (the first N tracepoints) | tcpdump (a capture on
-    # every tracepoint's device instead of hooks)
+    # every tracepoint's device instead of hooks) | original (the 2018 tracer: bcc socket filters
+    # and trace_pipe on those devices, vnettracer/agent/original.py)
     variants: list[str] = Field(["untraced", "traced-10", "traced-20", "tcpdump"], min_length=2)
 
     @field_validator("variants")
     @classmethod
     def _variants(cls, v: list[str]) -> list[str]:
-        bad = [x for x in v if not re.fullmatch(r"untraced|tcpdump|traced-[1-9]\d*", x)]
+        bad = [x for x in v if not re.fullmatch(r"untraced|tcpdump|original|traced-[1-9]\d*", x)]
         if bad:
-            raise ValueError(f"unknown variant(s) {', '.join(bad)}; variants: untraced, traced-N, tcpdump")
+            raise ValueError(f"unknown variant(s) {', '.join(bad)}; variants: untraced, traced-N, tcpdump, original")
         if len(set(v)) != len(v):
             raise ValueError("a variant is listed twice")
         return v
@@ -286,6 +289,11 @@ class Experiment(Strict):
 
     def lab_plan(self) -> LabPlan | None:
         return plan(self.lab.topology, self.lab.options) if self.lab else None
+
+    @property
+    def uses_bcc(self) -> bool:
+        """Hosts need bcc: the bcc backend, or the overhead variant original (the 2018 tracer)."""
+        return self.tracer.backend == "bcc" or (self.overhead is not None and "original" in self.overhead.variants)
 
     @property
     def traced_hosts(self) -> list[str]:
@@ -605,6 +613,19 @@ def _check_overhead(exp: Experiment, p: list[Problem]) -> None:
             p.append(Problem(("overhead",), "needs tracepoints and workloads to compare"))
         if any(tp.kind != "tc" for tp in exp.tracepoints):
             p.append(Problem(("overhead",), "tcpdump captures devices: every tracepoint must be of kind tc"))
+        if "original" in exp.overhead.variants and original_pair(exp) is None:
+            p.append(Problem(("overhead", "variants"), "original: the 2018 probes follow one address pair: the first "
+                             "flow needs a src and a dst of one address each (/32)"))
+
+
+def original_pair(exp: Experiment) -> tuple[str, str] | None:
+    """The address pair the `original` variant's probes keep: the first flow's, if it names one."""
+    if not exp.flows:
+        return None
+    f = exp.flows[0]
+    if f.src is None or f.dst is None or f.src.prefixlen != 32 or f.dst.prefixlen != 32:
+        return None
+    return str(f.src.network_address), str(f.dst.network_address)
 
 
 

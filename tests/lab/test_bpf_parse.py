@@ -31,10 +31,19 @@ def make(tracer_kw: dict | None = None, sample_n: int = 1) -> Tracer:
     return t
 
 
-@pytest.fixture(scope="module", params=["trace.bpf.o", "trace-compat.bpf.o"])
+OBJECTS = ["trace.bpf.o", "trace-compat.bpf.o", "bcc"]
+
+
+def loader(obj: str) -> dict:
+    """Tracer arguments: one of the two objects, or trace.bpf.c compiled here by bcc."""
+    return {"backend": "bcc"} if obj == "bcc" else {"obj_path": DEFAULT_OBJECT.parent / obj}
+
+
+@pytest.fixture(scope="module", params=OBJECTS)
 def shared(root, request):
-    """Both objects: the compat one (kernels < 6.2) reads the device's namespace through probe reads."""
-    t = make({"obj_path": DEFAULT_OBJECT.parent / request.param})
+    """Both objects (the compat one, kernels < 6.2, reads the device's namespace through probe reads)
+    and the bcc backend's build of the same source: every parser test runs on each."""
+    t = make(loader(request.param))
     yield t
     t.close()
 
@@ -254,14 +263,14 @@ def test_flow_filter_in_kernel(root):
         t.close()
 
 
-@pytest.mark.parametrize("obj", ["trace.bpf.o", "trace-compat.bpf.o"])
+@pytest.mark.parametrize("obj", OBJECTS)
 @pytest.mark.parametrize("nflows", [1, 2, 16])
 def test_every_flow_slot_loads_and_matches(root, obj, nflows):
     """1, 2 and VNT_MAX_FLOWS flows load (the verifier once refused more than one), and a packet of
     only the last flow is kept."""
     others = [{"proto": "tcp", "src": f"10.244.9.{i}/32", "dport": 1000 + i} for i in range(nflows - 1)]
     last = {"proto": "udp", "src": f"{A}/32", "dst": f"{B}/32", "dport": 4000 + nflows}
-    t = make({"obj_path": DEFAULT_OBJECT.parent / obj, "flows": others + [last]})
+    t = make({**loader(obj), "flows": others + [last]})
     try:
         assert len(run(t, Ether() / IP(src=A, dst=B) / UDP(sport=9, dport=4000 + nflows) / b"kept")) == 1
         assert len(run(t, Ether() / IP(src=A, dst=B) / UDP(sport=9, dport=3999) / b"filtered")) == 0

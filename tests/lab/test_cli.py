@@ -63,14 +63,17 @@ def test_kernel_install_and_store_replay_refuse_bad_input(tmp_path):
 def test_overhead_section_is_checked(tmp_path):
     f = tmp_path / "ov.yml"
     src = (ROOT / "experiments" / "tracing-overhead.yml").read_text()
-    f.write_text(src.replace("variants: [untraced, traced-10, traced-20, tcpdump]",
+    f.write_text(src.replace("variants: [untraced, traced-10, traced-20, tcpdump, original]",
                              "variants: [untraced, traced-30, wireshark]"))
     r = vnettracer("spec", "check", str(f))
     assert r.returncode == 2
-    assert "overhead.variants: unknown variant(s) wireshark; variants: untraced, traced-N, tcpdump" in r.stderr
-    f.write_text(src.replace("variants: [untraced, traced-10, traced-20, tcpdump]", "variants: [untraced, traced-30]"))
+    assert "overhead.variants: unknown variant(s) wireshark; variants: untraced, traced-N, tcpdump, original" in r.stderr
+    f.write_text(src.replace("variants: [untraced, traced-10, traced-20, tcpdump, original]", "variants: [untraced, traced-30]"))
     r = vnettracer("spec", "check", str(f))
     assert r.returncode == 2 and "overhead.variants[1]: traced-30: the experiment has 20 tracepoints" in r.stderr
+    f.write_text(src.replace("src: 10.244.1.11/32", "src: 10.244.1.0/24"))  # original needs one address pair
+    r = vnettracer("spec", "check", str(f))
+    assert r.returncode == 2 and "original: the 2018 probes follow one address pair" in r.stderr
 
 
 def test_version_json_and_exit_codes(tmp_path):

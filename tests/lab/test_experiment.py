@@ -205,14 +205,19 @@ def test_bulk_workload_without_tracing(root, tmp_path):
     assert leftovers() == []
 
 
+def tracefs_mounted() -> bool:
+    return any(line.split()[1] == "/sys/kernel/tracing" for line in Path("/proc/mounts").read_text().splitlines())
+
+
 def test_overhead_variants_interleaved(root, tmp_path):
-    """A small tracing-overhead run: every variant measured, tcpdump really captured, and the agents
-    end with every tracepoint attached again."""
+    """A small tracing-overhead run: every variant measured, tcpdump and the 2018 tracer really
+    captured, and the agents end with every tracepoint attached again."""
     src = yaml.safe_load((ROOT / "experiments" / "tracing-overhead.yml").read_text())
     src["tracepoints"] = src["tracepoints"][:10]  # the request direction
     src["paths"] = src["paths"][:1]
     src["workloads"][0]["duration_s"] = src["workloads"][1]["duration_s"] = 1
-    src["overhead"] = {"rounds": 1, "variants": ["untraced", "traced-5", "tcpdump"]}
+    src["overhead"] = {"rounds": 1, "variants": ["untraced", "traced-5", "tcpdump", "original"]}
+    tracefs_before = tracefs_mounted()
     exp = tmp_path / "ovh.yml"
     exp.write_text(yaml.safe_dump(src))
     env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path / "results")}
@@ -220,12 +225,19 @@ def test_overhead_variants_interleaved(root, tmp_path):
     assert r.returncode == 0, r.stderr
     (run,) = (tmp_path / "results" / "tracing-overhead").iterdir()
     ov = json.loads((run / "overhead.json").read_text())
-    assert [(row["round"], row["variant"]) for row in ov["rounds"]] == [(1, "untraced"), (1, "traced-5"), (1, "tcpdump")]
+    assert [(row["round"], row["variant"]) for row in ov["rounds"]] == [
+        (1, "untraced"), (1, "traced-5"), (1, "tcpdump"), (1, "original")]
     for key in ("1-tcp_rr", "2-iperf3"):
         v = ov["summary"][key]["variants"]
-        assert set(v) == {"untraced", "traced-5", "tcpdump"} and v["untraced"]["ratio"] == 1.0
+        assert set(v) == {"untraced", "traced-5", "tcpdump", "original"} and v["untraced"]["ratio"] == 1.0
         assert all(x["median"] > 0 for x in v.values())
     assert all(c["captured"] > 1000 for c in ov["summary"]["tcpdump"].values())
+    # the 2018 tracer's records came through trace_pipe (10 probes saw every round trip's packets)
+    (row,) = [row for row in ov["rounds"] if row["variant"] == "original"]
+    rr = next(w for w in row["workloads"] if w["kind"] == "tcp_rr")
+    assert rr["observations"] > 100 and ov["summary"]["original"]["records"] >= rr["observations"]
+    assert "2018: bcc socket filters" in (run / "overhead.md").read_text()
+    assert tracefs_mounted() == tracefs_before
     assert "Tracing overhead" in (run / "report.md").read_text()
     for host in ("host1", "host2"):  # back to every tracepoint when the agents stopped
         stats = json.loads((run / "events" / host / "stats.json").read_text())

@@ -11,7 +11,7 @@ import sys
 import zipfile
 from pathlib import Path
 
-from vnettracer import ROOT
+from vnettracer import BCC_SOURCES, ROOT
 
 PY = sys.executable
 PIP = [PY, "-m", "pip", "--disable-pip-version-check", "-q"]
@@ -25,7 +25,8 @@ def test_a_wheel_installed_elsewhere_finds_its_files(tmp_path):
     (whl,) = dist.glob("vnettracer-*.whl")
     names = zipfile.ZipFile(whl).namelist()
     for f in ("playbooks/site.yml", "roles/tracer/meta/argument_specs.yml", "experiments/quickstart.yml",
-              "ansible.cfg", "bpf-objects/trace.bpf.o", "bpf-objects/tag.bpf.o", "kernel-build/build.sh"):
+              "ansible.cfg", "bpf-objects/trace.bpf.o", "bpf-objects/tag.bpf.o", "kernel-build/build.sh",
+              *(f"bpf/{src}" for src in BCC_SOURCES)):
         assert f"vnettracer/_share/{f}" in names, f
     assert "vnettracer/store/grafana/vnettracer.json" in names and "vnettracer/store/grafana/provisioning.yml" in names
     assert not [n for n in names if "__pycache__" in n]

@@ -122,6 +122,7 @@ class Agent:
             "sampling": self.cfg.sampling,
             "attach": self.tracer.attach_mode if self.tracer else None,
             "bpf_object": self.tracer.object_path.name if self.tracer else None,  # -compat: kernel < 6.2
+            "backend": self.tracer.backend if self.tracer else None,
             "influxdb": self.writer.stats.as_dict() if self.writer else None,
         }
 
@@ -138,7 +139,7 @@ class Agent:
         try:
             self.remove_stale()
             self.tracer = Tracer(cfg.bpf_object, cfg.flows, cfg.vxlan_ports, cfg.ring_mb << 20, cfg.attach,
-                                 cfg.udp_trace_port)
+                                 cfg.udp_trace_port, cfg.backend)
             self.spool = Spool(cfg.spool_dir, cfg.rotate_mb << 20, max_bytes=cfg.spool_max_mb << 20,
                                min_free_bytes=cfg.spool_min_free_mb << 20)
             for tp in cfg.tracepoints:

@@ -99,6 +99,7 @@ class AgentConfig:
     vxlan_ports: list = field(default_factory=lambda: [8472, 4789])
     sampling: int = 1
     attach: str = "auto"  # auto | tcx | clsact
+    backend: str = "libbpf"  # libbpf | bcc (trace.bpf.c beside bpf_object, compiled here)
     udp_trace_port: int = 0  # UDP to this port carries the patched kernel's id trailer (0: none)
     ring_mb: int = 32
     rotate_mb: int = 64
@@ -139,6 +140,7 @@ class AgentConfig:
         _int(cfg.lifetime_s, "lifetime_s", 1, 30 * 86400)
         cfg.clock_drift_ppm = _num(cfg.clock_drift_ppm, "clock_drift_ppm", -1e6, 1e6)
         _one_of(cfg.attach, "attach", ("auto", "tcx", "clsact"))
+        _one_of(cfg.backend, "backend", ("libbpf", "bcc"))
         for p in cfg.vxlan_ports:
             _int(p, "vxlan_ports", 1, 65535)
         if not isinstance(cfg.flows, list) or not all(isinstance(f, dict) for f in cfg.flows):

@@ -21,8 +21,8 @@ from typing import Iterator
 
 import numpy as np
 
-from vnettracer import BPF_OBJECTS
-from vnettracer.agent import libbpf
+from vnettracer import BPF_OBJECTS, BPF_SOURCES
+from vnettracer.agent import bcc, libbpf
 from vnettracer.agent.record import CONFIG, COUNTER_VALUE, COUNTERS, FLOW, HOOK, HOOK_KEY, MAX_FLOWS, MAX_VXLAN_PORTS, pack
 from vnettracer.agent.ringbuf import RingBuffer
 
@@ -30,6 +30,7 @@ TC_HANDLE = 0x766E74  # "vnt": how our filters are told apart from anyone else's
 TC_PRIORITY = 1
 DEFAULT_OBJECT = BPF_OBJECTS / "trace.bpf.o"
 PROTOS = {"any": 0, "tcp": 6, "udp": 17}
+BACKENDS = ("libbpf", "bcc")
 
 
 @dataclass(frozen=True)
@@ -98,6 +99,20 @@ def compat_object(obj_path: Path) -> Path:
     return obj_path.with_name(obj_path.name.replace(".bpf.o", "-compat.bpf.o"))
 
 
+def source_of(obj_path: Path) -> Path:
+    """trace.bpf.c beside the objects (roles/tracer ships it there), else the checkout's bpf/."""
+    beside = obj_path.with_name("trace.bpf.c")
+    return beside if beside.is_file() else BPF_SOURCES / "trace.bpf.c"
+
+
+def _load_bcc(obj_path: Path, config: dict, ring_bytes: int) -> tuple[bcc.BccObject, Path]:
+    source = source_of(obj_path)
+    try:
+        return bcc.BccObject(source, bcc.config_init(**config), ring_bytes), source
+    except bcc.BccError as e:
+        raise OSError(errno.EINVAL, f"bcc backend: {e}") from None
+
+
 def _load(obj_path: Path, rodata: bytes, ring_bytes: int) -> tuple[libbpf.BpfObject, Path]:
     """Load the object; where the kernel refuses it and the compat object is beside it, that one."""
     tried: list[tuple[Path, OSError]] = []
@@ -119,23 +134,31 @@ def _load(obj_path: Path, rodata: bytes, ring_bytes: int) -> tuple[libbpf.BpfObj
 class Tracer:
     def __init__(self, obj_path: str | Path = DEFAULT_OBJECT, flows: list[dict] | None = None,
                  vxlan_ports: list[int] | None = None, ring_bytes: int = 1 << 25, attach: str = "auto",
-                 udp_trace_port: int = 0):
+                 udp_trace_port: int = 0, backend: str = "libbpf"):
         """attach: "tcx" (links, kernel >= 6.6), "clsact" (tc filters), or "auto" (tcx if it works).
-        udp_trace_port: UDP to this port carries the patched kernel's id trailer (0: none)."""
+        udp_trace_port: UDP to this port carries the patched kernel's id trailer (0: none).
+        backend: "libbpf" (the compiled objects) or "bcc" (trace.bpf.c compiled here by bcc)."""
         if attach not in ("auto", "tcx", "clsact"):
             raise ValueError(f"attach mode {attach!r}: use auto, tcx or clsact")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend {backend!r}: use {' or '.join(BACKENDS)}")
         self.attach_mode = attach
         flows = flows or []
         ports = list(vxlan_ports if vxlan_ports is not None else [8472, 4789])
         if len(flows) > MAX_FLOWS or len(ports) > MAX_VXLAN_PORTS:
             raise ValueError(f"at most {MAX_FLOWS} flows and {MAX_VXLAN_PORTS} VXLAN ports")
-        if not Path(obj_path).is_file():
+        if backend == "libbpf" and not Path(obj_path).is_file():
             raise FileNotFoundError(f"BPF object {obj_path} not found (run `make bpf`)")
         if not 0 <= udp_trace_port <= 65535:
             raise ValueError(f"udp_trace_port {udp_trace_port}: 0 (off) or a port")
-        rodata = pack(CONFIG, vxlan_ports=ports + [0] * (MAX_VXLAN_PORTS - len(ports)), nflows=len(flows),
+        config = dict(vxlan_ports=ports + [0] * (MAX_VXLAN_PORTS - len(ports)), nflows=len(flows),
                       udp_trace_port=udp_trace_port)
-        self.obj, self.object_path = _load(Path(obj_path), rodata, ring_bytes)
+        self.backend = backend
+        self.obj: libbpf.BpfObject | bcc.BccObject
+        if backend == "bcc":
+            self.obj, self.object_path = _load_bcc(Path(obj_path), config, ring_bytes)
+        else:
+            self.obj, self.object_path = _load(Path(obj_path), pack(CONFIG, **config), ring_bytes)
         self.prog = {False: self.obj.prog_fd("vnt_ingress"), True: self.obj.prog_fd("vnt_egress")}
         self.hooks_fd = self.obj.map_fd("vnt_hooks")
         self.counters_fd = self.obj.map_fd("vnt_counters")

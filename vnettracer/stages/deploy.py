@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from vnettracer import BPF_OBJECTS
+from vnettracer import BPF_OBJECTS, BPF_SOURCES
 from vnettracer.errors import VntError
 from vnettracer.orchestrate import PlaybookResult
 from vnettracer.stages import Context, Runner, Stage
@@ -36,7 +36,7 @@ def agent_configs(hosts: RunHosts, run_id: str, clock_t0_ns: int = 0) -> dict[st
              for f in exp.flows]
     common = {
         "run_id": run_id, "flows": flows, "vxlan_ports": exp.tracer.vxlan_ports, "sampling": exp.tracer.sampling,
-        "attach": exp.tracer.attach, "lifetime_s": exp.tracer.lifetime_s, "udp_trace_port": exp.tagging.udp_port,
+        "attach": exp.tracer.attach, "backend": exp.tracer.backend, "lifetime_s": exp.tracer.lifetime_s, "udp_trace_port": exp.tagging.udp_port,
         "rotate_mb": exp.sinks.spool.rotate_mb, "spool_max_mb": exp.sinks.spool.max_mb,
         "spool_min_free_mb": exp.sinks.spool.min_free_mb, "outbox_max_mb": exp.sinks.influxdb.outbox_max_mb,
         "clock_t0_ns": clock_t0_ns,
@@ -52,7 +52,7 @@ def start_vars(hosts: RunHosts, run_id: str, clock_t0_ns: int = 0) -> dict:
     if not BPF_OBJECT.is_file():
         raise VntError(f"{BPF_OBJECT} is missing; run `make bpf`")
     return {"tracer_run_id": run_id, "tracer_configs": agent_configs(hosts, run_id, clock_t0_ns),
-            "tracer_bpf_object": str(BPF_OBJECT)}
+            "tracer_bpf_object": str(BPF_OBJECT), "tracer_bpf_sources": str(BPF_SOURCES)}
 
 
 def start(hosts: RunHosts, run_id: str, workdir: Path, progress: Callable[[str], None] | None = None,

@@ -26,7 +26,8 @@ class PrepareStage(Stage):
         store_args = store_deploy.role_args(creds, influx.database) if creds else {}
         host_vars = {} if ctx.hosts.shares_controller else hostpkg.role_vars()
         res = ctx.hosts.play("prepare", ctx.dir, progress=ctx.say("prepare"),
-                             extravars={**host_vars, **store_args.get("extravars", {})}, secrets=store_args.get("secrets"))
+                             extravars={**host_vars, "tracer_bcc": exp.uses_bcc, **store_args.get("extravars", {})},
+                             secrets=store_args.get("secrets"))
         if creds:
             ep = ctx.endpoint = store_deploy.endpoint(res, influx.database, creds)
             ctx.meta["influxdb"] = {"url": ep.url, "database": ep.database, "raw_events": influx.raw_events,
