@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -95,28 +95,31 @@ class Spool:
         self._close_file()
 
 
-def read_spool(folder: Path, prefix: str = "events", problems: list[dict] | None = None) -> pa.Table:
-    """Every event in a spool folder, in file order. A stream cut short (a killed agent's last
-    file, a truncated copy) is read up to its last complete batch; a file of another schema is
-    skipped. Each such file is appended to `problems` as {file, problem, bytes_unread}."""
-    tables = []
+def iter_spool(folder: Path, prefix: str = "events", problems: list[dict] | None = None) -> Iterator[pa.RecordBatch]:
+    """Every record batch of a spool folder, in file order, one at a time (for runs larger than
+    memory). A stream cut short (a killed agent's last file, a truncated copy) is read up to its
+    last complete batch; a file of another schema is skipped. Each such file is appended to
+    `problems` as {file, problem, bytes_unread} once it has been read."""
     for f in sorted(folder.glob(f"{prefix}-*.arrows")):
-        batches, problem, done = [], None, 0
+        problem, done, n = None, 0, 0
         size = f.stat().st_size
         with pa.OSFile(str(f), "rb") as src:
             try:
                 reader = ipc.open_stream(src)
                 if not reader.schema.equals(SCHEMA):
-                    problem, done = f"schema is not the event schema ({reader.schema.names})", 0
+                    problem = f"schema is not the event schema ({reader.schema.names})"
                 else:
                     for b in reader:
-                        batches.append(b)
+                        n += 1
                         done = src.tell()
+                        yield b
                     done = size
             except (pa.ArrowInvalid, OSError) as e:
-                problem = f"unreadable after {len(batches)} batches ({str(e).splitlines()[0][:120]})"
+                problem = f"unreadable after {n} batches ({str(e).splitlines()[0][:120]})"
         if problem is not None and problems is not None:
             problems.append({"file": str(f), "problem": problem, "bytes_unread": size - done})
-        if batches:
-            tables.append(pa.Table.from_batches(batches, SCHEMA))
-    return pa.concat_tables(tables) if tables else SCHEMA.empty_table()
+
+
+def read_spool(folder: Path, prefix: str = "events", problems: list[dict] | None = None) -> pa.Table:
+    """Every event in a spool folder, in file order, as one table (see iter_spool)."""
+    return pa.Table.from_batches(list(iter_spool(folder, prefix, problems)), SCHEMA)

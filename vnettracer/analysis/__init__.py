@@ -9,13 +9,13 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from vnettracer.agent.spool import read_spool
-from vnettracer.analysis import inputs
+from vnettracer.analysis import inputs, partition
 from vnettracer.analysis.clock import Line, ktime_to_wall, offset_from_probes, offset_from_trace, to_wall
 from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, decompose, packet_keys
 from vnettracer.analysis.workloads import flow_table, per_workload
@@ -27,7 +27,7 @@ from vnettracer.spec import Experiment
 class Analysis:
     summary: dict
     traces: dict[str, PathTrace]
-    events: pd.DataFrame  # all events, with host, t_ns (corrected)
+    events: pd.DataFrame | None  # all events, with host, t_ns (corrected); None when analysed out of core
     hooks_host: dict[str, str]
     elsewhere: dict[str, Elsewhere] = field(default_factory=dict)  # per path: sightings off the path
 
@@ -112,12 +112,24 @@ def _per_workload(exp: Experiment, traces: dict[str, PathTrace], results: list[d
             for p in exp.paths}
 
 
+IN_MEMORY_EVENTS = 20_000_000  # runs up to this many events are analysed in memory, larger ones out of core
+PARTITION_EVENTS = 8_000_000  # events per partition out of core
+
+
 def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000_000_000,
-            workload_results: list[dict] | None = None) -> Analysis:
-    """workload_results: the workloads' own results (default: meta.json's)."""
+            workload_results: list[dict] | None = None, partitions: int | None = None,
+            progress: Callable[[str], None] | None = None) -> Analysis:
+    """workload_results: the workloads' own results (default: meta.json's). partitions: 0 analyses
+    in memory, N out of core in N partitions (analysis/partition.py); None picks by the run's size.
+    progress: told what a long (out of core) analysis is doing."""
     run_dir = Path(run_dir)
     if exp is None:
         exp = inputs.read_spec(run_dir)
+    if partitions is None:
+        est = inputs.spooled_events(run_dir)
+        partitions = 0 if est <= IN_MEMORY_EVENTS else -(-est // PARTITION_EVENTS)
+    if partitions:
+        return _analyze_partitioned(run_dir, exp, window_ns, workload_results, partitions, progress or (lambda s: None))
     unreadable: list[dict] = []
     ev, clocks = load_events(run_dir, unreadable)
     if ev.empty:
@@ -136,37 +148,83 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
 
     # 3. clocks: every host against the reference (Experiment.reference_host), corrected
     rejected: dict[str, int] = {}
-    clock_rep, corrections = _estimate_clocks(exp, ev, traces, host_of, load_probes(run_dir, rejected))
+    clock_rep, corrections = _estimate_clocks(exp, int(ev["t_ns"].min()), set(ev["host"]), traces, host_of,
+                                              load_probes(run_dir, rejected))
     for host, line in corrections.items():
         _correct(exp, ev, traces, host_of, host, line)
 
     # 4. decompose, throughput
-    end = int(ev["t_ns"].max())
     keys = packet_keys(ev)
-    names = {v: k for k, v in ids.items()}
     off = {p.name: Elsewhere.of(ev, keys, [ids[t] for t in p.tracepoints]) for p in exp.paths}
+    t = ev["t_ns"].to_numpy(np.int64)
+    span = (int(t.min()), int(t.max()))
+    bins = _bins(t, ev["tracepoint"].to_numpy(np.int64), ev["len"].to_numpy(np.float64), span)
+    summary = _summary(run_dir, exp, traces, off, span, int(len(ev)), bins, window_ns, workload_results)
+    summary["clock"] = clock_rep
+    summary["integrity"] = {"unreadable": unreadable, "probes_rejected": rejected, "not_recorded": not_recorded(run_dir)}
+    return Analysis(summary, traces, ev, host_of, off)
+
+
+def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workload_results: list[dict] | None,
+                         n: int, progress: Callable[[str], None]) -> Analysis:
+    """The same analysis out of core (analysis/partition.py), for runs larger than memory."""
+    hosts = sorted(p.name for p in (run_dir / "events").iterdir() if p.is_dir()) if (run_dir / "events").is_dir() else []
+    if not hosts:
+        raise VntError(f"{run_dir} has no events/ folder: was anything traced and collected?")
+    clocks = {h: inputs.read_clock(run_dir / "events" / h / "clock.jsonl") for h in hosts
+              if (run_dir / "events" / h / "clock.jsonl").exists()}
+    unreadable: list[dict] = []
+    try:
+        parts = partition.split(run_dir, clocks, hosts, n, unreadable, progress)
+    except ValueError as e:
+        raise VntError(str(e)) from None
+    try:
+        if not parts.events:
+            raise VntError(f"{run_dir}: no events were traced")
+        host_of = {tp.name: tp.host for tp in exp.tracepoints}
+        traces, kept, start, with_events = partition.correlate_all(
+            parts, {p.name: p.tracepoints for p in exp.paths}, exp.tracepoint_ids, window_ns, progress)
+        rejected: dict[str, int] = {}
+        clock_rep, corrections = _estimate_clocks(exp, start, {hosts[i] for i in with_events}, traces, host_of,
+                                                  load_probes(run_dir, rejected))
+        for host, line in corrections.items():
+            _correct_traces(exp, traces, host_of, host, line)
+        off = {name: partition.elsewhere(o, hosts, corrections) for name, o in kept.items()}
+        lo, hi, pkts, byts = partition.span_and_bins(parts, hosts, corrections, BIN_NS)
+        events = parts.events
+    finally:
+        parts.remove()
+    summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results)
+    summary["clock"] = clock_rep
+    summary["integrity"] = {"unreadable": unreadable, "probes_rejected": rejected, "not_recorded": not_recorded(run_dir)}
+    return Analysis(summary, traces, None, host_of, off)
+
+
+def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: dict[str, Elsewhere],
+             span: tuple[int, int], events: int, bins: tuple[np.ndarray, np.ndarray], window_ns: int,
+             workload_results: list[dict] | None) -> dict:
+    """Decomposition per path (and per workload), throughput: what summary.json holds besides the
+    clocks and the integrity record."""
+    ids = exp.tracepoint_ids
+    names = {v: k for k, v in ids.items()}
+    end = span[1]
     paths = {p.name: decompose(traces[p.name], end, window_ns, elsewhere=off[p.name], names=names) for p in exp.paths}
     results = _workload_results(run_dir) if workload_results is None else workload_results
     for name, per in _per_workload(exp, traces, results, end, window_ns, off).items():
         paths[name]["workloads"] = per
-    summary = {
-        "experiment": exp.name, "run": run_dir.name, "events": int(len(ev)),
-        "start_ns": int(ev["t_ns"].min()), "end_ns": end, "clock": clock_rep, "paths": paths,
-        "throughput": _throughput(ev, names),
-        "integrity": {"unreadable": unreadable, "probes_rejected": rejected, "not_recorded": not_recorded(run_dir)},
-    }
-    return Analysis(summary, traces, ev, host_of, off)
+    return {"experiment": exp.name, "run": run_dir.name, "events": events, "start_ns": span[0], "end_ns": end,
+            "clock": None, "paths": paths, "throughput": _throughput(*bins, names)}
 
 
-def _estimate_clocks(exp: Experiment, ev: pd.DataFrame, traces: dict[str, PathTrace], host_of: dict[str, str],
-                     probes: dict[str, pd.DataFrame]) -> tuple[dict, dict[str, Line]]:
+def _estimate_clocks(exp: Experiment, start_ns: int, hosts: set[str], traces: dict[str, PathTrace],
+                     host_of: dict[str, str], probes: dict[str, pd.DataFrame]) -> tuple[dict, dict[str, Line]]:
     """Every host's offset and drift against the reference, from the trace and from probes; the
     report's record of both, and the line to apply per host."""
     ref = exp.reference_host
     rep_all: dict = {"reference": ref, "method": exp.report.clock, "hosts": {}}
     corrections: dict[str, Line] = {}
-    start = np.array([int(ev["t_ns"].min())], np.int64)
-    for host in sorted(set(ev["host"]) - {ref}):
+    start = np.array([start_ns], np.int64)
+    for host in sorted(hosts - {ref}):
         by_trace = _trace_offset(exp, traces, host_of, ref, host)
         by_probe = offset_from_probes(probes.get(host)) if host in probes else None
         want = by_trace if exp.report.clock == "trace" else by_probe
@@ -215,6 +273,12 @@ def _correct(exp: Experiment, ev: pd.DataFrame, traces: dict[str, PathTrace], ho
     m = (ev["host"] == host).to_numpy()
     t = ev.loc[m, "t_ns"].to_numpy(np.int64)
     ev.loc[m, "t_ns"] = t - np.round(line.at(t)).astype(np.int64)
+    _correct_traces(exp, traces, host_of, host, line)
+
+
+def _correct_traces(exp: Experiment, traces: dict[str, PathTrace], host_of: dict[str, str], host: str,
+                    line: Line) -> None:
+    """One host's columns of every path on the reference's clock."""
     for p in exp.paths:
         pt = traces[p.name]
         for j, name in enumerate(p.tracepoints):
@@ -244,15 +308,21 @@ def _trace_offset(exp: Experiment, traces: dict[str, PathTrace], host_of: dict[s
     return offset_from_trace(np.concatenate(tf), np.concatenate(df), np.concatenate(tr), np.concatenate(dr))
 
 
-def _throughput(ev: pd.DataFrame, names: dict[int, str], bin_ns: int = 1_000_000_000) -> dict:
-    """Per tracepoint: packets/s and bytes/s, mean and peak over the 1 s bins it was active in."""
-    t = ev["t_ns"].to_numpy(np.int64)
-    b = (t - t.min()) // bin_ns
-    nb = int(b.max()) + 1
-    tp = ev["tracepoint"].to_numpy(np.int64)
-    cell = tp * nb + b
+BIN_NS = 1_000_000_000
+
+
+def _bins(t: np.ndarray, tp: np.ndarray, length: np.ndarray, span: tuple[int, int],
+          bin_ns: int = BIN_NS) -> tuple[np.ndarray, np.ndarray]:
+    """Per tracepoint id (256) and 1 s bin from the run's start: packets and bytes."""
+    nb = (span[1] - span[0]) // bin_ns + 1
+    cell = tp * nb + (t - span[0]) // bin_ns
     pkts = np.bincount(cell, minlength=256 * nb).reshape(256, nb)
-    byts = np.bincount(cell, weights=ev["len"].to_numpy(np.float64), minlength=256 * nb).reshape(256, nb)
+    byts = np.bincount(cell, weights=length, minlength=256 * nb).reshape(256, nb)
+    return pkts, byts
+
+
+def _throughput(pkts: np.ndarray, byts: np.ndarray, names: dict[int, str]) -> dict:
+    """Per tracepoint: packets/s and bytes/s, mean and peak over the 1 s bins it was active in."""
     out = {}
     for k in np.flatnonzero(pkts.sum(axis=1)):
         active = pkts[k] > 0

@@ -29,6 +29,7 @@ class PathTrace:
     id_repeats: int = 0  # keys that came back after the window (wrap/collision), counted as new packets
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # packets: identity key
     flows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # packets: flow hash
+    identity_counts: dict[str, int] = field(default_factory=dict)  # events per identity kind
 
     def subset(self, rows: np.ndarray) -> "PathTrace":
         """The same path, only the packets `rows` (a mask or indexes): e.g. one workload's."""
@@ -40,15 +41,20 @@ class PathTrace:
         return self.times >= 0
 
 
-def identity_shares(flags: np.ndarray, l4proto: np.ndarray | None) -> dict[str, float]:
-    """Share of events per identity: tag (TCP option), trailer (a tag on UDP: the patched kernel's
+def identity_counts(flags: np.ndarray, l4proto: np.ndarray | None) -> dict[str, int]:
+    """Events per identity: tag (TCP option), trailer (a tag on UDP: the patched kernel's
     net.ipv4.udp_trace_port trailer), hash, payload."""
     kind = (flags & F_IDENTITY).astype(np.int64)
     if l4proto is not None:
         kind = np.where((kind == ID_TAG) & (l4proto == 17), 4, kind)
     kinds = np.bincount(kind, minlength=5)
     names = {**IDENTITY_NAMES, 4: "trailer"}
-    return {names[k]: float(kinds[k] / max(kinds.sum(), 1)) for k in range(5) if kinds[k]}
+    return {names[k]: int(kinds[k]) for k in range(5) if kinds[k]}
+
+
+def shares(counts: dict[str, int]) -> dict[str, float]:
+    total = max(sum(counts.values()), 1)
+    return {k: float(v / total) for k, v in counts.items()}
 
 
 def correlate(ev: pd.DataFrame, name: str, tracepoints: list[str], ids: dict[str, int],
@@ -66,7 +72,7 @@ def correlate(ev: pd.DataFrame, name: str, tracepoints: list[str], ids: dict[str
     key = packet_keys(ev)[keep]
     flags = ev["flags"].to_numpy(np.uint8)[keep]
     length = ev["len"].to_numpy(np.uint32)[keep]
-    identity = identity_shares(flags, ev["l4proto"].to_numpy(np.uint8)[keep] if "l4proto" in ev else None)
+    id_counts = identity_counts(flags, ev["l4proto"].to_numpy(np.uint8)[keep] if "l4proto" in ev else None)
 
     order = np.lexsort((t, key))
     key, t, pos, length, flow = key[order], t[order], pos[order], length[order], flow[order]
@@ -88,12 +94,13 @@ def correlate(ev: pd.DataFrame, name: str, tracepoints: list[str], ids: dict[str
     lengths = np.zeros(npk, np.uint32)
     pk_first = np.r_[True, packet[1:] != packet[:-1]] if len(packet) else np.zeros(0, bool)
     lengths[packet[pk_first]] = length[pk_first]
-    return PathTrace(name, tracepoints, times, lengths, dups, identity, int(gap.sum()), key[pk_first], flow[pk_first])
+    return PathTrace(name, tracepoints, times, lengths, dups, shares(id_counts), int(gap.sum()), key[pk_first],
+                     flow[pk_first], id_counts)
 
 
-def packet_keys(ev: pd.DataFrame) -> np.ndarray:
+def packet_keys(ev: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
     """One identity key per event: flow and packet id together."""
-    return ev["flow_hash"].to_numpy(np.uint64) ^ (ev["packet_id"].to_numpy(np.uint64) * MIX)
+    return np.asarray(ev["flow_hash"], np.uint64) ^ (np.asarray(ev["packet_id"], np.uint64) * MIX)
 
 
 @dataclass

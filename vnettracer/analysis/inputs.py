@@ -108,3 +108,9 @@ def read_probes(path: Path) -> tuple[pd.DataFrame, int]:
     rtt = (t.t4 - t.t1) - (t.t3 - t.t2)
     good = (t.t4 >= t.t1) & (t.t3 >= t.t2) & (rtt >= 0) & (rtt <= MAX_PROBE_RTT_NS)
     return t[good].reset_index(drop=True), int(len(df) - good.sum())
+
+
+def spooled_events(run_dir: Path) -> int:
+    """About how many events the run's spools hold (their size over an event's 32 bytes): what
+    decides whether the analysis fits in memory."""
+    return sum(f.stat().st_size for f in (run_dir / "events").glob("*/events-*.arrows")) // 32

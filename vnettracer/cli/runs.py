@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from vnettracer.cli.common import JSON, _json, out
+from vnettracer.cli.common import JSON, _json, err, out
 from vnettracer.errors import VntError
 
 app = typer.Typer()  # its commands are the root's (vnettracer report, vnettracer compare)
@@ -34,7 +34,7 @@ def report(
     if not run_dir.is_dir():
         raise VntError(f"run folder {run_dir} does not exist")
     t0 = time.monotonic()
-    a = analyze(run_dir)
+    a = analyze(run_dir, progress=err.print)
     files = write(a, run_dir)
     for name, p in a.summary["paths"].items():
         out.print(f"{name}: {p['packets']} packets, {p['lost']} lost, dominant segment {p['dominant']}")

@@ -3,7 +3,7 @@ events lost before the analysis fail the run once the report is written."""
 
 from __future__ import annotations
 
-from vnettracer.agent.spool import read_spool
+from vnettracer.agent.spool import iter_spool
 from vnettracer.stages import Context, Stage
 from vnettracer.store.publish import publish
 
@@ -13,13 +13,15 @@ class ReportStage(Stage):
 
     def skip(self, ctx: Context) -> str | None:
         hosts = [h for h in (ctx.dir / "events").glob("*") if h.is_dir()]
-        return None if any(read_spool(h).num_rows for h in hosts) else "no events were traced (no workload ran)"
+        traced = any(b.num_rows for h in hosts for b in iter_spool(h))  # stops at the first event
+        return None if traced else "no events were traced (no workload ran)"
 
     def run(self, ctx: Context) -> dict:
         from vnettracer.analysis import analyze
         from vnettracer.analysis.report import write
 
-        a = ctx.state["analysis"] = analyze(ctx.dir, ctx.exp, workload_results=ctx.meta.get("workloads") or [])
+        a = ctx.state["analysis"] = analyze(ctx.dir, ctx.exp, workload_results=ctx.meta.get("workloads") or [],
+                                            progress=ctx.say("report"))
         write(a, ctx.dir)
         if ctx.endpoint:
             ctx.meta["influxdb"].update(publish(ctx.dir, a, ctx.endpoint, log=ctx.say("report")))

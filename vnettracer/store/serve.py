@@ -91,7 +91,10 @@ def load(run_dir: Path, ep: Endpoint, events: bool, log: Callable[[str], None]) 
     seg = per_second(a)
     w.add(lineproto.segments(seg, run_dir.name))
     n_events = 0
-    if events:
+    if events and a.events is None:
+        log(f"{run_dir.name}: {a.summary['events']:,} events were analysed out of core; raw events are not loaded "
+            "(per-second segment summaries are)")
+    elif events and a.events is not None:
         names = {v: k for k, v in exp.tracepoint_ids.items()}
         for host, ev in a.events.groupby("host"):
             arr = np.zeros(len(ev), EVENT)

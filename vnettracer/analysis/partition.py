@@ -1,0 +1,210 @@
+"""Analysis out of core: runs with more events than fit in memory (a 60-second bulk run on 20 hooks
+is hundreds of millions of events).
+
+Pass 1 streams every host's spool batch by batch onto its own wall clock and splits the events by
+packet key into partition files (numpy columns under a temporary folder): the top bits of the key,
+so every sighting of a packet lands in the same partition and the partitions, in order, are in
+key order. Pass 2 correlates each partition with the same code as the in-memory analysis
+(correlate.correlate) and concatenates the per-path traces, which then equal the in-memory ones
+row for row. Sightings off a path are kept only for the packets that left it (what tells a
+diverted packet from a lost one). Pass 3, once clocks are corrected, reads the partitions again for
+the run's span and per-tracepoint throughput. Memory: one partition's events plus the traces.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from vnettracer.agent.record import IDENTITY_NAMES
+from vnettracer.agent.spool import iter_spool
+from vnettracer.analysis.clock import Line, ktime_to_wall, to_wall
+from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, packet_keys, shares
+
+COLUMNS = {"t_ns": np.int64, "packet_id": np.uint64, "flow_hash": np.uint64, "len": np.uint32,
+           "tracepoint": np.uint16, "flags": np.uint8, "l4proto": np.uint8, "host": np.uint8}
+IDENTITY_ORDER = [IDENTITY_NAMES[k] for k in sorted(IDENTITY_NAMES)] + ["trailer"]
+FLUSH_EVENTS = 4_000_000  # events gathered from a spool before they are split into the partitions
+
+
+class Partitions:
+    """The run's events split by packet key into `n` partitions of numpy column files."""
+
+    def __init__(self, n: int, folder: Path | None = None):
+        self.bits = max(1, (n - 1).bit_length())
+        self.n = 1 << self.bits
+        self.dir = Path(tempfile.mkdtemp(prefix="vnt-partitions-", dir=folder))
+        self._files = {(p, c): open(self.dir / f"{p:04d}.{c}", "wb") for p in range(self.n) for c in COLUMNS}
+        self.events = 0
+
+    def add(self, cols: dict[str, np.ndarray]) -> None:
+        """Append events (the COLUMNS, t_ns already on the host's wall clock) to their partitions."""
+        part = (packet_keys(cols) >> np.uint64(64 - self.bits)).astype(np.int64)
+        order = np.argsort(part, kind="stable")
+        bounds = np.searchsorted(part[order], np.arange(self.n + 1))
+        for c in COLUMNS:
+            col = cols[c][order]
+            for p in range(self.n):
+                if bounds[p + 1] > bounds[p]:
+                    self._files[p, c].write(col[bounds[p]:bounds[p + 1]].tobytes())
+        self.events += len(part)
+
+    def seal(self) -> None:
+        for f in self._files.values():
+            f.close()
+
+    def read(self, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
+        return {c: np.fromfile(self.dir / f"{p:04d}.{c}", COLUMNS[c]) for c in columns}
+
+    def remove(self) -> None:
+        self.seal()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def split(run_dir: Path, clocks: dict[str, pd.DataFrame], hosts: list[str], n: int,
+          unreadable: list[dict], progress: Callable[[str], None]) -> Partitions:
+    """Pass 1: every host's spool, on its wall clock, into n partitions."""
+    parts = Partitions(n)
+    try:
+        for hi, host in enumerate(hosts):
+            fit = ktime_to_wall(clocks[host]) if host in clocks else None
+            pending: list = []
+            for batch in iter_spool(run_dir / "events" / host, problems=unreadable):
+                if fit is None:
+                    raise ValueError(f"{run_dir / 'events' / host / 'clock.jsonl'} is missing: events of {host} "
+                                     "cannot be put on a clock")
+                pending.append(batch)
+                if sum(b.num_rows for b in pending) >= FLUSH_EVENTS:
+                    _flush(parts, pending, fit, hi)
+                    progress(f"analysis: {parts.events:,} events split into {parts.n} partitions")
+            if pending and fit is not None:
+                _flush(parts, pending, fit, hi)
+        parts.seal()
+    except BaseException:
+        parts.remove()
+        raise
+    return parts
+
+
+def _flush(parts: Partitions, batches: list, fit: tuple[int, int, float], host: int) -> None:
+    cols = {c: np.concatenate([b.column(c).to_numpy() for b in batches]) for c in
+            ("packet_id", "flow_hash", "len", "tracepoint", "flags", "l4proto")}
+    cols["t_ns"] = to_wall(np.concatenate([b.column("ts_ns").to_numpy() for b in batches]), fit)
+    cols["host"] = np.full(len(cols["t_ns"]), host, np.uint8)
+    parts.add(cols)
+    batches.clear()
+
+
+@dataclass
+class OffPath:
+    """Sightings off one path of the packets that left it, with their host (corrected later)."""
+
+    keys: list
+    times: list
+    tracepoints: list
+    hosts: list
+
+
+def correlate_all(parts: Partitions, paths: dict[str, list[str]], ids: dict[str, int], window_ns: int,
+                  progress: Callable[[str], None]) -> tuple[dict[str, PathTrace], dict[str, OffPath], int, set[int]]:
+    """Pass 2: per-path traces (paths: name -> tracepoint names) over all partitions; the
+    sightings off each path of its packets that left it; the earliest (uncorrected) time; the
+    hosts (indexes) that have events."""
+    pieces: dict[str, list[PathTrace]] = {name: [] for name in paths}
+    off = {name: OffPath([], [], [], []) for name in paths}
+    start: int | None = None
+    hosts: set[int] = set()
+    for k in range(parts.n):
+        ev = pd.DataFrame(parts.read(k))
+        if not len(ev):
+            continue
+        t = ev["t_ns"].to_numpy()
+        start = int(t.min()) if start is None else min(start, int(t.min()))
+        hosts.update(int(h) for h in np.unique(ev["host"].to_numpy()))
+        keys = packet_keys(ev)
+        for name, tps in paths.items():
+            pt = correlate(ev, name, tps, ids, window_ns)
+            pieces[name].append(pt)
+            _keep_off_path(off[name], ev, keys, pt, [ids[n] for n in tps])
+        progress(f"analysis: correlated partition {k + 1}/{parts.n}")
+    return {name: merge(ps, paths[name]) for name, ps in pieces.items()}, off, start or 0, hosts
+
+
+def _keep_off_path(off: OffPath, ev: pd.DataFrame, keys: np.ndarray, pt: PathTrace, path_ids: list[int]) -> None:
+    """The partition's sightings off the path, of the packets that left it before its last hook."""
+    seen = pt.seen
+    if not len(seen):
+        return
+    nh = seen.shape[1]
+    last = np.where(seen.any(axis=1), nh - 1 - np.argmax(seen[:, ::-1], axis=1), -1)
+    gone = (last < nh - 1) & seen[:, 0]
+    tp = ev["tracepoint"].to_numpy()
+    rows = ~np.isin(tp, path_ids) & np.isin(keys, pt.keys[gone])
+    off.keys.append(keys[rows])
+    off.times.append(ev["t_ns"].to_numpy()[rows])
+    off.tracepoints.append(tp[rows])
+    off.hosts.append(ev["host"].to_numpy()[rows])
+
+
+def merge(pieces: list[PathTrace], tracepoints: list[str]) -> PathTrace:
+    """One path's trace from its partitions' (in partition order: key order, as in memory)."""
+    if not pieces:
+        return PathTrace("", tracepoints, np.zeros((0, len(tracepoints)), np.int64), np.zeros(0, np.uint32),
+                         np.zeros(len(tracepoints), np.int64))
+    counts: dict[str, int] = {}
+    for pt in pieces:
+        for k, v in pt.identity_counts.items():
+            counts[k] = counts.get(k, 0) + v
+    counts = {k: counts[k] for k in IDENTITY_ORDER if k in counts}  # the order identity_counts gives
+    return PathTrace(pieces[0].name, tracepoints, np.concatenate([p.times for p in pieces]),
+                     np.concatenate([p.lengths for p in pieces]), np.sum([p.duplicates for p in pieces], axis=0),
+                     shares(counts), sum(p.id_repeats for p in pieces),
+                     np.concatenate([p.keys for p in pieces]), np.concatenate([p.flows for p in pieces]),
+                     counts)
+
+
+def elsewhere(off: OffPath, hosts: list[str], corrections: dict[str, Line]) -> Elsewhere:
+    """The kept off-path sightings on the reference clock."""
+    keys, times = np.concatenate(off.keys or [np.zeros(0, np.uint64)]), np.concatenate(off.times or [np.zeros(0, np.int64)])
+    tps, hs = np.concatenate(off.tracepoints or [np.zeros(0, np.uint16)]), np.concatenate(off.hosts or [np.zeros(0, np.uint8)])
+    times = correct(times, hs, hosts, corrections)
+    return Elsewhere(keys, times, tps)
+
+
+def correct(t: np.ndarray, host_idx: np.ndarray, hosts: list[str], corrections: dict[str, Line]) -> np.ndarray:
+    """Times of these hosts' events on the reference clock (as analysis._correct does in memory)."""
+    t = t.copy()
+    for i, h in enumerate(hosts):
+        if h in corrections:
+            m = host_idx == i
+            t[m] = t[m] - np.round(corrections[h].at(t[m])).astype(np.int64)
+    return t
+
+
+def span_and_bins(parts: Partitions, hosts: list[str], corrections: dict[str, Line], bin_ns: int
+                  ) -> tuple[int, int, np.ndarray, np.ndarray]:
+    """Pass 3: the corrected span of the run, and per tracepoint and second, packets and bytes."""
+    lo, hi = None, None
+    for k in range(parts.n):
+        c = parts.read(k, ("t_ns", "host"))
+        if len(c["t_ns"]):
+            t = correct(c["t_ns"], c["host"], hosts, corrections)
+            lo = int(t.min()) if lo is None else min(lo, int(t.min()))
+            hi = int(t.max()) if hi is None else max(hi, int(t.max()))
+    lo, hi = lo or 0, hi or 0
+    nb = (hi - lo) // bin_ns + 1
+    pkts = np.zeros(256 * nb, np.int64)
+    byts = np.zeros(256 * nb, np.float64)
+    for k in range(parts.n):
+        c = parts.read(k, ("t_ns", "host", "tracepoint", "len"))
+        t = correct(c["t_ns"], c["host"], hosts, corrections)
+        cell = c["tracepoint"].astype(np.int64) * nb + (t - lo) // bin_ns
+        pkts += np.bincount(cell, minlength=256 * nb)
+        byts += np.bincount(cell, weights=c["len"].astype(np.float64), minlength=256 * nb)
+    return lo, hi, pkts.reshape(256, nb), byts.reshape(256, nb)
