@@ -57,25 +57,26 @@ def shares(counts: dict[str, int]) -> dict[str, float]:
     return {k: float(v / total) for k, v in counts.items()}
 
 
-def correlate(ev: pd.DataFrame, name: str, tracepoints: list[str], ids: dict[str, int],
-              window_ns: int = 1_000_000_000) -> PathTrace:
-    """ev: columns tracepoint, t_ns (corrected), packet_id, flow_hash, len, flags."""
+def correlate(ev: pd.DataFrame | dict[str, np.ndarray], name: str, tracepoints: list[str], ids: dict[str, int],
+              window_ns: int = 1_000_000_000, presorted: bool = False) -> PathTrace:
+    """ev: columns tracepoint, t_ns (corrected), packet_id, flow_hash, len, flags (a DataFrame or
+    a dict of arrays). presorted: the rows are already in (packet key, time) order."""
     hooks = [ids[n] for n in tracepoints]
     pos_of = np.full(256, -1, np.int64)
     pos_of[hooks] = np.arange(len(hooks))
-    tp = ev["tracepoint"].to_numpy()
-    pos = pos_of[tp]
+    pos = pos_of[np.asarray(ev["tracepoint"])]
     keep = pos >= 0
     pos = pos[keep]
-    t = ev["t_ns"].to_numpy(np.int64)[keep]
-    flow = ev["flow_hash"].to_numpy(np.uint64)[keep]
+    t = np.asarray(ev["t_ns"], np.int64)[keep]
+    flow = np.asarray(ev["flow_hash"], np.uint64)[keep]
     key = packet_keys(ev)[keep]
-    flags = ev["flags"].to_numpy(np.uint8)[keep]
-    length = ev["len"].to_numpy(np.uint32)[keep]
-    id_counts = identity_counts(flags, ev["l4proto"].to_numpy(np.uint8)[keep] if "l4proto" in ev else None)
+    flags = np.asarray(ev["flags"], np.uint8)[keep]
+    length = np.asarray(ev["len"], np.uint32)[keep]
+    id_counts = identity_counts(flags, np.asarray(ev["l4proto"], np.uint8)[keep] if "l4proto" in ev else None)
 
-    order = np.lexsort((t, key))
-    key, t, pos, length, flow = key[order], t[order], pos[order], length[order], flow[order]
+    if not presorted:
+        order = np.lexsort((t, key))
+        key, t, pos, length, flow = key[order], t[order], pos[order], length[order], flow[order]
     new_key = np.r_[True, key[1:] != key[:-1]]
     gap = np.r_[False, np.diff(t) > window_ns] & ~new_key
     packet = np.cumsum(new_key | gap) - 1
@@ -205,8 +206,8 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
              "duplicates_at_to": int(pt.duplicates[j + 1])}
         if len(lat) >= 30:  # rose over the run: last third's median vs first third's
             tt = times[both, j]
-            o = np.argsort(tt)
-            k = len(o) // 3
+            k = len(tt) // 3  # the first and last thirds by time (a partition, not a sort)
+            o = np.argpartition(tt, [k - 1, len(tt) - k])
             a, b = float(np.median(lat[o[:k]])), float(np.median(lat[o[-k:]]))
             s["rising"] = bool(b > a * (1 + rise) and b - a > rise_floor_ns)
             s["first_third_p50_ns"], s["last_third_p50_ns"] = a, b

@@ -13,11 +13,15 @@ the run's span and per-tracepoint throughput. Memory: one partition's events plu
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
+import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterable
 
 import numpy as np
 import pandas as pd
@@ -30,7 +34,8 @@ from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, packe
 COLUMNS = {"t_ns": np.int64, "packet_id": np.uint64, "flow_hash": np.uint64, "len": np.uint32,
            "tracepoint": np.uint16, "flags": np.uint8, "l4proto": np.uint8, "host": np.uint8}
 IDENTITY_ORDER = [IDENTITY_NAMES[k] for k in sorted(IDENTITY_NAMES)] + ["trailer"]
-FLUSH_EVENTS = 4_000_000  # events gathered from a spool before they are split into the partitions
+FLUSH_EVENTS = 4_000_000
+BULKY = ("times", "lengths", "keys", "flows")  # a trace's per-packet arrays  # events gathered from a spool before they are split into the partitions
 
 
 class Partitions:
@@ -60,11 +65,15 @@ class Partitions:
             f.close()
 
     def read(self, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
-        return {c: np.fromfile(self.dir / f"{p:04d}.{c}", COLUMNS[c]) for c in columns}
+        return read_partition(self.dir, p, columns)
 
     def remove(self) -> None:
         self.seal()
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def read_partition(folder: Path, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
+    return {c: np.fromfile(folder / f"{p:04d}.{c}", COLUMNS[c]) for c in columns}
 
 
 def split(run_dir: Path, clocks: dict[str, pd.DataFrame], hosts: list[str], n: int,
@@ -112,44 +121,77 @@ class OffPath:
 
 
 def correlate_all(parts: Partitions, paths: dict[str, list[str]], ids: dict[str, int], window_ns: int,
-                  progress: Callable[[str], None]) -> tuple[dict[str, PathTrace], dict[str, OffPath], int, set[int]]:
+                  progress: Callable[[str], None], workers: int | None = None
+                  ) -> tuple[dict[str, PathTrace], dict[str, OffPath], int, set[int]]:
     """Pass 2: per-path traces (paths: name -> tracepoint names) over all partitions; the
     sightings off each path of its packets that left it; the earliest (uncorrected) time; the
-    hosts (indexes) that have events."""
+    hosts (indexes) that have events. Partitions are correlated by `workers` processes (default:
+    one per core, at most 4), their results merged in partition order."""
     pieces: dict[str, list[PathTrace]] = {name: [] for name in paths}
     off = {name: OffPath([], [], [], []) for name in paths}
-    start: int | None = None
-    hosts: set[int] = set()
-    for k in range(parts.n):
-        ev = pd.DataFrame(parts.read(k))
-        if not len(ev):
-            continue
-        t = ev["t_ns"].to_numpy()
-        start = int(t.min()) if start is None else min(start, int(t.min()))
-        hosts.update(int(h) for h in np.unique(ev["host"].to_numpy()))
-        keys = packet_keys(ev)
-        for name, tps in paths.items():
-            pt = correlate(ev, name, tps, ids, window_ns)
-            pieces[name].append(pt)
-            _keep_off_path(off[name], ev, keys, pt, [ids[n] for n in tps])
-        progress(f"analysis: correlated partition {k + 1}/{parts.n}")
-    return {name: merge(ps, paths[name]) for name, ps in pieces.items()}, off, start or 0, hosts
+    starts, hosts = [], set()
+    workers = min(workers or os.cpu_count() or 1, 4, parts.n)
+    # worker processes hand their traces back as files (a pipe would copy them twice)
+    jobs = [(parts.dir, k, paths, ids, window_ns, workers > 1) for k in range(parts.n)]
+    with contextlib.ExitStack() as stack:
+        if workers > 1:
+            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")))
+            results: Iterable = pool.map(_correlate_partition, jobs)
+        else:
+            results = map(_correlate_partition, jobs)
+        for k, res in enumerate(results):
+            if res is not None:
+                traces, kept, start, hs = res
+                starts.append(start)
+                hosts |= hs
+                for name in paths:
+                    pieces[name].append(traces[name])
+                    for f, v in zip(("keys", "times", "tracepoints", "hosts"), kept[name]):
+                        getattr(off[name], f).append(v)
+            progress(f"analysis: correlated partition {k + 1}/{parts.n}")
+    return {name: merge(ps, paths[name]) for name, ps in pieces.items()}, off, min(starts, default=0), hosts
 
 
-def _keep_off_path(off: OffPath, ev: pd.DataFrame, keys: np.ndarray, pt: PathTrace, path_ids: list[int]) -> None:
-    """The partition's sightings off the path, of the packets that left it before its last hook."""
+def _correlate_partition(job: tuple) -> tuple | None:
+    """One partition: its events in (packet key, time) order once, then every path's trace and the
+    off-path sightings of the packets that left it. In a worker process (to_files), the traces'
+    arrays go to files beside the partition and come back as their paths."""
+    folder, k, paths, ids, window_ns, to_files = job
+    ev = read_partition(folder, k)
+    if not len(ev["t_ns"]):
+        return None
+    keys = packet_keys(ev)
+    order = np.lexsort((ev["t_ns"], keys))  # once for every path: each takes its rows in this order
+    ev = {c: a[order] for c, a in ev.items()}
+    keys = keys[order]
+    traces, kept = {}, {}
+    for i, (name, tps) in enumerate(paths.items()):
+        traces[name] = correlate(ev, name, tps, ids, window_ns, presorted=True)
+        kept[name] = _off_path(ev, keys, traces[name], [ids[n] for n in tps])
+        if to_files:
+            for f in BULKY:
+                path = folder / f"trace-{k:04d}-{i}.{f}.npy"
+                np.save(path, getattr(traces[name], f))
+                setattr(traces[name], f, str(path))
+    return traces, kept, int(ev["t_ns"].min()), {int(h) for h in np.unique(ev["host"])}
+
+
+def _off_path(ev: dict[str, np.ndarray], keys: np.ndarray, pt: PathTrace, path_ids: list[int]) -> tuple:
+    """The partition's sightings off the path (key, time, tracepoint, host) of the packets that left
+    it before its last hook."""
     seen = pt.seen
-    if not len(seen):
-        return
     nh = seen.shape[1]
     last = np.where(seen.any(axis=1), nh - 1 - np.argmax(seen[:, ::-1], axis=1), -1)
-    gone = (last < nh - 1) & seen[:, 0]
-    tp = ev["tracepoint"].to_numpy()
-    rows = ~np.isin(tp, path_ids) & np.isin(keys, pt.keys[gone])
-    off.keys.append(keys[rows])
-    off.times.append(ev["t_ns"].to_numpy()[rows])
-    off.tracepoints.append(tp[rows])
-    off.hosts.append(ev["host"].to_numpy()[rows])
+    gone = np.unique(pt.keys[(last < nh - 1) & seen[:, 0]])
+    on_path = np.zeros(256, bool)
+    on_path[path_ids] = True
+    rows = np.flatnonzero(~on_path[ev["tracepoint"]])
+    if len(gone) and len(rows):
+        i = np.minimum(np.searchsorted(gone, keys[rows]), len(gone) - 1)
+        rows = rows[gone[i] == keys[rows]]
+    else:
+        rows = rows[:0]
+    return keys[rows], ev["t_ns"][rows], ev["tracepoint"][rows], ev["host"][rows]
 
 
 def merge(pieces: list[PathTrace], tracepoints: list[str]) -> PathTrace:
@@ -162,11 +204,28 @@ def merge(pieces: list[PathTrace], tracepoints: list[str]) -> PathTrace:
         for k, v in pt.identity_counts.items():
             counts[k] = counts.get(k, 0) + v
     counts = {k: counts[k] for k in IDENTITY_ORDER if k in counts}  # the order identity_counts gives
-    return PathTrace(pieces[0].name, tracepoints, np.concatenate([p.times for p in pieces]),
-                     np.concatenate([p.lengths for p in pieces]), np.sum([p.duplicates for p in pieces], axis=0),
-                     shares(counts), sum(p.id_repeats for p in pieces),
-                     np.concatenate([p.keys for p in pieces]), np.concatenate([p.flows for p in pieces]),
-                     counts)
+    bulky = {f: _stack([getattr(p, f) for p in pieces]) for f in BULKY}
+    return PathTrace(pieces[0].name, tracepoints, bulky["times"], bulky["lengths"],
+                     np.sum([p.duplicates for p in pieces], axis=0), shares(counts), sum(p.id_repeats for p in pieces),
+                     bulky["keys"], bulky["flows"], counts)
+
+
+def _stack(parts: list) -> np.ndarray:
+    """Arrays (or .npy files a worker wrote) one after the other, copied one at a time into the
+    result: at most one piece is mapped beside it."""
+    def load(a):
+        return np.load(a, mmap_mode="r") if isinstance(a, str) else a
+
+    shapes = [load(a).shape for a in parts]
+    first = load(parts[0])
+    out = np.empty((sum(sh[0] for sh in shapes), *first.shape[1:]), first.dtype)
+    i = 0
+    for a, sh in zip(parts, shapes):
+        out[i:i + sh[0]] = load(a)
+        i += sh[0]
+        if isinstance(a, str):
+            os.unlink(a)
+    return out
 
 
 def elsewhere(off: OffPath, hosts: list[str], corrections: dict[str, Line]) -> Elsewhere:
