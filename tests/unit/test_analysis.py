@@ -204,8 +204,7 @@ def test_packets_that_take_another_branch_are_diverted_not_lost(out_of_core):
     if out_of_core:
         parts = partition.Partitions(4)
         try:
-            parts.add({c: ev[c].to_numpy(dt) if c in ev else np.zeros(len(ev), dt) for c, dt in partition.COLUMNS.items()})
-            parts.seal()
+            parts.add_host({c: ev[c].to_numpy(dt) if c in ev else np.zeros(len(ev), dt) for c, dt in partition.COLUMNS.items()})
             traces, kept, _, _ = partition.correlate_all(parts, paths, ids, 10**9, lambda s: None)
         finally:
             parts.remove()

@@ -21,7 +21,7 @@ import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -39,13 +39,38 @@ BULKY = ("times", "lengths", "keys", "flows")  # a trace's per-packet arrays  # 
 
 
 class Partitions:
-    """The run's events split by packet key into `n` partitions of numpy column files."""
+    """The run's events split by packet key into `n` partitions of numpy column files: one folder
+    per host (written by a process each), a partition is the same file name in every folder."""
 
     def __init__(self, n: int, folder: Path | None = None):
         self.bits = max(1, (n - 1).bit_length())
         self.n = 1 << self.bits
         self.dir = Path(tempfile.mkdtemp(prefix="vnt-partitions-", dir=folder))
-        self._files = {(p, c): open(self.dir / f"{p:04d}.{c}", "wb") for p in range(self.n) for c in COLUMNS}
+        self.events = 0
+
+    def add_host(self, cols: dict[str, np.ndarray]) -> None:
+        """One more host's events (the COLUMNS, t_ns on its wall clock) at once."""
+        w = _HostWriter(self.dir / f"h{len(list(self.dir.glob('h*'))):03d}", self.bits)
+        try:
+            w.add(cols)
+        finally:
+            w.close()
+        self.events += w.events
+
+    def read(self, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
+        return read_partition(self.dir, p, columns)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+class _HostWriter:
+    """One host's events appended to their partitions' files under its own folder."""
+
+    def __init__(self, folder: Path, bits: int):
+        folder.mkdir()
+        self.bits, self.n = bits, 1 << bits
+        self._files = {(p, c): open(folder / f"{p:04d}.{c}", "wb") for p in range(self.n) for c in COLUMNS}
         self.events = 0
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
@@ -60,53 +85,74 @@ class Partitions:
                     self._files[p, c].write(col[bounds[p]:bounds[p + 1]].tobytes())
         self.events += len(part)
 
-    def seal(self) -> None:
+    def close(self) -> None:
         for f in self._files.values():
             f.close()
 
-    def read(self, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
-        return read_partition(self.dir, p, columns)
-
-    def remove(self) -> None:
-        self.seal()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
 
 def read_partition(folder: Path, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
-    return {c: np.fromfile(folder / f"{p:04d}.{c}", COLUMNS[c]) for c in columns}
+    """Partition p: every host's part of it, in host order."""
+    hosts = sorted(folder.glob("h*"))
+    return {c: np.concatenate([np.fromfile(h / f"{p:04d}.{c}", COLUMNS[c]) for h in hosts] or [np.zeros(0, COLUMNS[c])])
+            for c in columns}
 
 
 def split(run_dir: Path, clocks: dict[str, pd.DataFrame], hosts: list[str], n: int,
           unreadable: list[dict], progress: Callable[[str], None]) -> Partitions:
-    """Pass 1: every host's spool, on its wall clock, into n partitions."""
+    """Pass 1: every host's spool, on its wall clock, into n partitions (a process per host, as
+    many at once as there are cores, at most 4)."""
     parts = Partitions(n)
+    jobs = [(run_dir / "events" / h, parts.dir / f"h{i:03d}", parts.bits, i, ktime_to_wall(clocks[h]) if h in clocks else None)
+            for i, h in enumerate(hosts)]
     try:
-        for hi, host in enumerate(hosts):
-            fit = ktime_to_wall(clocks[host]) if host in clocks else None
-            pending: list = []
-            for batch in iter_spool(run_dir / "events" / host, problems=unreadable):
-                if fit is None:
-                    raise ValueError(f"{run_dir / 'events' / host / 'clock.jsonl'} is missing: events of {host} "
-                                     "cannot be put on a clock")
-                pending.append(batch)
-                if sum(b.num_rows for b in pending) >= FLUSH_EVENTS:
-                    _flush(parts, pending, fit, hi)
-                    progress(f"analysis: {parts.events:,} events split into {parts.n} partitions")
-            if pending and fit is not None:
-                _flush(parts, pending, fit, hi)
-        parts.seal()
+        with _pool(len(jobs)) as run:
+            for host, (events, problems) in zip(hosts, run(_split_host, jobs)):
+                parts.events += events
+                unreadable += problems
+                progress(f"analysis: {host}: {events:,} events split into {parts.n} partitions")
     except BaseException:
         parts.remove()
         raise
     return parts
 
 
-def _flush(parts: Partitions, batches: list, fit: tuple[int, int, float], host: int) -> None:
+def _split_host(job: tuple) -> tuple[int, list[dict]]:
+    """One host's spool into its partition files; (events, unreadable files)."""
+    spool, folder, bits, host, fit = job
+    out = _HostWriter(folder, bits)
+    problems: list[dict] = []
+    pending: list = []
+    try:
+        for batch in iter_spool(spool, problems=problems):
+            if fit is None:
+                raise ValueError(f"{spool / 'clock.jsonl'} is missing: events of {spool.name} cannot be put on a clock")
+            pending.append(batch)
+            if sum(b.num_rows for b in pending) >= FLUSH_EVENTS:
+                _flush(out, pending, fit, host)
+        if pending:
+            _flush(out, pending, fit, host)
+    finally:
+        out.close()
+    return out.events, problems
+
+
+@contextlib.contextmanager
+def _pool(jobs: int, workers: int | None = None) -> Iterator[Callable]:
+    """map() over worker processes (one per core, at most 4), or in this process for one job."""
+    workers = min(workers or os.cpu_count() or 1, 4, jobs)
+    if workers <= 1:
+        yield map
+        return
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+        yield pool.map
+
+
+def _flush(out: _HostWriter, batches: list, fit: tuple[int, int, float], host: int) -> None:
     cols = {c: np.concatenate([b.column(c).to_numpy() for b in batches]) for c in
             ("packet_id", "flow_hash", "len", "tracepoint", "flags", "l4proto")}
     cols["t_ns"] = to_wall(np.concatenate([b.column("ts_ns").to_numpy() for b in batches]), fit)
     cols["host"] = np.full(len(cols["t_ns"]), host, np.uint8)
-    parts.add(cols)
+    out.add(cols)
     batches.clear()
 
 
@@ -130,16 +176,11 @@ def correlate_all(parts: Partitions, paths: dict[str, list[str]], ids: dict[str,
     pieces: dict[str, list[PathTrace]] = {name: [] for name in paths}
     off = {name: OffPath([], [], [], []) for name in paths}
     starts, hosts = [], set()
-    workers = min(workers or os.cpu_count() or 1, 4, parts.n)
     # worker processes hand their traces back as files (a pipe would copy them twice)
-    jobs = [(parts.dir, k, paths, ids, window_ns, workers > 1) for k in range(parts.n)]
-    with contextlib.ExitStack() as stack:
-        if workers > 1:
-            pool = stack.enter_context(ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")))
-            results: Iterable = pool.map(_correlate_partition, jobs)
-        else:
-            results = map(_correlate_partition, jobs)
-        for k, res in enumerate(results):
+    jobs = [(parts.dir, k, paths, ids, window_ns, min(workers or os.cpu_count() or 1, 4, parts.n) > 1)
+            for k in range(parts.n)]
+    with _pool(len(jobs), workers) as run:
+        for k, res in enumerate(run(_correlate_partition, jobs)):
             if res is not None:
                 traces, kept, start, hs = res
                 starts.append(start)
