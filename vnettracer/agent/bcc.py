@@ -156,8 +156,12 @@ def _merged(common: Path, flavour: Path, cache: Path) -> Path:
                 dst.unlink(missing_ok=True)
                 dst.symlink_to(src.resolve() if src.is_symlink() else src)
     (tmp / ".complete").touch()
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+    try:
+        tmp.rename(out)
+    except OSError:  # another agent on this machine (lab hosts share it) made it meanwhile
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (out / ".complete").exists():
+            raise
     return out
 
 
