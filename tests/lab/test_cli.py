@@ -29,8 +29,8 @@ def test_unknown_experiment_is_one_line():
 def test_bad_lab_options(root):
     r = vnettracer("lab", "up", "--topology", "mesh")
     assert r.returncode == 2 and "unknown topology 'mesh'; known: flannel-vxlan, bridge, vms" in r.stderr
-    r = vnettracer("lab", "up", "--hosts", "12")
-    assert r.returncode == 2 and "hosts: Input should be less than or equal to 8" in r.stderr
+    r = vnettracer("lab", "up", "--hosts", "17")
+    assert r.returncode == 2 and "hosts: Input should be less than or equal to 16" in r.stderr
     assert "Traceback" not in r.stderr
 
 

@@ -66,7 +66,7 @@ class LabOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    hosts: int = Field(2, ge=1, le=8, description="traced hosts (flannel-vxlan needs >= 2, bridge uses 1)")
+    hosts: int = Field(2, ge=1, le=16, description="traced hosts (flannel-vxlan needs >= 2, bridge uses 1)")
     containers_per_host: int = Field(1, ge=1, le=8)
     mgmt_cidr: IPv4Network = IPv4Network("10.199.0.0/24")
     underlay_cidr: IPv4Network = IPv4Network("10.199.1.0/24")
