@@ -88,20 +88,22 @@ def _beside(tg: dict, r: Run, variant: str) -> Iterator[dict]:
     """What runs beside the workloads in this variant (tcpdump, the 2018 tracer); what it reported
     lands in the yielded dict once it stopped."""
     out: dict = {}
+    devices = _devices(r)
+    hosts = {h: len(d) for h, d in devices.items()}  # stopped on every host, also after a failed start
     if variant == "tcpdump":
-        caps = runtime.capture_start(tg, _devices(r), CAPTURES)
         try:
+            runtime.capture_start(tg, devices, CAPTURES)
             yield out
         finally:
-            out["tcpdump"] = runtime.capture_stop(tg, caps, CAPTURES)
+            out["tcpdump"] = runtime.capture_stop(tg, hosts, CAPTURES)
     elif variant == "original":
         pair = original_pair(r.experiment)
         assert pair is not None  # spec.check refuses the variant without one
-        started = runtime.original_start(tg, _devices(r), pair, ORIGINAL)
         try:
+            runtime.original_start(tg, devices, pair, ORIGINAL)
             yield out
         finally:
-            out["original"] = runtime.original_stop(tg, started, ORIGINAL)
+            out["original"] = runtime.original_stop(tg, hosts, ORIGINAL)
     else:
         yield out
 

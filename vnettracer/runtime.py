@@ -133,9 +133,9 @@ START_ORIGINAL = (
     "kill -0 $(cat {folder}/orig.pid) 2>/dev/null || {{ cat {folder}/orig.log >&2; rm -rf {folder}; exit 1; }}; sleep 0.1; done; "
     "echo 'original: no probes after 120 s' >&2; exit 1")
 STOP_ORIGINAL = (
-    "p=$(cat {folder}/orig.pid); pkill -INT -P $p -f vnettracer.hostcli 2>/dev/null; "
-    "for i in $(seq 100); do kill -0 $p 2>/dev/null || break; sleep 0.1; done; "
-    "cat {folder}/orig.log; du -cb {folder}/records | tail -1; rm -rf {folder}")
+    "p=$(cat {folder}/orig.pid 2>/dev/null); [ -n \"$p\" ] && pkill -INT -P $p -f vnettracer.hostcli; "
+    "for i in $(seq 100); do [ -n \"$p\" ] && kill -0 $p 2>/dev/null || break; sleep 0.1; done; "
+    "cat {folder}/orig.log 2>/dev/null; du -cb {folder}/records 2>/dev/null | tail -1; rm -rf {folder}")
 
 
 def original_start(tg: dict[str, Target], devices: dict[str, list[tuple[str | None, str]]], pair: tuple[str, str],

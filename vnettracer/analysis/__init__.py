@@ -113,7 +113,7 @@ def _per_workload(exp: Experiment, traces: dict[str, PathTrace], results: list[d
 
 
 # Runs up to this many events are analysed in memory; larger ones out of core, which is also faster
-# from a few million on (bench/analysis.py: 10 M events 4.8 s in 4 partitions, 15.8 s in memory)
+# from a few million on (bench/analysis.py: 10 M events in 5.3 s in 4 partitions, 13.8 s in memory)
 IN_MEMORY_EVENTS = 2_000_000
 PARTITION_EVENTS = 2_500_000  # events per partition out of core
 
@@ -161,9 +161,8 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
     t = ev["t_ns"].to_numpy(np.int64)
     span = (int(t.min()), int(t.max()))
     bins = _bins(t, ev["tracepoint"].to_numpy(np.int64), ev["len"].to_numpy(np.float64), span)
-    summary = _summary(run_dir, exp, traces, off, span, int(len(ev)), bins, window_ns, workload_results)
-    summary["clock"] = clock_rep
-    summary["integrity"] = {"unreadable": unreadable, "probes_rejected": rejected, "not_recorded": not_recorded(run_dir)}
+    summary = _summary(run_dir, exp, traces, off, span, int(len(ev)), bins, window_ns, workload_results, clock_rep,
+                       {"unreadable": unreadable, "probes_rejected": rejected})
     return Analysis(summary, traces, ev, host_of, off)
 
 
@@ -196,17 +195,16 @@ def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workloa
         events = parts.events
     finally:
         parts.remove()
-    summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results)
-    summary["clock"] = clock_rep
-    summary["integrity"] = {"unreadable": unreadable, "probes_rejected": rejected, "not_recorded": not_recorded(run_dir)}
+    summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results, clock_rep,
+                       {"unreadable": unreadable, "probes_rejected": rejected})
     return Analysis(summary, traces, None, host_of, off)
 
 
 def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: dict[str, Elsewhere],
              span: tuple[int, int], events: int, bins: tuple[np.ndarray, np.ndarray], window_ns: int,
-             workload_results: list[dict] | None) -> dict:
-    """Decomposition per path (and per workload), throughput: what summary.json holds besides the
-    clocks and the integrity record."""
+             workload_results: list[dict] | None, clock: dict, integrity: dict) -> dict:
+    """What summary.json holds: decomposition per path (and per workload), throughput, with the
+    clocks' record and what was unreadable or rejected on the way in."""
     ids = exp.tracepoint_ids
     names = {v: k for k, v in ids.items()}
     end = span[1]
@@ -215,7 +213,8 @@ def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: 
     for name, per in _per_workload(exp, traces, results, end, window_ns, off).items():
         paths[name]["workloads"] = per
     return {"experiment": exp.name, "run": run_dir.name, "events": events, "start_ns": span[0], "end_ns": end,
-            "clock": None, "paths": paths, "throughput": _throughput(*bins, names)}
+            "clock": clock, "paths": paths, "throughput": _throughput(*bins, names),
+            "integrity": {**integrity, "not_recorded": not_recorded(run_dir)}}
 
 
 def _estimate_clocks(exp: Experiment, start_ns: int, hosts: set[str], traces: dict[str, PathTrace],
