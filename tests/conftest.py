@@ -14,6 +14,12 @@ from vnettracer import lab as labmod
 from vnettracer.lab import netns
 from vnettracer.procs import alive  # noqa: F401 - used by the lab tests
 
+# Ctrl-C must reach the commands the tests interrupt (lab up, store serve, a run): a suite started
+# as a background job of a non-interactive shell has SIGINT ignored, and its children would inherit
+# that; with a handler here they start with the default (a handler does not survive exec).
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def leftovers() -> list[str]:
     """Everything of a lab still on the machine: what `lab down` must leave empty."""
