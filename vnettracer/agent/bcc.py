@@ -166,6 +166,22 @@ def _merged(common: Path, flavour: Path, cache: Path) -> Path:
 
 
 # ---------------------------------------------------------------------------- the object
+def compile_bpf(what: str, headers: Path | None, **bpf_args):
+    """bcc.BPF(**bpf_args) with the chosen kernel headers (kernel_headers()); a failure is one
+    BccError naming `what` (bcc's compiler output went to stderr)."""
+    bcc = import_bcc()
+    old = os.environ.get("BCC_KERNEL_SOURCE")
+    if headers:
+        os.environ["BCC_KERNEL_SOURCE"] = str(headers)
+    try:
+        return bcc.BPF(**bpf_args)
+    except Exception as e:  # bcc raises plain Exception
+        raise BccError(f"bcc could not compile {what}: {e}") from None
+    finally:
+        if headers and old is None:
+            os.environ.pop("BCC_KERNEL_SOURCE", None)
+        elif headers:
+            os.environ["BCC_KERNEL_SOURCE"] = old or ""
 class BccObject:
     """trace.bpf.c compiled and loaded by bcc; fds by name like libbpf.BpfObject."""
 
@@ -186,16 +202,7 @@ class BccObject:
                   f"-DVNT_RING_BYTES={ring_bytes}", *(f"-D{k}={v}" for k, v in offsets.items())]
         if not offsets:
             cflags.append("-DVNT_OFFSETS_FROM_HEADERS")
-        old = os.environ.get("BCC_KERNEL_SOURCE")
-        if headers:
-            os.environ["BCC_KERNEL_SOURCE"] = str(headers)
-        try:
-            self._bpf = bcc.BPF(src_file=str(source).encode(), cflags=cflags)
-        except Exception as e:  # bcc raises plain Exception; its compiler output went to stderr
-            raise BccError(f"bcc could not compile {source}: {e}") from None
-        finally:
-            if headers:
-                os.environ.pop("BCC_KERNEL_SOURCE") if old is None else os.environ.update(BCC_KERNEL_SOURCE=old)
+        self._bpf = compile_bpf(str(source), headers, src_file=str(source).encode(), cflags=cflags)
         self._progs = {name: self._bpf.load_func(name.encode(), bcc.BPF.SCHED_CLS).fd for name in self.PROGRAMS}
         self.path = str(source)
         self.offsets = offsets

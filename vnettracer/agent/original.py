@@ -63,11 +63,9 @@ class Original:
 
     def __init__(self, devices: list[tuple[str | None, str]], addr_a: str, addr_b: str):
         mod = bcc.import_bcc()
-        headers, _ = bcc.kernel_headers()
-        if headers:
-            os.environ["BCC_KERNEL_SOURCE"] = str(headers)
         cflags = [f"-DADDR_A={int(IPv4Address(addr_a))}U", f"-DADDR_B={int(IPv4Address(addr_b))}U"]
-        self.b = mod.BPF(text=program(len(devices)).encode(), cflags=cflags)
+        self.b = bcc.compile_bpf("the 2018 probes", bcc.kernel_headers()[0], text=program(len(devices)).encode(),
+                                 cflags=cflags)
         self.socks: list[int] = []
         for i, (ns, dev) in enumerate(devices, 1):
             fn = self.b.load_func(f"probe_{i}".encode(), mod.BPF.SOCKET_FILTER)

@@ -136,10 +136,14 @@ def _split_host(job: tuple) -> tuple[int, list[dict]]:
     return out.events, problems
 
 
+def _workers(jobs: int, workers: int | None = None) -> int:
+    return min(workers or os.cpu_count() or 1, 4, jobs)
+
+
 @contextlib.contextmanager
 def _pool(jobs: int, workers: int | None = None) -> Iterator[Callable]:
     """map() over worker processes (one per core, at most 4), or in this process for one job."""
-    workers = min(workers or os.cpu_count() or 1, 4, jobs)
+    workers = _workers(jobs, workers)
     if workers <= 1:
         yield map
         return
@@ -177,7 +181,7 @@ def correlate_all(parts: Partitions, paths: dict[str, list[str]], ids: dict[str,
     off = {name: OffPath([], [], [], []) for name in paths}
     starts, hosts = [], set()
     # worker processes hand their traces back as files (a pipe would copy them twice)
-    jobs = [(parts.dir, k, paths, ids, window_ns, min(workers or os.cpu_count() or 1, 4, parts.n) > 1)
+    jobs = [(parts.dir, k, paths, ids, window_ns, _workers(parts.n, workers) > 1)
             for k in range(parts.n)]
     with _pool(len(jobs), workers) as run:
         for k, res in enumerate(run(_correlate_partition, jobs)):
