@@ -20,6 +20,7 @@
 VNT_CONFIG vnt_cfg = VNT_CONFIG_INIT;
 
 VNT_HASH(vnt_hooks, struct vnt_hook_key, struct vnt_hook, VNT_MAX_TRACEPOINTS);
+VNT_ARRAY(vnt_hook_slots, struct vnt_hook_slot, VNT_HOOK_SLOTS);
 VNT_RINGBUF(vnt_events, VNT_RING_BYTES);
 VNT_PERCPU_ARRAY(vnt_counters, struct vnt_counters, VNT_MAX_TRACEPOINTS);
 VNT_ARRAY(vnt_flows, struct vnt_flow, VNT_MAX_FLOWS);
@@ -31,6 +32,15 @@ static __always_inline struct vnt_hook *hook_of(struct vnt_hook_key *k)
 	return vnt_hooks.lookup(k);
 #else
 	return bpf_map_lookup_elem(&vnt_hooks, k);
+#endif
+}
+
+static __always_inline struct vnt_hook_slot *slot_at(__u32 *i)
+{
+#ifdef VNT_BCC
+	return vnt_hook_slots.lookup(i);
+#else
+	return bpf_map_lookup_elem(&vnt_hook_slots, i);
 #endif
 }
 
@@ -76,6 +86,7 @@ static __always_inline void event_submit(struct vnt_event *ev)
 struct vnt_event *vnt_btf_event __attribute__((unused));
 enum vnt_counter *vnt_btf_counter __attribute__((unused));
 struct vnt_config *vnt_btf_config __attribute__((unused));
+struct vnt_hook_slot *vnt_btf_hook_slot __attribute__((unused));
 #endif
 
 #include "parse.bpf.h"
@@ -153,10 +164,25 @@ static __always_inline __u64 dev_netns_cookie(struct __sk_buff *skb)
 }
 #endif
 
+/* The hook's slot if it holds this hook, else the hooks map (vnettracer.h). bcc: the hooks map
+ * only (its build inlines the parser, and two kinds of map value pointer here double what its
+ * verifier run explores, past the limit). */
+static __always_inline struct vnt_hook *find_hook(struct vnt_hook_key *hk)
+{
+#ifndef VNT_BCC
+	__u32 i = vnt_hook_slot(hk->netns_cookie, hk->ifindex, hk->egress);
+	struct vnt_hook_slot *s = slot_at(&i);
+	if (s && s->hook.tracepoint && s->key.ifindex == hk->ifindex && s->key.egress == hk->egress &&
+	    s->key.netns_cookie == hk->netns_cookie)
+		return &s->hook;
+#endif
+	return hook_of(hk);
+}
+
 static __always_inline int handle(struct __sk_buff *skb, __u32 egress)
 {
 	struct vnt_hook_key hk = {.netns_cookie = dev_netns_cookie(skb), .ifindex = skb->ifindex, .egress = egress};
-	struct vnt_hook *hook = hook_of(&hk);
+	struct vnt_hook *hook = find_hook(&hk);
 	if (!hook)
 		return TC_ACT_UNSPEC;
 	__u32 key = hook->tracepoint;

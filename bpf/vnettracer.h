@@ -94,6 +94,20 @@ struct vnt_hook {
 	__u32 sample_n; /* keep 1 in N packets, chosen by packet id (the same packets at every hook); 0/1 = all */
 };
 
+/* The hooks map's entries again in a direct-mapped array, at slot vnt_hook_slot(key): an array
+ * lookup is inlined by the verifier, a hash lookup is a call that hashes the key. The hash map
+ * holds every hook; a hook whose slot another holds is found there (the slot's key differs). */
+#define VNT_HOOK_SLOTS 1024 /* a power of two */
+struct vnt_hook_slot {
+	struct vnt_hook_key key;
+	struct vnt_hook hook; /* tracepoint 0: the slot is empty */
+};
+
+static inline __u32 vnt_hook_slot(__u64 netns_cookie, __u32 ifindex, __u32 egress)
+{
+	return ((__u32)((netns_cookie * 0x9E3779B97F4A7C15ULL) >> 40) ^ (ifindex << 1 | egress)) & (VNT_HOOK_SLOTS - 1);
+}
+
 /* Settings for the whole agent, a `const volatile` global filled in by the loader before load. */
 struct vnt_config {
 	__u16 vxlan_ports[VNT_MAX_VXLAN_PORTS]; /* host order; 0 = unused slot */

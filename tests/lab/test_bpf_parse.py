@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 
+import numpy as np
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.inet6 import IPv6
@@ -15,7 +16,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.vxlan import VXLAN
 
 from vnettracer.agent import identity, libbpf
-from vnettracer.agent.record import F_EGRESS, F_ENCAP, F_IDENTITY, F_IPV6, F_VLAN, ID_HASH, ID_PAYLOAD, ID_TAG
+from vnettracer.agent.record import F_EGRESS, F_ENCAP, F_IDENTITY, F_IPV6, F_VLAN, HOOK, HOOK_KEY, ID_HASH, ID_PAYLOAD, ID_TAG, hook_slot, pack
 from vnettracer.agent.tracer import DEFAULT_OBJECT, Tracer, netns_cookie
 
 TP_IN, TP_OUT = 1, 2
@@ -305,3 +306,48 @@ def test_packets_at_unknown_hooks_are_ignored(tracer):
         assert len(run(t2, Ether() / IP(src=A, dst=B) / UDP() / b"x")) == 0
     finally:
         t2.close()
+
+
+def _slot_mate(cookie: int, ifindex: int, egress: int) -> int:
+    """Another namespace cookie whose hook on the same device lands in the same slot."""
+    want = hook_slot(cookie, ifindex, egress)
+    return next(c for c in range(cookie + 1, cookie + 1_000_000) if hook_slot(c, ifindex, egress) == want)
+
+
+def test_hook_found_in_its_slot_alone(tracer):
+    """The program computes the slot as the agent does: a hook written only to its slot (not the
+    hooks map) is found (libbpf objects)."""
+    t, cookie = tracer, netns_cookie()
+    t._clear_hook(cookie, 1, False)
+    try:
+        assert len(run(t, Ether() / IP(src=A, dst=B) / UDP() / b"x")) == 0  # gone from both
+        key = pack(HOOK_KEY, netns_cookie=cookie, ifindex=1, egress=0)
+        libbpf.map_update(t.slots_fd, np.uint32(hook_slot(cookie, 1, 0)).tobytes(),
+                          key + pack(HOOK, tracepoint=TP_IN, sample_n=1))
+        if t.backend == "bcc":  # its build looks hooks up in the hooks map only (bpf/trace.bpf.c find_hook)
+            assert len(run(t, Ether() / IP(src=A, dst=B) / UDP() / b"x")) == 0
+        else:
+            assert one(t, Ether() / IP(src=A, dst=B) / UDP() / b"x")["tracepoint"] == TP_IN
+    finally:
+        t._clear_hook(cookie, 1, False)
+        t.set_hook(cookie, 1, False, TP_IN, 1)
+
+
+def test_hook_whose_slot_another_holds(tracer):
+    """Two hooks, one slot: the second is found in the hooks map, and each hook's removal leaves
+    the other working."""
+    t, cookie = tracer, netns_cookie()
+    mate = _slot_mate(cookie, 1, 0)
+    t._clear_hook(cookie, 1, False)
+    try:
+        t.set_hook(mate, 1, False, 7)  # holds the slot now
+        t.set_hook(cookie, 1, False, TP_IN)
+        assert t.slot_owner[hook_slot(cookie, 1, 0)] == pack(HOOK_KEY, netns_cookie=mate, ifindex=1, egress=0)
+        assert one(t, Ether() / IP(src=A, dst=B) / UDP() / b"x")["tracepoint"] == TP_IN
+        t._clear_hook(mate, 1, False)
+        assert one(t, Ether() / IP(src=A, dst=B) / UDP() / b"x")["tracepoint"] == TP_IN
+        t._clear_hook(cookie, 1, False)
+        assert len(run(t, Ether() / IP(src=A, dst=B) / UDP() / b"x")) == 0
+    finally:
+        t._clear_hook(mate, 1, False)
+        t.set_hook(cookie, 1, False, TP_IN, 1)

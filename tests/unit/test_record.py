@@ -13,7 +13,7 @@ from vnettracer.agent import record
 from vnettracer.agent.tracer import DEFAULT_OBJECT
 
 MIRRORS = {"vnt_event": record.EVENT, "vnt_hook_key": record.HOOK_KEY, "vnt_hook": record.HOOK,
-           "vnt_flow": record.FLOW, "vnt_config": record.CONFIG}
+           "vnt_hook_slot": record.HOOK_SLOT, "vnt_flow": record.FLOW, "vnt_config": record.CONFIG}
 
 
 @pytest.fixture(scope="module")
@@ -52,6 +52,14 @@ def test_tag_counters_enum_matches():
         record.TAG_COUNTERS
 
 
+def test_hook_slot_formula():
+    """record.hook_slot is vnt_hook_slot() of bpf/vnettracer.h (the BPF side is checked against it
+    in tests/lab/test_bpf_parse.py): in range, and spreading one device's index over namespaces."""
+    slots = {record.hook_slot(c, 2, 0) for c in range(1, 4097)}
+    assert all(0 <= s < record.HOOK_SLOTS for s in slots) and len(slots) > 600
+    assert record.hook_slot(5, 2, 0) != record.hook_slot(5, 2, 1)
+
+
 def test_defines_match():
     header = (ROOT / "bpf" / "vnettracer.h").read_text()
     defines = {m[0]: int(m[1], 0) for m in re.findall(r"#define (VNT_\w+) (0x[0-9a-fA-F]+|\d+)", header)}
@@ -60,6 +68,7 @@ def test_defines_match():
     assert defines["VNT_TCPOPT_EXID"] == record.TCPOPT_EXID
     assert defines["VNT_MAX_TRACEPOINTS"] == record.MAX_TRACEPOINTS
     assert defines["VNT_MAX_FLOWS"] == record.MAX_FLOWS
+    assert defines["VNT_HOOK_SLOTS"] == record.HOOK_SLOTS
     assert defines["VNT_PAYLOAD_BYTES"] == record.PAYLOAD_BYTES
     for flag in ("IDENTITY", "ENCAP", "EGRESS", "IPV6", "VLAN"):
         assert defines[f"VNT_F_{flag}"] == getattr(record, f"F_{flag}")

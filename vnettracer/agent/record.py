@@ -42,6 +42,15 @@ COUNTER_VALUE = np.dtype([("c", "<u8", (COUNTERS_MAX,))])
 # struct vnt_hook_key / struct vnt_hook
 HOOK_KEY = np.dtype([("netns_cookie", "<u8"), ("ifindex", "<u4"), ("egress", "<u4")])
 HOOK = np.dtype([("tracepoint", "<u2"), ("pad", "<u2"), ("sample_n", "<u4")])
+# struct vnt_hook_slot: a hook again in the direct-mapped array (slot: hook_slot)
+HOOK_SLOT = np.dtype([("key", HOOK_KEY), ("hook", HOOK)])
+HOOK_SLOTS = 1024
+
+
+def hook_slot(netns_cookie: int, ifindex: int, egress: int) -> int:
+    """vnt_hook_slot() of bpf/vnettracer.h."""
+    h = ((netns_cookie * 0x9E3779B97F4A7C15) & (2**64 - 1)) >> 40
+    return (h ^ (ifindex << 1 | egress)) & (HOOK_SLOTS - 1)
 
 # struct vnt_flow
 FLOW = np.dtype([

@@ -23,7 +23,7 @@ import numpy as np
 
 from vnettracer import BPF_OBJECTS, BPF_SOURCES
 from vnettracer.agent import bcc, libbpf
-from vnettracer.agent.record import CONFIG, COUNTER_VALUE, COUNTERS, FLOW, HOOK, HOOK_KEY, MAX_FLOWS, MAX_VXLAN_PORTS, pack
+from vnettracer.agent.record import CONFIG, COUNTER_VALUE, COUNTERS, FLOW, HOOK, HOOK_KEY, HOOK_SLOT, MAX_FLOWS, MAX_VXLAN_PORTS, hook_slot, pack
 from vnettracer.agent.ringbuf import RingBuffer
 
 TC_HANDLE = 0x766E74  # "vnt": how our filters are told apart from anyone else's
@@ -161,6 +161,8 @@ class Tracer:
             self.obj, self.object_path = _load(Path(obj_path), pack(CONFIG, **config), ring_bytes)
         self.prog = {False: self.obj.prog_fd("vnt_ingress"), True: self.obj.prog_fd("vnt_egress")}
         self.hooks_fd = self.obj.map_fd("vnt_hooks")
+        self.slots_fd = self.obj.map_fd("vnt_hook_slots")
+        self.slot_owner: dict[int, bytes] = {}  # slot -> the hook key it holds
         self.counters_fd = self.obj.map_fd("vnt_counters")
         for i, entry in enumerate(flow_entries(flows)):
             libbpf.map_update(self.obj.map_fd("vnt_flows"), np.uint32(i).tobytes(), entry)
@@ -211,10 +213,24 @@ class Tracer:
         return fd
 
     def set_hook(self, cookie: int, ifindex: int, egress: bool, tracepoint: int, sample_n: int = 1) -> None:
-        """Say which tracepoint a hook is (the programs ignore packets at hooks not in the map)."""
+        """Say which tracepoint a hook is (the programs ignore packets at hooks not in the map): in
+        the hooks map, and in its slot unless another hook holds that (bpf/vnettracer.h)."""
         key = pack(HOOK_KEY, netns_cookie=cookie, ifindex=ifindex, egress=int(egress))
-        libbpf.map_update(self.hooks_fd, key, pack(HOOK, tracepoint=tracepoint, sample_n=sample_n))
+        value = pack(HOOK, tracepoint=tracepoint, sample_n=sample_n)
+        libbpf.map_update(self.hooks_fd, key, value)
+        i = hook_slot(cookie, ifindex, int(egress))
+        if self.slot_owner.get(i, key) == key:
+            libbpf.map_update(self.slots_fd, np.uint32(i).tobytes(), key + value)
+            self.slot_owner[i] = key
         self.tracepoints.add(tracepoint)
+
+    def _clear_hook(self, cookie: int, ifindex: int, egress: bool) -> None:
+        key = pack(HOOK_KEY, netns_cookie=cookie, ifindex=ifindex, egress=int(egress))
+        i = hook_slot(cookie, ifindex, int(egress))
+        if self.slot_owner.get(i) == key:
+            libbpf.map_update(self.slots_fd, np.uint32(i).tobytes(), bytes(HOOK_SLOT.itemsize))
+            del self.slot_owner[i]
+        libbpf.map_delete(self.hooks_fd, key)
 
     def set_sampling(self, sample_n: int) -> None:
         for a in self.attached.values():
@@ -226,8 +242,7 @@ class Tracer:
             os.close(a.link_fd)
         else:
             detach_hook(a.hook, a.ifindex, a.created_clsact and _last_on_device(hook, self.attached))
-        libbpf.map_delete(self.hooks_fd, pack(HOOK_KEY, netns_cookie=a.netns_cookie, ifindex=a.ifindex,
-                                              egress=int(a.hook.egress)))
+        self._clear_hook(a.netns_cookie, a.ifindex, a.hook.egress)
 
     def detach_all(self) -> list[str]:
         """Detach every hook; returns the problems met (never raises: runs on the way out)."""
