@@ -5,6 +5,7 @@
     python -m vnettracer.hostcli workload serve|client|stop ...
     python -m vnettracer.hostcli clock respond|probe ...
     python -m vnettracer.hostcli original --device [NETNS/]DEV ... --pair A,B --out FILE
+    python -m vnettracer.hostcli collect pack --run-id ID --host NAME --out FILE.tar [--state-dir D]
 
 Standard library plus numpy and pyarrow only (argparse, not Typer): this is what the host package
 ships (vnettracer/hostpkg.py) to hosts with Python >= 3.9. Errors: one line on stderr, exit 2.
@@ -113,15 +114,23 @@ def workload_stop(a: argparse.Namespace) -> int:
 
 
 def agent_stop(a: argparse.Namespace) -> int:
-    """Stop the agent if the pidfile really names it (SIGTERM: it detaches every hook), and remove
-    the hooks a crashed agent left (its state file lists them). Prints what it did as JSON."""
+    """Stop agent units where systemd runs, then the agent if the pidfile really names it (SIGTERM:
+    it detaches every hook), and remove the hooks a crashed agent left (its state file lists them).
+    Prints what it did as JSON."""
+    import subprocess
     import time
 
     from vnettracer.procs import alive, from_pidfile
 
     run = a.state_dir / "run"
     pidfile, state = run / "agent.pid", run / "agent-state.json"
-    out: dict = {"stopped": False, "stale_pid": False, "hooks_removed": []}
+    out: dict = {"units_stopped": False, "stopped": False, "stale_pid": False, "hooks_removed": []}
+    if Path("/run/systemd/system").is_dir():  # what sd_booted() checks
+        r = subprocess.run(["systemctl", "stop", "vnettracer-agent@*"], capture_output=True, text=True,
+                           timeout=a.timeout + 10)
+        if r.returncode != 0:
+            raise VntError(f"agent: systemctl stop vnettracer-agent@* failed: {r.stderr.strip()}")
+        out["units_stopped"] = True
     pid = from_pidfile(pidfile, "vnettracer", "agent")
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
@@ -179,37 +188,43 @@ def original(a: argparse.Namespace) -> int:
         raise VntError(f"original: {e}") from None
 
 
+# What a host holds of a run, and where each goes below the run folder on the controller (roles/collect
+# unpacks the archive there): kind, folder below the state dir, file patterns, folder in the archive.
+PACK = (("spool", "spool/{run}", ("*.arrows", "clock.jsonl", "stats.json"), "events/{host}"),
+        ("outbox", "spool/{run}/influx-outbox", ("*.lp",), "events/{host}/influx-outbox"),
+        ("workload", "workload/{run}", ("*",), "workload"))
+
+
+def collect_pack(a: argparse.Namespace) -> int:
+    """One uncompressed tar of the run's files on this host (one fetch instead of one per file; the
+    spool's Arrow files are already compact). Prints the files per kind as JSON."""
+    import tarfile
+
+    counts = {}
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = a.out.with_name(a.out.name + ".part")
+    try:
+        with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
+            for kind, src, patterns, dest in PACK:
+                folder = a.state_dir / src.format(run=a.run_id)
+                files = sorted({f for pat in patterns for f in folder.glob(pat) if f.is_file()}) if folder.is_dir() else []
+                for f in files:
+                    tar.add(f, arcname=f"{dest.format(host=a.host)}/{f.name}", recursive=False)
+                counts[kind] = len(files)
+        tmp.replace(a.out)
+    finally:
+        tmp.unlink(missing_ok=True)  # a half-written archive (a full disk) is not left behind
+    print(json.dumps(counts))
+    return 0
+
+
 def _clock_emulation(p: argparse.ArgumentParser) -> None:
     p.add_argument("--offset-ns", type=int, default=0)
     p.add_argument("--drift-ppm", type=float, default=0.0)
     p.add_argument("--t0-ns", type=int, default=0)
 
 
-def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="python -m vnettracer.hostcli", description=__doc__.split("\n\n")[0])
-    groups = top.add_subparsers(dest="group", required=True)
-    ag = groups.add_parser("agent").add_subparsers(dest="cmd", required=True)
-    p = ag.add_parser("run", help="attach this host's tracepoints until SIGTERM")
-    p.add_argument("--config", type=Path, required=True)
-    p.add_argument("--daemon", action="store_true", help="detach; return once every hook is attached")
-    p.set_defaults(fn=agent_run)
-    p = ag.add_parser("ctl", help="talk to a running agent")
-    from vnettracer.agent.control import COMMANDS
-
-    p.add_argument("command", choices=list(COMMANDS), help="; ".join(f"{k}: {c.help}" for k, c in COMMANDS.items()))
-    p.add_argument("arg", nargs="?")
-    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
-    p.set_defaults(fn=agent_ctl)
-    p = ag.add_parser("stop", help="stop the agent the pidfile names (if it is one); remove a crashed agent's hooks")
-    p.add_argument("--timeout", type=float, default=30)
-    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
-    p.set_defaults(fn=agent_stop)
-    p = ag.add_parser("wait", help="until N hooks are attached (or the unit failed)")
-    p.add_argument("--count", type=int, required=True)
-    p.add_argument("--unit", default="")
-    p.add_argument("--timeout", type=float, default=120)
-    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
-    p.set_defaults(fn=agent_wait)
+def _workload_clock_parsers(groups) -> None:
     wl = groups.add_parser("workload").add_subparsers(dest="cmd", required=True)
     p = wl.add_parser("serve")
     p.add_argument("--spec", required=True)
@@ -238,12 +253,47 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     _clock_emulation(p)
     p.set_defaults(fn=clock_probe)
+
+
+def parser() -> argparse.ArgumentParser:
+    top = argparse.ArgumentParser(prog="python -m vnettracer.hostcli", description=__doc__.split("\n\n")[0])
+    groups = top.add_subparsers(dest="group", required=True)
+    ag = groups.add_parser("agent").add_subparsers(dest="cmd", required=True)
+    p = ag.add_parser("run", help="attach this host's tracepoints until SIGTERM")
+    p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--daemon", action="store_true", help="detach; return once every hook is attached")
+    p.set_defaults(fn=agent_run)
+    p = ag.add_parser("ctl", help="talk to a running agent")
+    from vnettracer.agent.control import COMMANDS
+
+    p.add_argument("command", choices=list(COMMANDS), help="; ".join(f"{k}: {c.help}" for k, c in COMMANDS.items()))
+    p.add_argument("arg", nargs="?")
+    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    p.set_defaults(fn=agent_ctl)
+    p = ag.add_parser("stop", help="stop the agent the pidfile names (if it is one); remove a crashed agent's hooks")
+    p.add_argument("--timeout", type=float, default=30)
+    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    p.set_defaults(fn=agent_stop)
+    p = ag.add_parser("wait", help="until N hooks are attached (or the unit failed)")
+    p.add_argument("--count", type=int, required=True)
+    p.add_argument("--unit", default="")
+    p.add_argument("--timeout", type=float, default=120)
+    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    p.set_defaults(fn=agent_wait)
+    _workload_clock_parsers(groups)
     p = groups.add_parser("original", help="the 2018 tracer on these devices (overhead variant original)")
     p.add_argument("--device", action="append", required=True, help="[NETNS/]DEVICE, once per probe")
     p.add_argument("--pair", required=True, help="the two addresses whose packets are traced: A,B")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--lifetime", type=float, default=3600)
     p.set_defaults(fn=original)
+    co = groups.add_parser("collect").add_subparsers(dest="cmd", required=True)
+    p = co.add_parser("pack", help="one tar of what this host holds of a run (spool, outbox, workload outputs)")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--host", required=True, help="this host's inventory name (the archive's events/<host>/)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--state-dir", type=Path, default=STATE_DIR)
+    p.set_defaults(fn=collect_pack)
     return top
 
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from vnettracer.orchestrate import run_playbook
+from vnettracer.orchestrate import PlaybookResult, run_playbook
 
 
 @dataclass
@@ -23,12 +23,16 @@ class HostCheck:
 
 def check(inventory: Path, workdir: Path, progress: Callable[[str], None] | None = None) -> list[HostCheck]:
     """One row per host of the inventory; unreachable or failing hosts are rows too, not errors."""
-    r = run_playbook("hosts-check", inventory, workdir, progress=progress)
-    problems = {f.host: str(f.msg) for f in r.failures}
-    rows = []
-    for host, hr in sorted(r.hosts.items()):
+    return rows(run_playbook("hosts-check", inventory, workdir, progress=progress))
+
+
+def rows(result: PlaybookResult) -> list[HostCheck]:
+    """The rows from a playbook that ran roles/common's facts tasks (hosts-check, prepare)."""
+    problems = {f.host: str(f.msg) for f in result.failures}
+    out = []
+    for host, hr in sorted(result.hosts.items()):
         rep = hr.reports.get("host") or {}
-        rows.append(HostCheck(
+        out.append(HostCheck(
             host=host,
             reachable=hr.unreachable == 0,
             kernel=rep.get("kernel", ""),
@@ -38,4 +42,4 @@ def check(inventory: Path, workdir: Path, progress: Callable[[str], None] | None
             distribution=rep.get("distribution", ""),
             problem=problems.get(host, ""),
         ))
-    return rows
+    return out

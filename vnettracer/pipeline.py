@@ -160,6 +160,6 @@ def _run_one(r: Run, d: Path, keep_lab: bool, progress: Callable[[str], None]) -
     meta = start_folder(r, d, t0)
     ctx = Context(r, d, meta, progress, keep_lab=keep_lab, clock_t0_ns=t0)
     run_stages(ctx, setup=[LabStage()],
-               measure=[PrepareStage(), TaggingStage(), FactsStage(), DeployStage(), ClockStage("before"),
+               measure=[PrepareStage(), FactsStage(), TaggingStage(), DeployStage(), ClockStage("before"),
                         WorkloadStage(), ClockStage("after")],
                finish=[ReportStage()])

@@ -2,10 +2,10 @@
 `undo(ctx)`. One runner times each stage, records it in meta.json and pushes its undo on an
 `ExitStack`, so a failure (or Ctrl-C) undoes exactly what was done, newest first.
 
-    lab ─► prepare ─► tagging ─► facts ─► deploy ─► clock ─► workload ─► clock ─► (collect) ─► report
-    └ lab down         └ untag            └ collect (stops the agents, fetches their spools)
+    lab ─► prepare ─► facts ─► tagging ─► deploy ─► clock ─► workload ─► clock ─► (collect) ─► report
+    └ lab down                  └ untag     └ collect (stops the agents, fetches their spools)
 
-One module per stage (lab, prepare, tagging, facts, deploy, clock, workload, collect, report), all
+One module per stage (lab, prepare, facts, tagging, deploy, clock, workload, collect, report), all
 reaching the hosts through one RunHosts (hosts.py). Overview: docs/architecture.md.
 """
 

@@ -52,7 +52,8 @@ def start_vars(hosts: RunHosts, run_id: str, clock_t0_ns: int = 0) -> dict:
     if not BPF_OBJECT.is_file():
         raise VntError(f"{BPF_OBJECT} is missing; run `make bpf`")
     return {"tracer_run_id": run_id, "tracer_configs": agent_configs(hosts, run_id, clock_t0_ns),
-            "tracer_bpf_object": str(BPF_OBJECT), "tracer_bpf_sources": str(BPF_SOURCES)}
+            "tracer_bpf_object": str(BPF_OBJECT), "tracer_bpf_sources": str(BPF_SOURCES),
+            "tracer_bpf_shared": hosts.shares_controller and not hosts.exp.uses_bcc}
 
 
 def start(hosts: RunHosts, run_id: str, workdir: Path, progress: Callable[[str], None] | None = None,

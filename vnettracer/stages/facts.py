@@ -1,4 +1,6 @@
-"""Stage facts: every host answers and can trace (kernel, BTF, cgroup v2), recorded in meta.json."""
+"""Stage facts: every host answers and can trace (kernel, BTF, cgroup v2), recorded in meta.json.
+The prepare stage's playbook gathers the same facts (one playbook fewer); without it (a run whose
+prepare did not report them) playbooks/hosts-check.yml runs."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ class FactsStage(Stage):
     name = "facts"
 
     def run(self, ctx: Context) -> dict:
-        rows = hosts.check(ctx.inventory, ctx.dir)
+        rows = ctx.state.get("host_rows") or hosts.check(ctx.inventory, ctx.dir)
         ctx.meta["hosts"] = {row.host: asdict(row) for row in rows}
         bad = [row for row in rows if not row.reachable or row.problem]
         if bad:

@@ -3,7 +3,7 @@ where hosts have their own files, and InfluxDB when the run writes to it."""
 
 from __future__ import annotations
 
-from vnettracer import hostpkg
+from vnettracer import hostpkg, hosts
 from vnettracer.stages import Context, Stage
 from vnettracer.store import credentials
 from vnettracer.store import deploy as store_deploy
@@ -28,6 +28,8 @@ class PrepareStage(Stage):
         res = ctx.hosts.play("prepare", ctx.dir, progress=ctx.say("prepare"),
                              extravars={**host_vars, "tracer_bcc": exp.uses_bcc, **store_args.get("extravars", {})},
                              secrets=store_args.get("secrets"))
+        rows = hosts.rows(res)  # the facts stage's, when every host reported them
+        ctx.state["host_rows"] = rows if rows and all(row.kernel for row in rows) else None
         if creds:
             ep = ctx.endpoint = store_deploy.endpoint(res, influx.database, creds)
             ctx.meta["influxdb"] = {"url": ep.url, "database": ep.database, "raw_events": influx.raw_events,

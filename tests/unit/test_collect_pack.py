@@ -1,0 +1,70 @@
+"""What a host holds of a run, packed in one archive (hostcli collect pack) and unpacked on the
+controller (stages/collect.unpack): the run folder's layout, nothing else, nothing left behind."""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from contextlib import redirect_stdout
+from pathlib import Path
+
+import pytest
+
+from vnettracer import hostcli
+from vnettracer.stages.collect import unpack
+
+
+def _host(state: Path, run: str) -> None:
+    spool = state / "spool" / run
+    (spool / "influx-outbox").mkdir(parents=True)
+    for f in ("events-000001.arrows", "events-000002.arrows", "clock.jsonl", "stats.json", "agent.log.tmp"):
+        (spool / f).write_text(f)
+    (spool / "influx-outbox" / "000001.lp").write_text("m v=1")
+    (state / "workload" / run).mkdir(parents=True)
+    (state / "workload" / run / "01-tcp_rr.json").write_text("{}")
+    (state / "spool" / "other-run").mkdir()
+    (state / "spool" / "other-run" / "events-000001.arrows").write_text("not this run")
+
+
+def _pack(state: Path, run: str, host: str, out: Path) -> dict:
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert hostcli.main(["collect", "pack", "--run-id", run, "--host", host, "--out", str(out),
+                             "--state-dir", str(state)]) == 0
+    return json.loads(buf.getvalue())
+
+
+def test_pack_and_unpack_give_the_run_folder(tmp_path):
+    state, dest = tmp_path / "state", tmp_path / "results" / "run1"
+    _host(state, "run1")
+    (dest / "events").mkdir(parents=True)
+    counts = _pack(state, "run1", "host1", dest / "events" / "host1.tar")
+    assert counts == {"spool": 4, "outbox": 1, "workload": 1}
+    unpack(dest)
+    got = sorted(str(p.relative_to(dest)) for p in dest.rglob("*") if p.is_file())
+    assert got == ["events/host1/clock.jsonl", "events/host1/events-000001.arrows", "events/host1/events-000002.arrows",
+                   "events/host1/influx-outbox/000001.lp", "events/host1/stats.json", "workload/01-tcp_rr.json"]
+    assert (dest / "events" / "host1" / "stats.json").read_text() == "stats.json"
+    assert not list(state.glob("**/*.part"))
+
+
+def test_pack_of_a_host_with_nothing(tmp_path):
+    """An agent that never started: an empty archive, zero files, no error."""
+    out = tmp_path / "a.tar"
+    assert _pack(tmp_path / "state", "run1", "host2", out) == {"spool": 0, "outbox": 0, "workload": 0}
+    with tarfile.open(out) as t:
+        assert t.getnames() == []
+
+
+def test_unpack_refuses_paths_outside_the_run(tmp_path):
+    """A host's archive is data: a member that climbs out of the run folder is refused."""
+    dest = tmp_path / "run"
+    (dest / "events").mkdir(parents=True)
+    with tarfile.open(dest / "events" / "evil.tar", "w") as t:
+        info = tarfile.TarInfo("../../escaped.txt")
+        info.size = 1
+        t.addfile(info, io.BytesIO(b"x"))
+    with pytest.raises(tarfile.OutsideDestinationError):
+        unpack(dest)
+    assert not (tmp_path.parent / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
