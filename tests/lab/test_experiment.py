@@ -41,7 +41,7 @@ def test_quickstart_end_to_end(root, tmp_path):
         assert (run / f).is_file(), f
     meta = json.loads((run / "meta.json").read_text())
     st = meta["stages"]
-    assert [s for s in st if st[s]["status"] == "ok"] == ["lab", "prepare", "tagging", "facts", "deploy", "clock",
+    assert [s for s in st if st[s]["status"] == "ok"] == ["lab", "prepare", "facts", "tagging", "deploy", "clock",
                                                            "workload", "collect", "report"]
     assert st["clock"]["before"]["host2"] >= 150 and st["clock"]["after"]["host2"] >= 150
     assert meta["measured"] is True and set(meta["hosts"]) == {"host1", "host2", "db"}
