@@ -18,7 +18,7 @@ def tagging_vars(hosts: RunHosts) -> dict:
     """What playbooks/tagging.yml gets, but for the state (present, or absent to undo)."""
     exp = hosts.exp
     return {"tagging_mode": exp.tagging.mode, "tagging_udp_port": exp.tagging.udp_port,
-            "tagging_bpf_object": str(TAG_OBJECT),
+            "tagging_bpf_object": str(TAG_OBJECT), "tagging_bpf_shared": hosts.shares_controller,
             "tagging_netns_by_host": {h: [c.netns for c in hs.containers.values()] for h, hs in exp.host_names().items()}}
 
 
