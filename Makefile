@@ -136,5 +136,8 @@ vmlinux:
 bench: setup
 	$(VPY) bench/drain.py
 	$(VPY) bench/overhead.py
+	$(VPY) bench/hookcost.py
+	$(VPY) bench/hosts.py --quickstart 3
+	$(VPY) bench/hosts.py --hosts 16
 	$(VPY) bench/analysis.py
 	$(VPY) bench/ingest.py
