@@ -212,6 +212,8 @@ def collect_pack(a: argparse.Namespace) -> int:
                     tar.add(f, arcname=f"{dest.format(host=a.host)}/{f.name}", recursive=False)
                 counts[kind] = len(files)
         tmp.replace(a.out)
+    except OSError as e:  # a full disk: one line; roles/collect then fetches file by file
+        raise VntError(f"collect pack: {a.out}: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)  # a half-written archive (a full disk) is not left behind
     print(json.dumps(counts))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+import sys
 
 import numpy as np
 
@@ -28,3 +29,22 @@ def test_full_disk_counts_what_was_not_written(root, tmp_path):
         assert read_spool(mnt, problems=problems).num_rows <= sp.events
     finally:
         subprocess.run(["umount", "-l", str(mnt)], check=True)  # lazily: also when a file there is still open
+
+
+def test_collect_pack_on_a_full_disk_fails_and_leaves_nothing(root, tmp_path):
+    """A host whose disk cannot take the archive: the pack fails (roles/collect then fetches the
+    files one by one) and no half-written archive is left behind."""
+    run = tmp_path / "state" / "spool" / "r1"
+    run.mkdir(parents=True)
+    (run / "events-000001.arrows").write_bytes(np.random.default_rng(0).bytes(1 << 20))  # incompressible 1 MB
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        r = subprocess.run([sys.executable, "-m", "vnettracer.hostcli", "collect", "pack", "--run-id", "r1",
+                            "--host", "host1", "--out", str(mnt / "collect-r1.tar"), "--state-dir",
+                            str(tmp_path / "state")], capture_output=True, text=True, timeout=60)
+        assert r.returncode != 0 and "No space left" in r.stderr
+        assert list(mnt.iterdir()) == []
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=True)

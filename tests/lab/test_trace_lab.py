@@ -18,7 +18,7 @@ from vnettracer.agent.control import request
 from vnettracer.agent.record import ID_HASH, ID_PAYLOAD
 from vnettracer.agent.spool import read_spool
 from vnettracer.stages import deploy
-from vnettracer.stages.collect import collect
+from vnettracer.stages.collect import collect, collect_vars, unpack
 from vnettracer.stages.hosts import RunHosts
 
 RUN = None
@@ -270,6 +270,31 @@ def test_collect_after_a_crashed_agent_never_signals_a_stale_pid(lab, quickstart
         bystander.kill()
         bystander.wait()
         deploy.stop(RunHosts(run), tmp_path)
+
+
+def test_collect_fetches_file_by_file_where_the_archive_does_not_fit(lab, quickstart, tmp_path):
+    """The hosts' archive folder is a full disk (a 4 KB tmpfs): roles/collect fetches every file on
+    its own instead, and the run folder is the one an archive gives; nothing is left there."""
+    run, mnt = with_attach(quickstart, "clsact"), tmp_path / "full"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mnt)], check=True)
+    hosts = RunHosts(run)
+    try:
+        deploy.start(hosts, "nofit", tmp_path)
+        traffic(lab)
+        time.sleep(1.5)  # the agents drain their rings into the spools
+        r = hosts.play("collect", tmp_path, extravars={**collect_vars("nofit", tmp_path), "collect_unpack": False,
+                                                       "collect_archive_dir": str(mnt)})
+        unpack(tmp_path)
+        assert {h: int(n) for h, n in hosts.reports(r, "files").items()} == {"host1": 3, "host2": 3}
+        for h in ("host1", "host2"):
+            assert read_spool(tmp_path / "events" / h).num_rows > 0
+            assert {p.name for p in (tmp_path / "events" / h).iterdir()} >= {"stats.json", "clock.jsonl"}
+        assert list(mnt.iterdir()) == [] and not list((tmp_path / "events").glob("*.tar"))
+        nothing_left(lab)
+    finally:
+        deploy.stop(hosts, tmp_path)
+        subprocess.run(["umount", "-l", str(mnt)], check=True)
 
 
 def test_agent_stops_by_itself_after_its_lifetime(lab, quickstart, tmp_path):
