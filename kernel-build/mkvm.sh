@@ -18,11 +18,20 @@ root="$BUILD/rootfs-bookworm-$key"
 mkdir -p "$BUILD"
 exec 9>"$BUILD/.lock-rootfs-$key"  # one debootstrap at a time: a second caller waits, then reuses it
 flock 9
+# What is still mounted below the root (debootstrap mounts /proc and /sys there and leaves them when
+# it cannot unmount them, e.g. while another process holds them): unmounted, deepest first, so that
+# neither rm -rf nor a copy of the root reaches into the host's /proc.
+unmount_below() {
+    awk -v r="$1/" 'index($2, r) == 1 {print $2}' /proc/mounts | sort -r | while read -r m; do umount -l "$m"; done
+}
+
 if [ ! -e "$root/.vnt-done" ]; then
     echo "mkvm.sh: debootstrap bookworm into $root (once; a few minutes)" >&2
+    unmount_below "$root"
     rm -rf "$root" && mkdir -p "$BUILD"
     debootstrap --variant=minbase --include="$PACKAGES" bookworm "$root" "$MIRROR" > "$BUILD/debootstrap.log" 2>&1 \
-        || { tail -20 "$BUILD/debootstrap.log" >&2; echo "mkvm.sh: debootstrap failed" >&2; exit 1; }
+        || { unmount_below "$root"; tail -20 "$BUILD/debootstrap.log" >&2; echo "mkvm.sh: debootstrap failed" >&2; exit 1; }
+    unmount_below "$root"
     rm -f "$root"/var/cache/apt/archives/*.deb
     touch "$root/.vnt-done"
 fi

@@ -5,7 +5,7 @@
     python -m vnettracer.hostcli workload serve|client|stop ...
     python -m vnettracer.hostcli clock respond|probe ...
     python -m vnettracer.hostcli original --device [NETNS/]DEV ... --pair A,B --out FILE
-    python -m vnettracer.hostcli collect pack --run-id ID --host NAME --out FILE.tar [--state-dir D]
+    python -m vnettracer.hostcli collect pack --run-id ID --host NAME --out FILE.tar|--list [--state-dir D]
 
 Standard library plus numpy and pyarrow only (argparse, not Typer): this is what the host package
 ships (vnettracer/hostpkg.py) to hosts with Python >= 3.9. Errors: one line on stderr, exit 2.
@@ -195,22 +195,36 @@ PACK = (("spool", "spool/{run}", ("*.arrows", "clock.jsonl", "stats.json"), "eve
         ("workload", "workload/{run}", ("*",), "workload"))
 
 
+def _run_files(a: argparse.Namespace) -> list[tuple[str, Path, str]]:
+    """(kind, file on this host, its path below the run folder) for each file PACK names."""
+    out = []
+    for kind, src, patterns, dest in PACK:
+        folder = a.state_dir / src.format(run=a.run_id)
+        files = sorted({f for pat in patterns for f in folder.glob(pat) if f.is_file()}) if folder.is_dir() else []
+        out += [(kind, f, f"{dest.format(host=a.host)}/{f.name}") for f in files]
+    return out
+
+
 def collect_pack(a: argparse.Namespace) -> int:
     """One uncompressed tar of the run's files on this host (one fetch instead of one per file; the
-    spool's Arrow files are already compact). Prints the files per kind as JSON."""
+    spool's Arrow files are already compact). Prints the files per kind as JSON; with --list, writes
+    no archive and lists the files too (src on the host, dest below the run folder): roles/collect
+    fetches them one by one where the archive cannot be written."""
     import tarfile
 
-    counts = {}
+    files = _run_files(a)
+    counts = {kind: sum(k == kind for k, _, _ in files) for kind, *_ in PACK}
+    if a.list:
+        print(json.dumps({**counts, "files": [{"src": str(f), "dest": arc} for _, f, arc in files]}))
+        return 0
+    if a.out is None:
+        raise VntError("collect pack: --out FILE.tar (or --list)")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     tmp = a.out.with_name(a.out.name + ".part")
     try:
         with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT) as tar:
-            for kind, src, patterns, dest in PACK:
-                folder = a.state_dir / src.format(run=a.run_id)
-                files = sorted({f for pat in patterns for f in folder.glob(pat) if f.is_file()}) if folder.is_dir() else []
-                for f in files:
-                    tar.add(f, arcname=f"{dest.format(host=a.host)}/{f.name}", recursive=False)
-                counts[kind] = len(files)
+            for _, f, arc in files:
+                tar.add(f, arcname=arc, recursive=False)
         tmp.replace(a.out)
     except OSError as e:  # a full disk: one line; roles/collect then fetches file by file
         raise VntError(f"collect pack: {a.out}: {e.strerror or e}") from None
@@ -293,7 +307,8 @@ def parser() -> argparse.ArgumentParser:
     p = co.add_parser("pack", help="one tar of what this host holds of a run (spool, outbox, workload outputs)")
     p.add_argument("--run-id", required=True)
     p.add_argument("--host", required=True, help="this host's inventory name (the archive's events/<host>/)")
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="the archive to write")
+    p.add_argument("--list", action="store_true", help="write nothing; list the files and where each goes")
     p.add_argument("--state-dir", type=Path, default=STATE_DIR)
     p.set_defaults(fn=collect_pack)
     return top

@@ -272,12 +272,13 @@ def test_collect_after_a_crashed_agent_never_signals_a_stale_pid(lab, quickstart
         deploy.stop(RunHosts(run), tmp_path)
 
 
-def test_collect_fetches_file_by_file_where_the_archive_does_not_fit(lab, quickstart, tmp_path):
-    """The hosts' archive folder is a full disk (a 4 KB tmpfs): roles/collect fetches every file on
-    its own instead, and the run folder is the one an archive gives; nothing is left there."""
-    run, mnt = with_attach(quickstart, "clsact"), tmp_path / "full"
+def test_collect_fetches_file_by_file_where_the_archive_cannot_be_written(lab, quickstart, tmp_path):
+    """The hosts' archive folder cannot be written (a read-only mount: root too is refused):
+    roles/collect fetches every file on its own instead, and the run folder is the one an archive
+    gives. (A full disk is the same failure of the pack: tests/lab/test_disk_full.py.)"""
+    run, mnt = with_attach(quickstart, "clsact"), tmp_path / "readonly"
     mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(mnt)], check=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(mnt)], check=True)
     hosts = RunHosts(run)
     try:
         deploy.start(hosts, "nofit", tmp_path)

@@ -68,3 +68,18 @@ def test_unpack_refuses_paths_outside_the_run(tmp_path):
     with pytest.raises(tarfile.OutsideDestinationError):
         unpack(dest)
     assert not (tmp_path.parent / "escaped.txt").exists() and not (tmp_path / "escaped.txt").exists()
+
+
+def test_list_names_what_the_archive_holds(tmp_path):
+    """--list (roles/collect's per-file fallback) gives the same files and places as the archive."""
+    state = tmp_path / "state"
+    _host(state, "run1")
+    buf = io.StringIO()
+    with redirect_stdout(buf):
+        assert hostcli.main(["collect", "pack", "--list", "--run-id", "run1", "--host", "host1",
+                             "--state-dir", str(state)]) == 0
+    listed = json.loads(buf.getvalue())
+    _pack(state, "run1", "host1", tmp_path / "a.tar")
+    with tarfile.open(tmp_path / "a.tar") as t:
+        assert sorted(f["dest"] for f in listed["files"]) == sorted(t.getnames())
+    assert all(Path(f["src"]).is_file() for f in listed["files"]) and listed["spool"] == 4

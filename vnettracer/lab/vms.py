@@ -92,9 +92,17 @@ def base_image(progress) -> Path:
     shutil.rmtree(d, ignore_errors=True)
     stage = d / "stage"
     stage.parent.mkdir(parents=True, exist_ok=True)
-    sh("cp", "-a", f"{root}/.", str(stage))
-    _customize(stage, d / "boot")
-    sh("mkfs.ext4", "-q", "-F", "-L", "vntroot", "-d", str(stage), str(d / "base.img"), ROOT_DISK)
+    try:
+        # one file system: a /proc or /sys left mounted in the root is not copied (a process's pagemap
+        # copied that way filled 70 GB); their mount points are made empty
+        sh("cp", "-a", "--one-file-system", f"{root}/.", str(stage))
+        for mnt in ("proc", "sys", "dev/pts"):
+            (stage / mnt).mkdir(parents=True, exist_ok=True)
+        _customize(stage, d / "boot")
+        sh("mkfs.ext4", "-q", "-F", "-L", "vntroot", "-d", str(stage), str(d / "base.img"), ROOT_DISK)
+    except BaseException:
+        shutil.rmtree(d, ignore_errors=True)  # no half-made image (nor its copy of the root) left behind
+        raise
     shutil.rmtree(stage)
     (d / ".done").touch()
     for old in BUILD.glob("base-*"):
