@@ -347,3 +347,17 @@ def test_figures_label_each_path_and_keep_a_robust_scale(synth, tmp_path):
     assert any("clipped" in t.get_text() for t in ax.texts) and any(t.get_text() == "1:tcp_rr:11111" for t in ax.texts)
     plt.close(fig)
     del a.summary["paths"]["request"]["workloads"]
+
+
+def test_key_time_order_is_lexsort_with_ties_kept():
+    """The fast (key, time) order is np.lexsort's, equal (key, time) rows in their own order, and
+    falls back to lexsort when the key ranks and the time span do not fit one int64 together."""
+    from vnettracer.analysis.correlate import key_time_order
+
+    rng = np.random.default_rng(7)
+    key = rng.choice(rng.integers(0, 2**63, 500, dtype=np.int64).astype(np.uint64), 20_000)
+    t = EPOCH + rng.integers(0, 5_000, 20_000, dtype=np.int64)  # few distinct times: many ties
+    assert np.array_equal(key_time_order(key, t), np.lexsort((t, key)))
+    t[0] += 2**62  # a span of 2^62 ns with 500 ranks: does not fit
+    assert np.array_equal(key_time_order(key, t), np.lexsort((t, key)))
+    assert key_time_order(key[:1], t[:1]).tolist() == [0] and len(key_time_order(key[:0], t[:0])) == 0

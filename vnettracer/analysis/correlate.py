@@ -57,6 +57,22 @@ def shares(counts: dict[str, int]) -> dict[str, float]:
     return {k: float(v / total) for k, v in counts.items()}
 
 
+def key_time_order(key: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The indices that put events in (packet key, time) order, ties in their own order: what
+    np.lexsort((t, key)) gives, in half its time. A stable sort by key, then one by a single int64
+    of (rank of the key, time since the first event) where both fit in 63 bits."""
+    if len(key) < 2:
+        return np.arange(len(key))
+    by_key = np.argsort(key, kind="stable")
+    k = key[by_key]
+    rank = np.cumsum(np.r_[False, k[1:] != k[:-1]])
+    t0 = int(t.min())
+    tbits = (int(t.max()) - t0).bit_length()
+    if tbits + int(rank[-1]).bit_length() > 63:
+        return np.lexsort((t, key))
+    return by_key[np.argsort((rank << tbits) | (t[by_key] - t0), kind="stable")]
+
+
 def correlate(ev: pd.DataFrame | dict[str, np.ndarray], name: str, tracepoints: list[str], ids: dict[str, int],
               window_ns: int = 1_000_000_000, presorted: bool = False) -> PathTrace:
     """ev: columns tracepoint, t_ns (corrected), packet_id, flow_hash, len, flags (a DataFrame or
@@ -75,7 +91,7 @@ def correlate(ev: pd.DataFrame | dict[str, np.ndarray], name: str, tracepoints: 
     id_counts = identity_counts(flags, np.asarray(ev["l4proto"], np.uint8)[keep] if "l4proto" in ev else None)
 
     if not presorted:
-        order = np.lexsort((t, key))
+        order = key_time_order(key, t)
         key, t, pos, length, flow = key[order], t[order], pos[order], length[order], flow[order]
     new_key = np.r_[True, key[1:] != key[:-1]]
     gap = np.r_[False, np.diff(t) > window_ns] & ~new_key

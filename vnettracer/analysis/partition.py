@@ -29,7 +29,7 @@ import pandas as pd
 from vnettracer.agent.record import IDENTITY_NAMES
 from vnettracer.agent.spool import iter_spool
 from vnettracer.analysis.clock import Line, ktime_to_wall, to_wall
-from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, packet_keys, shares
+from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, key_time_order, packet_keys, shares
 
 COLUMNS = {"t_ns": np.int64, "packet_id": np.uint64, "flow_hash": np.uint64, "len": np.uint32,
            "tracepoint": np.uint16, "flags": np.uint8, "l4proto": np.uint8, "host": np.uint8}
@@ -75,8 +75,8 @@ class _HostWriter:
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
         """Append events (the COLUMNS, t_ns already on the host's wall clock) to their partitions."""
-        part = (packet_keys(cols) >> np.uint64(64 - self.bits)).astype(np.int64)
-        order = np.argsort(part, kind="stable")
+        part = (packet_keys(cols) >> np.uint64(64 - self.bits)).astype(np.uint16)  # bits <= 16
+        order = np.argsort(part, kind="stable")  # a radix sort for 16-bit keys
         bounds = np.searchsorted(part[order], np.arange(self.n + 1))
         for c in COLUMNS:
             col = cols[c][order]
@@ -147,7 +147,11 @@ def _pool(jobs: int, workers: int | None = None) -> Iterator[Callable]:
     if workers <= 1:
         yield map
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("forkserver")) as pool:
+    ctx = multiprocessing.get_context("forkserver")
+    # workers fork from a server that has this module (numpy, pandas) loaded: a pool then starts in
+    # 0.03 s instead of 0.7 s (each new worker imported them again)
+    ctx.set_forkserver_preload([__name__])
+    with ProcessPoolExecutor(workers, mp_context=ctx) as pool:
         yield pool.map
 
 
@@ -206,7 +210,7 @@ def _correlate_partition(job: tuple) -> tuple | None:
     if not len(ev["t_ns"]):
         return None
     keys = packet_keys(ev)
-    order = np.lexsort((ev["t_ns"], keys))  # once for every path: each takes its rows in this order
+    order = key_time_order(keys, ev["t_ns"])  # once for every path: each takes its rows in this order
     ev = {c: a[order] for c, a in ev.items()}
     keys = keys[order]
     traces, kept = {}, {}
