@@ -10,7 +10,11 @@ host1/c1 and host2/c1 across the VXLAN overlay:
 The agents are pinned to CPU 1. Reported: per mode, the median of its ratios to the untraced run of
 the same round, with a 95 % bootstrap interval and the spread (analysis/paired.py).
 
-    sudo .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 3]
+--prog-stats (a diagnosis, not the figure: the kernel's statistics cost two clock reads per program
+run) also reports per mode the tracer programs' runs and kernel time per run on the real path
+(kernel.bpf_stats_enabled, set back afterwards).
+
+    sudo .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 3] [--prog-stats]
 """
 
 from __future__ import annotations
@@ -87,6 +91,38 @@ class Modes:
 GOALS = {"traced-20": (1.10, 0.95), "sampled-1%": (1.03, 0.98)}
 
 
+class ProgStats:
+    """The tracer programs' run count and kernel time (bpftool, kernel.bpf_stats_enabled), summed
+    per mode over the rounds."""
+
+    NAMES = ("vnt_ingress", "vnt_egress")
+    SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
+
+    def __init__(self) -> None:
+        self.before = self.SYSCTL.read_text().strip()
+        self.SYSCTL.write_text("1")
+        self.total: dict[str, list[int]] = {}
+
+    def snapshot(self) -> tuple[int, int]:
+        progs = json.loads(subprocess.run(["bpftool", "-j", "prog", "show"], capture_output=True, text=True,
+                                          check=True).stdout)
+        mine = [p for p in progs if p.get("name") in self.NAMES]
+        return sum(p.get("run_cnt", 0) for p in mine), sum(p.get("run_time_ns", 0) for p in mine)
+
+    def add(self, mode: str, before: tuple[int, int]) -> None:
+        after = self.snapshot()
+        t = self.total.setdefault(mode, [0, 0])
+        t[0] += after[0] - before[0]
+        t[1] += after[1] - before[1]
+
+    def print(self) -> None:
+        for mode, (runs, ns) in self.total.items():
+            print(f"{mode:<12} tracer program runs {runs:>12,}  kernel time per run {ns / max(runs, 1):7.1f} ns")
+
+    def close(self) -> None:
+        self.SYSCTL.write_text(self.before)
+
+
 def report(res: dict, names: list[str], rounds: int) -> None:
     """Each mode against the untraced run of the same round: median of the paired ratios, 95 %
     bootstrap interval, spread, and whether the goal is met (analysis/paired.py, as the
@@ -108,12 +144,14 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--seconds", type=float, default=2.0)
+    ap.add_argument("--prog-stats", action="store_true", help="also the programs' time per run (a diagnosis)")
     args = ap.parse_args()
     run = spec.load("quickstart")[0]
     exp = run.experiment
     lb = lab.up(exp.lab.topology, exp.lab.options, progress=lambda m: None)
     servers: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="vnt-bench-"))
+    stats = ProgStats() if args.prog_stats else None
     try:
         c1, c2 = lb.plan.host("host1").containers[0], lb.plan.host("host2").containers[0]
         addr = str(c2.ip.ip)
@@ -133,13 +171,18 @@ def main() -> None:
             order = names[i % 3:] + names[:i % 3]
             for m in order:
                 modes.set(m)
+                before = stats.snapshot() if stats else (0, 0)
                 res[m]["rr_us"].append(rr(c1.netns, addr, args.seconds))
                 res[m]["gbps"].append(bulk(c1.netns, addr, args.seconds))
+                if stats:
+                    stats.add(m, before)
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(
                 f"{m} {res[m]['rr_us'][-1]:.2f} us {res[m]['gbps'][-1]:.1f} Gbit/s" for m in names), flush=True)
         modes.set("traced-20")
         st = modes.stats()
     finally:
+        if stats:
+            stats.close()
         try:
             deploy.stop(RunHosts(run), work)
         finally:
@@ -149,6 +192,8 @@ def main() -> None:
             lab.down()
     report(res, names, args.rounds)
     print(f"events emitted {st['emitted']}, dropped {st['dropped']}, sampled out {st['sampled_out']}")
+    if stats:
+        stats.print()
 
 
 if __name__ == "__main__":

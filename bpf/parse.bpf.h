@@ -131,6 +131,32 @@ VNT_SUBPROG int vnt_find_tag(struct __sk_buff *skb, __u32 off, __u32 n, __u32 *i
 
 #endif
 
+#ifndef VNT_BCC
+/* Our tag option at t, read in place: 1 (id and identity set in p) or 0 (not there). */
+static __always_inline int tag_at(__u8 *t, void *end, struct pkt *p)
+{
+	if ((void *)(t + VNT_TCPOPT_LEN) > end || t[0] != VNT_TCPOPT_KIND || t[1] != VNT_TCPOPT_LEN ||
+	    ((t[2] << 8) | t[3]) != VNT_TCPOPT_EXID)
+		return 0;
+	p->tag = ((__u32)t[4] << 24) | ((__u32)t[5] << 16) | ((__u32)t[6] << 8) | t[7];
+	p->flags = (p->flags & ~VNT_F_IDENTITY) | VNT_ID_TAG;
+	return 1;
+}
+
+/* TCP options laid out as usual, read in place (1), or 0: scan them. Usual: none; Linux's NOP, NOP,
+ * timestamps (12 bytes); then our tag where bpf/tag.bpf.c and the patched kernel put it (after
+ * the timestamps, or alone without them). */
+static __always_inline int options_in_place(__u8 *o, __u32 optlen, void *end, struct pkt *p)
+{
+	int ts = optlen >= 12 && (void *)(o + 4) <= end && o[0] == 1 && o[1] == 1 && o[2] == 8 && o[3] == 10;
+	if (optlen == 0 || (ts && optlen == 12))
+		return 1;
+	if (ts && optlen == 12 + VNT_TCPOPT_LEN)
+		return tag_at(o + 12, end, p);
+	return optlen == VNT_TCPOPT_LEN && tag_at(o, end, p);
+}
+#endif
+
 static __always_inline int is_vxlan_port(__u16 port)
 {
 	for (int i = 0; i < VNT_MAX_VXLAN_PORTS; i++)
@@ -215,11 +241,14 @@ static __always_inline int parse_l3(struct __sk_buff *skb, void *cur, void *end,
 		p->seq = bpf_ntohl(th->seq);
 		p->ack = bpf_ntohl(th->ack_seq);
 		p->payload_len = l4_len - doff;
-		/* Linux's usual options (NOP, NOP, timestamps: 12 bytes) cannot hold a tag: skip the scan */
 		__u8 *o = (__u8 *)(th + 1);
+#ifndef VNT_BCC
+		if (!options_in_place(o, doff - sizeof(*th), end, p)) {
+#else /* bcc: only Linux's usual options are read in place (more branches: past its verifier's limit) */
 		int usual = doff == sizeof(*th) + 12 && (void *)(o + 4) <= end && o[0] == 1 && o[1] == 1 && o[2] == 8 &&
 			    o[3] == 10;
 		if (doff > sizeof(*th) && !usual) {
+#endif
 			__u32 off = (void *)(th + 1) - (void *)(long)skb->data;
 			int r = vnt_find_tag(skb, off, doff - sizeof(*th), &p->tag);
 			if (r < 0)

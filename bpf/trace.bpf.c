@@ -218,8 +218,11 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 egress)
 		packet_id = packet_hash(&p);
 	}
 	__u64 fh = flow_hash(&p);
+	/* 1 in n: a 32-bit hash of the identity scaled to [0, n) by a multiply (a modulo is a
+	 * division, 20-40 ns); 0 keeps the packet */
 	__u32 n = hook->sample_n;
-	if (n > 1 && ((packet_id ^ fh) * 0x9E3779B97F4A7C15ULL >> 32) % n) {
+	__u32 x = (packet_id ^ fh) * 0x9E3779B97F4A7C15ULL >> 32;
+	if (n > 1 && ((__u64)x * n) >> 32) {
 		cnt->c[VNT_C_SAMPLED_OUT]++;
 		return TC_ACT_UNSPEC;
 	}

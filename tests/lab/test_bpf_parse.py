@@ -144,6 +144,25 @@ def test_tag_in_twelve_option_bytes_is_found(tracer):
     assert one(tracer, pkt)["packet_id"] == 0xDEADBEEF
 
 
+def test_tag_where_the_tagger_writes_it(tracer):
+    """The layouts read in place (no scan): NOP, NOP, timestamps, then the tag (what bpf/tag.bpf.c
+    and the patched kernel send), and the tag alone; the same 8 bytes with another ExID are no tag,
+    and a segment cut inside those options is a parse failure, not a misread id."""
+    linux = [("NOP", None), ("NOP", None), ("Timestamp", (7, 8)), TAG_OPT]
+    ip = IP(src=A, dst=B, id=5)
+    pkt = Ether(bytes(Ether() / ip / TCP(sport=1, dport=2, options=linux) / b"data"))
+    assert bytes(pkt[TCP])[20:24] == bytes([1, 1, 8, 10]) and pkt[TCP].dataofs * 4 == 40
+    assert one(tracer, pkt)["packet_id"] == 0xDEADBEEF
+    assert one(tracer, Ether() / ip / TCP(sport=1, dport=2, options=[TAG_OPT]) / b"d")["packet_id"] == 0xDEADBEEF
+    other = Ether() / ip / TCP(sport=1, dport=2, options=linux[:3] + [(253, bytes.fromhex("1234") + bytes(4))]) / b"d"
+    ev = one(tracer, other)
+    assert ev["flags"] & F_IDENTITY == ID_HASH and ev["packet_id"] == identity.packet_hash(**tcp_fields(ip, other[TCP]))
+    raw = bytes(pkt)
+    for cut in range(len(raw) - len(b"data") - 8, len(raw) - len(b"data")):  # inside the tag
+        assert len(run(tracer, raw[:cut])) == 0, cut
+    assert counters(tracer)["parse_fail"] == 8
+
+
 def test_tcp_option_with_other_exid_is_not_a_tag(tracer):
     other = (253, bytes.fromhex("1234") + (7).to_bytes(4, "big"))
     ip = IP(src=A, dst=B, id=9)
