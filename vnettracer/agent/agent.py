@@ -24,12 +24,16 @@ from vnettracer.agent import control
 from vnettracer.agent.clock import Clock
 from vnettracer.agent.config import AgentConfig, TracepointConfig
 from vnettracer.agent.control import control_socket, peer_allowed
+from vnettracer.agent.record import RECORD
 from vnettracer.agent.spool import Spool
 from vnettracer.agent.tracer import Tracer, detach_state, hook_state, read_state
 from vnettracer.procs import alive
 from vnettracer.store import lineproto
 from vnettracer.store.http import Endpoint
 from vnettracer.store.writer import Writer
+
+TAKE_EVENTS = 4096  # the ring is read into the spool once it holds this many events,
+TAKE_DELAY_S = 0.2  # or this long after the last read
 
 
 def _write_atomic(path: Path, data: str) -> None:
@@ -49,6 +53,7 @@ class Agent:
         self.tps: dict[str, TracepointConfig] = {}
         self.names = {t.id: t.name for t in cfg.tracepoints}  # every id ever used, for stats and InfluxDB
         self.started = time.time()
+        self._last_take = 0.0  # time.monotonic() of the last read of the ring
 
     # ------------------------------------------------------------------ lifecycle
     def remove_stale(self) -> list[str]:
@@ -181,7 +186,7 @@ class Agent:
             if time.monotonic() > end_of_life:
                 self.stop_reason = f"lifetime of {self.cfg.lifetime_s} s reached (nobody stopped the agent)"
                 break
-            events = self.started_tracer().ring.read()
+            events = self._ready_events(time.monotonic())
             if len(events):
                 self._take(events, clock)
             now = time.monotonic()
@@ -199,6 +204,17 @@ class Agent:
                     conn.settimeout(2)
                     self._serve(conn)
         self.log(f"agent stopping ({self.stop_reason})")
+
+    def _ready_events(self, now: float):
+        """What the ring holds once it is worth a spool write: a batch of TAKE_EVENTS, or whatever
+        is there TAKE_DELAY_S after the last take. A write per 5 ms poll of a few events (sampling,
+        light traffic) cost the agent a quarter of a core (bench/overhead.py, docs/benchmarks.md)."""
+        ring = self.started_tracer().ring
+        pending = ring.pending_bytes()
+        if pending < TAKE_EVENTS * RECORD.itemsize and now - self._last_take < TAKE_DELAY_S:
+            return ()
+        self._last_take = now
+        return ring.read() if pending else ()
 
     def _take(self, events, clock) -> None:
         """A batch from the ring: into the spool, and into InfluxDB when raw events go there."""
