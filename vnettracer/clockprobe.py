@@ -19,6 +19,7 @@ import select
 import socket
 import struct
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 MSG = struct.Struct("!IqqqB")  # seq, t1, t2, t3, kind (0 probe/reply, 1 bye, 2 follow-up: t3 from the kernel)
@@ -183,3 +184,20 @@ def probe(addr: str, port: int, count: int, interval_s: float, clock: WallClock,
             w.writerow(["t1", "t2", "t3", "t4"])
         w.writerows(rows)
     return len(rows)
+
+
+def probe_all(targets: dict[str, str], port: int, count: int, interval_s: float, clock: WallClock,
+              out: str) -> dict[str, int]:
+    """Every target (name -> address) probed at once, a thread and a socket each, into the file
+    `out` names with {name} replaced; samples kept per target. (One after the other, 15 targets
+    took 30 s a phase on 16 hosts.)"""
+    if len(targets) > 1 and "{name}" not in out:
+        raise ValueError(f"{out}: several targets need {{name}} in the output file's name")
+
+    def one(name: str) -> int:
+        path = Path(out.replace("{name}", name))
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return probe(targets[name], port, count, interval_s, clock, path)
+
+    with ThreadPoolExecutor(max(1, len(targets))) as pool:
+        return dict(zip(targets, pool.map(one, targets)))

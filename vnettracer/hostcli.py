@@ -162,14 +162,19 @@ def clock_respond(a: argparse.Namespace) -> int:
 
 
 def clock_probe(a: argparse.Namespace) -> int:
+    """Probe every --to (ADDR, or NAME=ADDR) at once; prints {name: samples} as JSON."""
     from vnettracer import clockprobe
 
-    a.out.parent.mkdir(parents=True, exist_ok=True)
+    targets = dict(t.split("=", 1) if "=" in t else (t, t) for t in a.to)
     clk = clockprobe.WallClock(a.offset_ns, a.drift_ppm, a.t0_ns)
-    n = clockprobe.probe(a.to, a.port, a.count, a.interval_ms / 1000, clk, a.out)
-    print(n)
-    if n == 0:
-        raise VntError(f"clock: no answer from {a.to}:{a.port}")
+    try:
+        got = clockprobe.probe_all(targets, a.port, a.count, a.interval_ms / 1000, clk, a.out)
+    except ValueError as e:
+        raise VntError(f"clock probe: {e}") from None
+    print(json.dumps(got))
+    silent = [f"{n} ({targets[n]}:{a.port})" for n, k in got.items() if k == 0]
+    if silent:
+        raise VntError(f"clock: no answer from {', '.join(silent)}")
     return 0
 
 
@@ -262,11 +267,11 @@ def _workload_clock_parsers(groups) -> None:
     _clock_emulation(p)
     p.set_defaults(fn=clock_respond)
     p = ck.add_parser("probe")
-    p.add_argument("--to", required=True)
+    p.add_argument("--to", required=True, action="append", help="ADDR or NAME=ADDR; again for more targets (probed at once)")
     p.add_argument("--port", type=int, default=12321)
     p.add_argument("--count", type=int, default=200)
     p.add_argument("--interval-ms", type=float, default=5.0)
-    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--out", required=True, help="CSV file; {name} is replaced by each target's name")
     _clock_emulation(p)
     p.set_defaults(fn=clock_probe)
 

@@ -25,3 +25,46 @@ def test_probes_find_an_emulated_offset(tmp_path):
     offset = ((t2 - t1) + (t3 - t4)) / 2
     expected = 1_500_000 + 20e-6 * (t2 - truth.t0_ns)
     assert abs(offset - expected) < 10_000, (offset, expected)
+
+
+
+def test_several_targets_probed_at_once(tmp_path):
+    """`clock probe` with several --to NAME=ADDR probes them together (a file each, named after the
+    target) in about the time of one, each target's offset its own; targets that never answer fail
+    the command, named."""
+    import json
+    import subprocess
+    import sys
+
+    truths = {n: clockprobe.WallClock(k * 1_000_000, 0.0) for k, n in enumerate("abcd", 1)}
+    addrs = {n: f"127.0.0.{k}" for k, n in enumerate("abcd", 1)}  # all loopback: one port, as on real hosts
+
+    def probe(names: list[str], out: str) -> tuple[dict, float]:
+        threads = [threading.Thread(target=clockprobe.respond, args=(addrs[n], 12392, 15, truths[n])) for n in names]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        t0 = time.monotonic()
+        counts = clockprobe.probe_all({n: addrs[n] for n in names}, 12392, 100, 0.005, clockprobe.WallClock(), out)
+        took = time.monotonic() - t0
+        for t in threads:
+            t.join(timeout=20)
+        return counts, took
+
+    _, one = probe(["a"], str(tmp_path / "alone.csv"))
+    counts, together = probe(list(truths), str(tmp_path / "probes-{name}.csv"))
+    for n, truth in truths.items():
+        rows = [list(map(int, r)) for r in list(csv.reader(open(tmp_path / f"probes-{n}.csv")))[1:]]
+        assert counts[n] == len(rows) >= 95
+        t1, t2, t3, t4 = min(rows, key=lambda r: (r[3] - r[0]) - (r[2] - r[1]))
+        assert abs(((t2 - t1) + (t3 - t4)) / 2 - truth.offset_ns) < 10_000
+    assert together < 2.5 * one, (together, one)  # four at once: about one's time (one after the other: 4x)
+    r = subprocess.run([sys.executable, "-m", "vnettracer.hostcli", "clock", "probe", "--to", "x=127.0.0.1",
+                        "--to", "y=127.0.0.2", "--port", "12394", "--count", "3", "--interval-ms", "1",
+                        "--out", str(tmp_path / "p-{name}.csv")], capture_output=True, text=True, timeout=60)
+    assert r.returncode != 0 and "no answer from x (127.0.0.1:12394), y (127.0.0.2:12394)" in r.stderr
+    assert json.loads(r.stdout) == {"x": 0, "y": 0}
+    r = subprocess.run([sys.executable, "-m", "vnettracer.hostcli", "clock", "probe", "--to", "127.0.0.1",
+                        "--to", "127.0.0.2", "--out", str(tmp_path / "one.csv")], capture_output=True, text=True,
+                       timeout=60)
+    assert r.returncode != 0 and "several targets need {name}" in r.stderr
