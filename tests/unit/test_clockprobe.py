@@ -68,3 +68,27 @@ def test_several_targets_probed_at_once(tmp_path):
                         "--to", "127.0.0.2", "--out", str(tmp_path / "one.csv")], capture_output=True, text=True,
                        timeout=60)
     assert r.returncode != 0 and "several targets need {name}" in r.stderr
+
+
+def test_agent_clock_carries_the_offset_on_at_the_drift(tmp_path):
+    """Live events (InfluxDB raw events) get wall = ktime + offset at their own ktime: a clock
+    20 ppm fast read 0.2 s after a pair is off by 4 us with the pair's offset, not with this."""
+    import numpy as np
+
+    from vnettracer.agent.clock import Clock
+
+    c = Clock(tmp_path / "clock.jsonl", 1_500_000, 20.0, time.clock_gettime_ns(time.CLOCK_REALTIME))
+    c.record()
+    time.sleep(0.3)
+    c.record()
+    time.sleep(0.2)
+    reads = []
+    for _ in range(20):  # the tightest (monotonic, realtime, monotonic) of a few: reads here take ~10 us
+        m1, r, m2 = (time.clock_gettime_ns(time.CLOCK_MONOTONIC), time.clock_gettime_ns(time.CLOCK_REALTIME),
+                     time.clock_gettime_ns(time.CLOCK_MONOTONIC))
+        reads.append((m2 - m1, (m1 + m2) // 2, r))
+    _, k, r = min(reads)
+    truth = c.wall.emulate(r) - k
+    assert abs(truth - (c.offset_ns + 4_000)) < 1_500  # what the pair alone would have given: 4 us off
+    assert abs(int(c.offsets(np.array([k]))[0]) - truth) < 1_000
+    c.close()

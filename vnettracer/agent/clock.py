@@ -7,7 +7,11 @@ import json
 import time
 from pathlib import Path
 
+import numpy as np
+
 from vnettracer.clockprobe import WallClock
+
+MAX_RATE = 1e-3  # a wall clock running more than 1000 ppm off ktime between two pairs was stepped
 
 
 class Clock:
@@ -16,6 +20,9 @@ class Clock:
     def __init__(self, path: Path, offset_ns: int = 0, drift_ppm: float = 0.0, t0_ns: int = 0):
         self.f = open(path, "a")
         self.wall = WallClock(offset_ns, drift_ppm, t0_ns)  # the lab's emulation, if any
+        self.offset_ns = 0  # wall - ktime at the last pair,
+        self.ktime_ns: int | None = None  # whose ktime this is,
+        self.rate = 0.0  # and how fast the offset moved since the pair before it
 
     def record(self, tries: int = 5) -> None:
         """One pair: the raw realtime read between two monotonic reads, nothing else in between
@@ -32,9 +39,20 @@ class Clock:
         assert best is not None  # tries >= 1
         m1, raw, m2 = best
         real = self.wall.emulate(raw)
-        self.offset_ns = real - (m1 + m2) // 2  # wall = ktime + offset, until the next pair
+        k = (m1 + m2) // 2
+        if self.ktime_ns is not None and k > self.ktime_ns:
+            rate = (real - k - self.offset_ns) / (k - self.ktime_ns)
+            self.rate = rate if abs(rate) < MAX_RATE else 0.0
+        self.offset_ns, self.ktime_ns = real - k, k
         self.f.write(json.dumps({"ktime_ns": (m1 + m2) // 2, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
         self.f.flush()
+
+    def offsets(self, ktime_ns: np.ndarray) -> np.ndarray:
+        """wall - ktime at each of these ktimes: the last pair's offset carried on at the rate it
+        moved since the pair before (a drifting clock: a constant offset until the next pair put
+        up to drift x 1 s of error into live events, 20 us at the lab's 20 ppm)."""
+        k = np.asarray(ktime_ns).astype(np.int64)
+        return self.offset_ns + np.round((k - (self.ktime_ns or 0)) * self.rate).astype(np.int64)
 
     def close(self) -> None:
         self.f.close()

@@ -59,7 +59,7 @@ def _s(a: np.ndarray) -> pa.Array:
     return pc.cast(pa.array(a), pa.string())
 
 
-def events(ev: np.ndarray, run: str, host: str, names: dict[int, str], wall_offset_ns: int) -> bytes:
+def events(ev: np.ndarray, run: str, host: str, names: dict[int, str], wall_offset_ns: "int | np.ndarray") -> bytes:
     """vnt_event lines for a batch of agent events (vnettracer.agent.record.EVENT)."""
     if not len(ev):
         return b""
