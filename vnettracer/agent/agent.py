@@ -188,8 +188,8 @@ class Agent:
                 break
             now = time.monotonic()
             tick = now >= next_tick
-            # at a tick, all that is there first: InfluxDB's raw events get the wall clock offset of
-            # the pair before them (a batch read after the new pair was off by the clocks' drift)
+            # at a tick, all that is there first: InfluxDB's raw events get their wall time from the
+            # clock pair before them (Clock.offsets), never from one taken after them
             events = self._ready_events(now, everything=tick)
             if len(events):
                 self._take(events, clock)

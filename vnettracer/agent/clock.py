@@ -44,7 +44,7 @@ class Clock:
             rate = (real - k - self.offset_ns) / (k - self.ktime_ns)
             self.rate = rate if abs(rate) < MAX_RATE else 0.0
         self.offset_ns, self.ktime_ns = real - k, k
-        self.f.write(json.dumps({"ktime_ns": (m1 + m2) // 2, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
+        self.f.write(json.dumps({"ktime_ns": k, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
         self.f.flush()
 
     def offsets(self, ktime_ns: np.ndarray) -> np.ndarray:
