@@ -187,13 +187,10 @@ class Agent:
                 self.stop_reason = f"lifetime of {self.cfg.lifetime_s} s reached (nobody stopped the agent)"
                 break
             now = time.monotonic()
-            tick = now >= next_tick
-            # at a tick, all that is there first: InfluxDB's raw events get their wall time from the
-            # clock pair before them (Clock.offsets), never from one taken after them
-            events = self._ready_events(now, everything=tick)
+            events = self._ready_events(now)
             if len(events):
                 self._take(events, clock)
-            if tick:
+            if now >= next_tick:
                 clock.record()
                 self._health(self._write_stats(), clock)
                 next_tick = now + 1
@@ -208,14 +205,14 @@ class Agent:
                     self._serve(conn)
         self.log(f"agent stopping ({self.stop_reason})")
 
-    def _ready_events(self, now: float, everything: bool = False):
+    def _ready_events(self, now: float):
         """What the ring holds once it is worth a spool write: a batch of TAKE_EVENTS, or whatever
-        is there TAKE_DELAY_S after the last take (or now: everything). A write per 5 ms poll of a
-        few events (sampling, light traffic) cost the agent a quarter of a core (bench/overhead.py,
-        docs/benchmarks.md)."""
+        is there TAKE_DELAY_S after the last take. A write per 5 ms poll of a few events (sampling,
+        light traffic) cost the agent a quarter of a core (bench/overhead.py, docs/benchmarks.md).
+        Live events' wall times do not depend on when they are read (Clock.offsets)."""
         ring = self.started_tracer().ring
         pending = ring.pending_bytes()
-        if not everything and pending < TAKE_EVENTS * RECORD.itemsize and now - self._last_take < TAKE_DELAY_S:
+        if pending < TAKE_EVENTS * RECORD.itemsize and now - self._last_take < TAKE_DELAY_S:
             return ()
         self._last_take = now
         return ring.read() if pending else ()
