@@ -43,7 +43,7 @@ def generate(t: Tracer, rate: float | None, seconds: float, out: dict) -> None:
 
 
 def trial(t: Tracer, rate: float | None, seconds: float, folder: Path) -> dict:
-    t.ring.read(1 << 30)
+    t.read(max_events=1 << 30)
     t.reset_counters()
     spool = Spool(folder / f"rate-{rate}", rotate_bytes=256 << 20)
     gen: dict = {}
@@ -52,12 +52,12 @@ def trial(t: Tracer, rate: float | None, seconds: float, folder: Path) -> dict:
     cpu0, wall0 = time.thread_time(), time.perf_counter()
     th.start()
     while th.is_alive():
-        ev = t.ring.read()
+        ev = t.read(flush=False)
         if len(ev):
             spool.write(ev)
         else:
             time.sleep(0.001)
-    while len(ev := t.ring.read()):
+    while len(ev := t.read()):
         spool.write(ev)
     spool.close()
     c = t.counters()[1]

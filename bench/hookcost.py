@@ -49,7 +49,7 @@ def set_mode(t: Tracer, cookie: int, mode: str) -> None:
 
 def ns_per_packet(t: Tracer, pkt: bytes, repeat: int) -> float:
     best = min(libbpf.test_run(t.prog[False], pkt, repeat=repeat)[1] for _ in range(5))
-    t.ring.read(1 << 30)
+    t.read(max_events=1 << 30)
     return best
 
 

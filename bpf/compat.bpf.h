@@ -72,5 +72,6 @@ struct vlan_hdr { /* <linux/if_vlan.h> is not UAPI */
 #define VNT_SECTION(s) SEC(s)
 #define VNT_SUBPROG __attribute__((__noinline__))
 #endif
+#define vnt_barrier() asm volatile("" ::: "memory")
 
 #endif /* VNT_COMPAT_BPF_H */

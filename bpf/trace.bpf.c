@@ -62,24 +62,100 @@ static __always_inline struct vnt_flow *flow_at(__u32 *i)
 #endif
 }
 
-static __always_inline struct vnt_event *event_reserve(void)
+/* One event: a packet seen at a tracepoint. */
+static __always_inline void event_fill(struct vnt_event *ev, __u64 ts, __u64 id, __u64 fh, __u32 len, __u16 tp,
+				       __u8 flags, __u8 proto)
 {
-#ifdef VNT_BCC
-	return vnt_events.ringbuf_reserve(sizeof(struct vnt_event));
-#else
-	return bpf_ringbuf_reserve(&vnt_events, sizeof(struct vnt_event), 0);
-#endif
+	ev->ts_ns = ts;
+	ev->packet_id = id;
+	ev->flow_hash = fh;
+	ev->len = len;
+	ev->tracepoint = tp;
+	ev->flags = flags;
+	ev->l4proto = proto;
 }
 
-static __always_inline void event_submit(struct vnt_event *ev)
-{
-	/* made visible without a wakeup: the agent polls */
 #ifdef VNT_BCC
+/* bcc: one ring record per event, written in place and made visible without a wakeup (the agent
+ * polls); counted emitted, or dropped when the ring is full. */
+static __always_inline void emit(struct vnt_counters *cnt, __u64 id, __u64 fh, __u32 len, __u16 tp, __u8 flags,
+				 __u8 proto)
+{
+	struct vnt_event *ev = vnt_events.ringbuf_reserve(sizeof(struct vnt_event));
+	if (!ev) {
+		cnt->c[VNT_C_DROPPED]++;
+		return;
+	}
+	event_fill(ev, bpf_ktime_get_ns(), id, fh, len, tp, flags, proto);
 	vnt_events.ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-#else
-	bpf_ringbuf_submit(ev, BPF_RB_NO_WAKEUP);
-#endif
+	cnt->c[VNT_C_EMITTED]++;
 }
+#else
+/* libbpf: events are staged per CPU and reach the ring as one record per batch (vnettracer.h):
+ * a ring reservation per event (a lock the CPUs share, a header, a commit) cost as much as the
+ * rest of an emitted packet. */
+VNT_PERCPU_ARRAY(vnt_stage, struct vnt_stage, 1);
+
+static __always_inline struct vnt_stage *stage_of_cpu(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&vnt_stage, &zero);
+}
+
+/* Staged event i, refused by the full ring: dropped, not emitted (a bpf_loop callback). */
+static long drop_one(__u32 i, void *ctx)
+{
+	struct vnt_stage *s = stage_of_cpu();
+	if (!s)
+		return 1;
+	__u32 tp = s->ev[i & (VNT_STAGE_EVENTS - 1)].tracepoint;
+	struct vnt_counters *c = counters_of(&tp);
+	if (c) {
+		c->c[VNT_C_EMITTED]--;
+		c->c[VNT_C_DROPPED]++;
+	}
+	return 0;
+}
+
+/* The staged events to the ring as one record, without a wakeup. If the ring is full they count
+ * as dropped, not emitted, at their tracepoints. The caller holds the stage (busy). */
+static __always_inline void stage_flush(struct vnt_stage *s)
+{
+	__u32 n = s->n;
+	s->n = 0;
+	if (!n || n > VNT_STAGE_EVENTS)
+		return;
+	if (!bpf_ringbuf_output(&vnt_events, s->ev, n * sizeof(struct vnt_event), BPF_RB_NO_WAKEUP))
+		return;
+	bpf_loop(n, drop_one, 0, 0);
+}
+
+/* Staged at this CPU's next place and counted emitted (a flush that finds the ring full counts it
+ * dropped instead); a full batch, or one older than VNT_STAGE_NS, is flushed (the agent flushes
+ * quiet CPUs: vnt_flush below). */
+static __always_inline void emit(struct vnt_counters *cnt, __u64 id, __u64 fh, __u32 len, __u16 tp, __u8 flags,
+				 __u8 proto)
+{
+	struct vnt_stage *s = stage_of_cpu();
+	if (!s) {
+		cnt->c[VNT_C_DROPPED]++;
+		return;
+	}
+	cnt->c[VNT_C_EMITTED]++;
+	s->busy = 1;
+	vnt_barrier();
+	__u64 now = bpf_ktime_get_ns();
+	__u32 i = s->n & (VNT_STAGE_EVENTS - 1);
+	event_fill(&s->ev[i], now, id, fh, len, tp, flags, proto);
+	if (!i)
+		s->first_ns = now;
+	s->n = i + 1;
+	if (i + 1 == VNT_STAGE_EVENTS || now - s->first_ns > VNT_STAGE_NS)
+		stage_flush(s);
+	vnt_barrier();
+	s->busy = 0;
+}
+#endif
 
 #ifndef VNT_BCC
 /* Anchor the shared types in the object's BTF so tests can compare them with the Python decoder. */
@@ -226,23 +302,28 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 egress)
 		cnt->c[VNT_C_SAMPLED_OUT]++;
 		return TC_ACT_UNSPEC;
 	}
-	/* written in place in the ring (no copy from the stack), made visible without a wakeup */
-	struct vnt_event *ev = event_reserve();
-	if (!ev) {
-		cnt->c[VNT_C_DROPPED]++;
-		return TC_ACT_UNSPEC;
-	}
-	ev->ts_ns = bpf_ktime_get_ns();
-	ev->packet_id = packet_id;
-	ev->flow_hash = fh;
-	ev->len = skb->len;
-	ev->tracepoint = key;
-	ev->flags = (p.flags & ~VNT_F_IDENTITY) | kind | (egress ? VNT_F_EGRESS : 0);
-	ev->l4proto = p.proto;
-	event_submit(ev);
-	cnt->c[VNT_C_EMITTED]++;
+	emit(cnt, packet_id, fh, skb->len, key, (p.flags & ~VNT_F_IDENTITY) | kind | (egress ? VNT_F_EGRESS : 0), p.proto);
 	return TC_ACT_UNSPEC;
 }
+
+#ifndef VNT_BCC
+/* Run by the agent on each CPU (BPF_PROG_TEST_RUN with BPF_F_TEST_RUN_ON_CPU, an IPI to that CPU)
+ * every read and at the end: the CPU's staged events to the ring. An IPI can land while a tc
+ * program on that CPU holds the stage; the stage is then left to it. */
+SEC("raw_tp")
+int vnt_flush(void *ctx)
+{
+	struct vnt_stage *s = stage_of_cpu();
+	if (!s || s->busy)
+		return 1;
+	s->busy = 1;
+	vnt_barrier();
+	stage_flush(s);
+	vnt_barrier();
+	s->busy = 0;
+	return 0;
+}
+#endif
 
 VNT_SECTION("tc")
 int vnt_ingress(struct __sk_buff *skb)

@@ -51,6 +51,16 @@ struct vnt_event {
 	__u8 l4proto; /* inner IP protocol (6 TCP, 17 UDP, ...) */
 };
 
+/* Events staged on one CPU before they reach the ring as one record of n events (libbpf builds). */
+#define VNT_STAGE_EVENTS 32         /* a power of two */
+#define VNT_STAGE_NS 50000000ULL    /* a batch older than this is written at the next event */
+struct vnt_stage {
+	__u32 n;        /* events staged */
+	__u32 busy;     /* a program on this CPU is using the stage */
+	__u64 first_ns; /* ts_ns of the first staged event */
+	struct vnt_event ev[VNT_STAGE_EVENTS];
+};
+
 /* Per tracepoint, per CPU counters (array index = tracepoint id). */
 enum vnt_counter {
 	VNT_C_SEEN = 0,    /* every packet the hook ran on */

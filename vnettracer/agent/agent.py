@@ -24,7 +24,7 @@ from vnettracer.agent import control
 from vnettracer.agent.clock import Clock
 from vnettracer.agent.config import AgentConfig, TracepointConfig
 from vnettracer.agent.control import control_socket, peer_allowed
-from vnettracer.agent.record import RECORD
+from vnettracer.agent.record import EVENT
 from vnettracer.agent.spool import Spool
 from vnettracer.agent.tracer import Tracer, detach_state, hook_state, read_state
 from vnettracer.procs import alive
@@ -210,12 +210,13 @@ class Agent:
         is there TAKE_DELAY_S after the last take. A write per 5 ms poll of a few events (sampling,
         light traffic) cost the agent a quarter of a core (bench/overhead.py, docs/benchmarks.md).
         Live events' wall times do not depend on when they are read (Clock.offsets)."""
-        ring = self.started_tracer().ring
-        pending = ring.pending_bytes()
-        if pending < TAKE_EVENTS * RECORD.itemsize and now - self._last_take < TAKE_DELAY_S:
+        tracer = self.started_tracer()
+        if tracer.ring.pending_bytes() >= TAKE_EVENTS * EVENT.itemsize:
+            return tracer.read(flush=False)
+        if now - self._last_take < TAKE_DELAY_S:
             return ()
         self._last_take = now
-        return ring.read() if pending else ()
+        return tracer.read()  # with what the CPUs still stage
 
     def _take(self, events, clock) -> None:
         """A batch from the ring: into the spool, and into InfluxDB when raw events go there."""
@@ -254,7 +255,7 @@ class Agent:
                 rc = 1
             if self.spool is not None:
                 try:  # then what is still in the ring goes to the spool
-                    while len(ev := self.tracer.ring.read()):
+                    while len(ev := self.tracer.read()):
                         self._take(ev, clock)
                 except Exception as e:  # noqa: BLE001
                     self.log(f"final drain failed: {e}")

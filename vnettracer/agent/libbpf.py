@@ -248,6 +248,20 @@ def test_run(prog_fd: int, data: bytes, ctx: bytes | None = None, repeat: int = 
     return ctypes.c_int32(opts.retval).value, opts.duration
 
 
+BPF_F_TEST_RUN_ON_CPU = 1
+
+
+def run_on_cpu(prog_fd: int, cpu: int) -> int | None:
+    """Run a raw_tp program once on `cpu` (BPF_PROG_TEST_RUN: an IPI to that CPU); its return value,
+    or None when the CPU is offline."""
+    opts = _sized(TestRunOpts, flags=BPF_F_TEST_RUN_ON_CPU, cpu=cpu)
+    rc = _lib.bpf_prog_test_run_opts(prog_fd, ctypes.byref(opts))
+    if rc < 0 and -rc == errno.ENXIO:
+        return None
+    _check(rc, f"run on CPU {cpu}")
+    return ctypes.c_int32(opts.retval).value
+
+
 BPF_CGROUP_SOCK_OPS = 3
 
 

@@ -1,8 +1,9 @@
 """Batch reader of a BPF ring buffer: mmap the ring, decode all ready records at once with numpy.
 
-Events are written with BPF_RB_NO_WAKEUP, so nothing wakes us: the agent polls. Every record has
-the same size (8-byte header + struct vnt_event), so the ready part of the ring is an array of
-records; the kernel maps the data pages twice in a row, so a batch that wraps is still contiguous.
+Events are written with BPF_RB_NO_WAKEUP, so nothing wakes us: the agent polls. A record is an
+8-byte header and n struct vnt_event (n = 1 for bcc builds, up to VNT_STAGE_EVENTS for libbpf's);
+records of one size in a row are read as one array. The kernel maps the data pages twice in a row,
+so a run that wraps is still contiguous.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import mmap
 
 import numpy as np
 
-from vnettracer.agent.record import EVENT, RECORD
+from vnettracer.agent.record import EVENT
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
@@ -31,34 +32,53 @@ class RingBuffer:
         # writes byte by byte, and the kernel then sees torn consumer positions: spurious "ring full")
         self._cons_pos = np.frombuffer(self._cons, "<u8", count=1)
         self._prod_pos = np.frombuffer(self._prod, "<u8", count=1)
-        self._rec = RECORD.itemsize
-        self._want_len = EVENT.itemsize
         self.consumed = 0  # events read so far
 
     def pending_bytes(self) -> int:
         return int(self._prod_pos[0]) - int(self._cons_pos[0])
 
     def read(self, max_events: int = 1 << 20) -> np.ndarray:
-        """All committed events (up to max_events), as a copy; advances the consumer position."""
-        cons = int(self._cons_pos[0])
-        prod = int(self._prod_pos[0])
-        n = min((prod - cons) // self._rec, max_events)
-        if n <= 0:
+        """All committed events (up to about max_events), as a copy; advances the consumer position.
+
+        A record holds one event (bcc builds) or a batch of them (libbpf builds stage events per
+        CPU, bpf/trace.bpf.c): the ready part of the ring is read as runs of records of one size,
+        each run one numpy view."""
+        cons, prod = int(self._cons_pos[0]), int(self._prod_pos[0])
+        parts, got = [], 0
+        while cons < prod and got < max_events:
+            taken, events = self._run(cons, prod, max_events - got)
+            if not taken:
+                break  # a producer has reserved but not committed yet: stop before it
+            cons += taken
+            parts.append(events)
+            got += len(events)
+        self._cons_pos[0] = cons
+        self.consumed += got
+        if not parts:
             return np.empty(0, EVENT)
-        recs = np.frombuffer(self._prod, RECORD, count=n, offset=self.page + (cons & self.mask))
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _run(self, cons: int, prod: int, max_events: int) -> tuple[int, np.ndarray]:
+        """Bytes and events of the committed records from `cons` that have the first one's size."""
+        off = self.page + (cons & self.mask)
+        first = int(np.frombuffer(self._prod, "<u4", count=1, offset=off)[0])
+        if first & BUSY_BIT:
+            return 0, np.empty(0, EVENT)
+        size = first & ~(BUSY_BIT | DISCARD_BIT)
+        if not size or size % EVENT.itemsize:
+            raise RuntimeError(f"ring buffer record of {size} bytes; expected a multiple of {EVENT.itemsize}")
+        per = size // EVENT.itemsize
+        rec = np.dtype([("len", "<u4"), ("pgoff", "<u4"), ("event", EVENT, (per,))])
+        n = min((prod - cons) // rec.itemsize, max(1, -(-max_events // per)), self.size // rec.itemsize)
+        recs = np.frombuffer(self._prod, rec, count=n, offset=off)
         hdr = recs["len"]
-        busy = (hdr & BUSY_BIT) != 0
-        if busy.any():  # a producer has reserved but not committed yet: stop before it
-            n = int(np.argmax(busy))
+        other = (hdr & ~np.uint32(DISCARD_BIT)) != size  # busy, or another size: the run ends there
+        if other.any():
+            n = int(np.argmax(other))
             recs, hdr = recs[:n], hdr[:n]
-        if n and not np.all((hdr & ~np.uint32(DISCARD_BIT)) == self._want_len):
-            bad = hdr[(hdr & ~np.uint32(DISCARD_BIT)) != self._want_len][0]
-            raise RuntimeError(f"ring buffer record of {bad & 0x3FFFFFFF} bytes; expected {self._want_len}")
         keep = (hdr & DISCARD_BIT) == 0
-        events = recs["event"][keep].copy() if not keep.all() else recs["event"].copy()
-        self._cons_pos[0] = cons + n * self._rec
-        self.consumed += len(events)
-        return events
+        events = recs["event"][keep] if not keep.all() else recs["event"]
+        return n * rec.itemsize, events.reshape(-1).copy()
 
     def close(self) -> None:
         del self._cons_pos, self._prod_pos  # views must go before their mappings

@@ -168,6 +168,8 @@ class Tracer:
             libbpf.map_update(self.obj.map_fd("vnt_flows"), np.uint32(i).tobytes(), entry)
         self.ring = RingBuffer(self.obj.map_fd("vnt_events"), ring_bytes)
         self.ncpus = libbpf.num_cpus()
+        # libbpf builds stage events per CPU (bpf/trace.bpf.c); this program flushes a CPU's stage
+        self.flush_fd = self.obj.prog_fd("vnt_flush") if backend == "libbpf" else None
         self.attached: dict[Hook, Attached] = {}
         self.tracepoints: set[int] = set()  # every id ever attached: counters outlive a detach
 
@@ -254,6 +256,23 @@ class Tracer:
                 problems.append(f"{hook}: {e}")
                 self.attached.pop(hook, None)
         return problems
+
+    # ------------------------------------------------------------------ events
+    def flush(self, tries: int = 5) -> None:
+        """Every CPU's staged events to the ring. A CPU whose stage a tc program holds at that moment
+        is asked again (the program flushes its own batch once full or 50 ms old)."""
+        if self.flush_fd is None:
+            return
+        for cpu in range(self.ncpus):
+            for _ in range(tries):
+                if libbpf.run_on_cpu(self.flush_fd, cpu) in (0, None):  # done, or CPU offline
+                    break
+
+    def read(self, flush: bool = True, max_events: int = 1 << 20) -> np.ndarray:
+        """Events in the ring; with flush, first those the CPUs still stage."""
+        if flush:
+            self.flush()
+        return self.ring.read(max_events)
 
     # ------------------------------------------------------------------ counters
     def counters(self) -> dict[int, dict[str, int]]:
