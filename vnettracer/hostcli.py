@@ -29,6 +29,10 @@ def agent_run(a: argparse.Namespace) -> int:
     from vnettracer.agent import daemon
 
     try:
+        if a.config_stdin:
+            from vnettracer.agent.config import write_config
+
+            write_config(a.config, sys.stdin.read())
         return daemon.main_run(a.config, a.daemon)
     except (OSError, ValueError, RuntimeError) as e:
         raise VntError(f"agent: {e}") from None
@@ -282,6 +286,7 @@ def parser() -> argparse.ArgumentParser:
     ag = groups.add_parser("agent").add_subparsers(dest="cmd", required=True)
     p = ag.add_parser("run", help="attach this host's tracepoints until SIGTERM")
     p.add_argument("--config", type=Path, required=True)
+    p.add_argument("--config-stdin", action="store_true", help="first write the config read on stdin to --config (0600)")
     p.add_argument("--daemon", action="store_true", help="detach; return once every hook is attached")
     p.set_defaults(fn=agent_run)
     p = ag.add_parser("ctl", help="talk to a running agent")

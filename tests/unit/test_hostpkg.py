@@ -13,7 +13,7 @@ import zipfile
 import pytest
 
 from vnettracer import hostpkg
-from vnettracer.agent.config import AgentConfig
+from vnettracer.agent.config import AgentConfig, load_config, write_config
 
 CONTROLLER_ONLY = ["pydantic", "pandas", "typer", "rich", "ansible", "ansible_runner", "fabric", "invoke",
                    "matplotlib", "requests", "yaml", "influxdb", "scapy"]
@@ -87,3 +87,19 @@ def test_agent_config_refuses_bad_input(change, message):
     with pytest.raises(ValueError, match=message.replace("[", r"\[").replace("]", r"\]").replace("(", r"\(")
                        .replace(")", r"\)")):
         AgentConfig.parse({**good, **change})
+
+
+def test_config_from_stdin_written_private_and_only_when_valid(tmp_path):
+    """`hostcli agent run --config-stdin` (roles/tracer): a good config replaces the file, owner-only;
+    a bad one is refused and the file left as it was."""
+    path = tmp_path / "etc" / "agent-r1.json"
+    good = {"host": "h1", "run_id": "r1", "tracepoints": [{"id": 1, "name": "a", "device": "eth0", "direction": "egress"}]}
+    write_config(path, json.dumps(good))
+    assert load_config(path).host == "h1" and path.stat().st_mode & 0o777 == 0o600
+    write_config(path, json.dumps({**good, "host": "h2"}))
+    assert load_config(path).host == "h2"
+    for bad in ("{not json", json.dumps({**good, "sampling": 0})):
+        with pytest.raises(ValueError, match="config for"):
+            write_config(path, bad)
+        assert load_config(path).host == "h2"
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -170,6 +171,24 @@ class AgentConfig:
     @property
     def pidfile(self) -> Path:
         return self.run_dir / "agent.pid"
+
+
+def write_config(path: Path, text: str) -> None:
+    """A config given as text (roles/tracer: the start command's stdin) checked, then written to
+    `path` readable by its owner only (it may hold InfluxDB's password), replacing the file at once."""
+    try:
+        AgentConfig.parse(json.loads(text))
+    except ValueError as e:
+        raise ValueError(f"config for {path}: {e}") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def load_config(path: Path) -> AgentConfig:
