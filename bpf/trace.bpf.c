@@ -142,9 +142,20 @@ static __always_inline void emit(struct vnt_counters *cnt, __u64 id, __u64 fh, _
 		return;
 	}
 	cnt->c[VNT_C_EMITTED]++;
+	__u64 now = bpf_ktime_get_ns();
+	if (s->busy) {
+		/* another program on this CPU holds the stage (it was preempted, PREEMPT_RT): a record
+		 * of its own */
+		struct vnt_event ev;
+		event_fill(&ev, now, id, fh, len, tp, flags, proto);
+		if (bpf_ringbuf_output(&vnt_events, &ev, sizeof(ev), BPF_RB_NO_WAKEUP)) {
+			cnt->c[VNT_C_EMITTED]--;
+			cnt->c[VNT_C_DROPPED]++;
+		}
+		return;
+	}
 	s->busy = 1;
 	vnt_barrier();
-	__u64 now = bpf_ktime_get_ns();
 	__u32 i = s->n & (VNT_STAGE_EVENTS - 1);
 	event_fill(&s->ev[i], now, id, fh, len, tp, flags, proto);
 	if (!i)
@@ -163,6 +174,7 @@ struct vnt_event *vnt_btf_event __attribute__((unused));
 enum vnt_counter *vnt_btf_counter __attribute__((unused));
 struct vnt_config *vnt_btf_config __attribute__((unused));
 struct vnt_hook_slot *vnt_btf_hook_slot __attribute__((unused));
+struct vnt_stage *vnt_btf_stage __attribute__((unused));
 #endif
 
 #include "parse.bpf.h"

@@ -18,7 +18,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.vxlan import VXLAN
 
 from vnettracer.agent import identity, libbpf
-from vnettracer.agent.record import F_EGRESS, F_ENCAP, F_IDENTITY, F_IPV6, F_VLAN, HOOK, HOOK_KEY, ID_HASH, ID_PAYLOAD, ID_TAG, hook_slot, pack
+from vnettracer.agent.record import F_EGRESS, F_ENCAP, F_IDENTITY, F_IPV6, F_VLAN, HOOK, HOOK_KEY, ID_HASH, ID_PAYLOAD, ID_TAG, STAGE, hook_slot, pack
 from vnettracer.agent.tracer import DEFAULT_OBJECT, Tracer, netns_cookie
 
 TP_IN, TP_OUT = 1, 2
@@ -424,5 +424,22 @@ def test_full_ring_counts_events_dropped_not_emitted(root, obj):
         c = counters(t)
         assert c["seen"] == 1000 == c["emitted"] + c["dropped"]
         assert 0 < got == c["emitted"] < 130 and c["dropped"] > 850
+    finally:
+        t.close()
+
+
+@pytest.mark.parametrize("obj", OBJECTS[:2])  # the libbpf objects: bcc's build has no stage
+def test_a_held_stage_is_passed_by(root, obj):
+    """A program that finds its CPU's stage held (by a program it preempted, on PREEMPT_RT) writes
+    its event as a record of its own, out at once, and leaves the stage alone."""
+    t = make(loader(obj))
+    try:
+        stage_fd = t.obj.map_fd("vnt_stage")
+        held = np.zeros(t.ncpus, STAGE)
+        held["busy"] = 1
+        libbpf.map_update(stage_fd, bytes(4), held.tobytes())
+        libbpf.test_run(t.prog[False], bytes(UDP_PKT), repeat=3)
+        assert len(t.read(flush=False)) == 3 == counters(t)["emitted"]
+        assert libbpf.map_lookup(stage_fd, bytes(4), held.nbytes) == held.tobytes()
     finally:
         t.close()

@@ -13,7 +13,7 @@ from vnettracer.agent import record
 from vnettracer.agent.tracer import DEFAULT_OBJECT
 
 MIRRORS = {"vnt_event": record.EVENT, "vnt_hook_key": record.HOOK_KEY, "vnt_hook": record.HOOK,
-           "vnt_hook_slot": record.HOOK_SLOT, "vnt_flow": record.FLOW, "vnt_config": record.CONFIG}
+           "vnt_hook_slot": record.HOOK_SLOT, "vnt_flow": record.FLOW, "vnt_config": record.CONFIG, "vnt_stage": record.STAGE}
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,8 @@ def btf():
     assert DEFAULT_OBJECT.is_file(), "build/bpf/trace.bpf.o missing: `make bpf` (make test runs it)"
     out = subprocess.run(["bpftool", "-j", "btf", "dump", "file", str(DEFAULT_OBJECT)],
                          capture_output=True, text=True, check=True).stdout
-    return {t["name"]: t for t in json.loads(out)["types"] if t.get("name")}
+    # types only: a map may share its struct's name (vnt_stage), as a VAR
+    return {t["name"]: t for t in json.loads(out)["types"] if t.get("name") and t["kind"] in ("STRUCT", "ENUM")}
 
 
 @pytest.mark.parametrize("name", sorted(MIRRORS))

@@ -62,6 +62,10 @@ FLOW = np.dtype([
 CONFIG = np.dtype([("vxlan_ports", "<u2", (MAX_VXLAN_PORTS,)), ("nflows", "u1"), ("pad", "u1"),
                    ("udp_trace_port", "<u2")])
 
+# struct vnt_stage: events one CPU holds before they reach the ring as one record (libbpf builds)
+STAGE_EVENTS = 32
+STAGE = np.dtype([("n", "<u4"), ("busy", "<u4"), ("first_ns", "<u8"), ("ev", EVENT, (STAGE_EVENTS,))])
+
 # what a ring buffer record looks like to the reader: 8-byte header, then the event, 8-aligned
 RINGBUF_HDR = 8
 RECORD = np.dtype([("len", "<u4"), ("pgoff", "<u4"), ("event", EVENT)])
