@@ -66,11 +66,6 @@ CONFIG = np.dtype([("vxlan_ports", "<u2", (MAX_VXLAN_PORTS,)), ("nflows", "u1"),
 STAGE_EVENTS = 32
 STAGE = np.dtype([("n", "<u4"), ("busy", "<u4"), ("first_ns", "<u8"), ("ev", EVENT, (STAGE_EVENTS,))])
 
-# what a ring buffer record looks like to the reader: 8-byte header, then the event, 8-aligned
-RINGBUF_HDR = 8
-RECORD = np.dtype([("len", "<u4"), ("pgoff", "<u4"), ("event", EVENT)])
-assert RECORD.itemsize % 8 == 0
-
 
 def pack(dtype: np.dtype, **fields) -> bytes:
     a = np.zeros(1, dtype)

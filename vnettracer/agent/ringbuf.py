@@ -16,6 +16,7 @@ from vnettracer.agent.record import EVENT
 
 BUSY_BIT = 1 << 31
 DISCARD_BIT = 1 << 30
+assert EVENT.itemsize % 8 == 0  # records (8-byte header + n events) are 8-aligned, with no padding
 
 
 class RingBuffer:
@@ -69,7 +70,7 @@ class RingBuffer:
             raise RuntimeError(f"ring buffer record of {size} bytes; expected a multiple of {EVENT.itemsize}")
         per = size // EVENT.itemsize
         rec = np.dtype([("len", "<u4"), ("pgoff", "<u4"), ("event", EVENT, (per,))])
-        n = min((prod - cons) // rec.itemsize, max(1, -(-max_events // per)), self.size // rec.itemsize)
+        n = min((prod - cons) // rec.itemsize, max(1, -(-max_events // per)))
         recs = np.frombuffer(self._prod, rec, count=n, offset=off)
         hdr = recs["len"]
         other = (hdr & ~np.uint32(DISCARD_BIT)) != size  # busy, or another size: the run ends there
