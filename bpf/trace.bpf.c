@@ -137,23 +137,16 @@ static __always_inline void emit(struct vnt_counters *cnt, __u64 id, __u64 fh, _
 				 __u8 proto)
 {
 	struct vnt_stage *s = stage_of_cpu();
-	if (!s) {
-		cnt->c[VNT_C_DROPPED]++;
-		return;
-	}
-	cnt->c[VNT_C_EMITTED]++;
 	__u64 now = bpf_ktime_get_ns();
-	if (s->busy) {
+	if (!s || s->busy) {
 		/* another program on this CPU holds the stage (it was preempted, PREEMPT_RT): a record
 		 * of its own */
 		struct vnt_event ev;
 		event_fill(&ev, now, id, fh, len, tp, flags, proto);
-		if (bpf_ringbuf_output(&vnt_events, &ev, sizeof(ev), BPF_RB_NO_WAKEUP)) {
-			cnt->c[VNT_C_EMITTED]--;
-			cnt->c[VNT_C_DROPPED]++;
-		}
+		cnt->c[bpf_ringbuf_output(&vnt_events, &ev, sizeof(ev), BPF_RB_NO_WAKEUP) ? VNT_C_DROPPED : VNT_C_EMITTED]++;
 		return;
 	}
+	cnt->c[VNT_C_EMITTED]++;
 	s->busy = 1;
 	vnt_barrier();
 	__u32 i = s->n & (VNT_STAGE_EVENTS - 1);
