@@ -307,6 +307,11 @@ def test_clocks_of_three_hosts_under_load(root, tmp_path):
         assert abs(c["trace"]["offset_at_start_ns"] - truth) < 2_000, (host, c, truth)
         assert abs(c["probe"]["offset_at_start_ns"] - truth) < 20_000, (host, c, truth)
         assert abs(c["trace"]["drift_ppm"] - e["drift_ppm"]) < 0.5 and abs(c["probe"]["drift_ppm"] - e["drift_ppm"]) < 0.5
+        for kind in ("trace", "probe"):  # where each line is centred, the truth is within its bound
+            line = c[kind]
+            at_t0 = e["offset_ns"] + e["drift_ppm"] * 1e-6 * (line["t0_ns"] - emu["t0_ns"])
+            assert abs(line["offset_ns"] - at_t0) <= line["bound_ns"] < 1_000_000, (host, kind, line, at_t0)
+        assert c["consistent"]
     p2, p3 = s["paths"]["to-host2"], s["paths"]["to-host3"]
     assert p2["complete"] > 5000 and p3["complete"] > 5000
     assert p2["diverted"] >= 0.99 * p3["complete"] and p2["diverted_to"].keys() == {"h3-eth0-in"}

@@ -86,8 +86,11 @@ def test_packets_carry_ids_from_the_kernel(vm_run):
         print(f"{what}: {tagged:.2%} of {len(mine)} events identified by the kernel's id")
         assert len(mine) > 100 and tagged >= 0.99
     summary = json.loads((vm_run / "summary.json").read_text())
+    rr, echo = meta["workloads"]
+    made = rr["observations"] + echo["received"]  # how many the emulated VMs managed varies with the machine's load
+    assert rr["observations"] > 100
     for name, p in summary["paths"].items():
-        assert p["complete"] > 1000 and p["identity"].get("tag", 0) + p["identity"].get("trailer", 0) >= 0.99, (name, p)
+        assert p["complete"] >= made and p["identity"].get("tag", 0) + p["identity"].get("trailer", 0) >= 0.99, (name, p)
         assert p["identity"].get("trailer", 0) > 0  # the UDP echo, both ways (the client sends from the trace port)
 
 
@@ -119,11 +122,14 @@ def test_real_clock_offsets_from_trace_and_probes_agree(vm_run):
     summary = json.loads((vm_run / "summary.json").read_text())
     h2 = summary["clock"]["hosts"]["host2"]
     trace, probe = h2["trace"]["offset_at_start_ns"], h2["probe"]["offset_at_start_ns"]
-    print(f"host2 - host1, real (no emulation): trace {trace / 1e3:.1f} us, probes {probe / 1e3:.1f} us, "
-          f"disagreement {h2['disagreement_ns'] / 1e3:.1f} us")
+    bt, bp = h2["trace"]["bound_ns"], h2["probe"]["bound_ns"]
+    print(f"host2 - host1, real (no emulation): trace {trace / 1e3:.1f} ± {bt / 1e3:.1f} us, "
+          f"probes {probe / 1e3:.1f} ± {bp / 1e3:.1f} us, disagreement {h2['disagreement_ns'] / 1e3:.1f} us")
     # the report's disagreement: the two lines compared over the run (at its start they also differ
-    # by how each extrapolates its drift back)
-    assert abs(h2["disagreement_ns"]) < 50_000
+    # by how each extrapolates its drift back). Each is within its bound of the truth (half the
+    # minimum round trip under it: 150-400 us between emulated VMs), so they must overlap.
+    assert h2["consistent"] and abs(h2["disagreement_ns"]) <= bt + bp
+    assert bt < 1_000_000 and bp < 1_000_000
     assert "clock_emulation" not in json.loads((vm_run / "meta.json").read_text())
     report = (vm_run / "report.md").read_text()
     assert "| host2 | trace |" in report

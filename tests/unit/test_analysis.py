@@ -163,6 +163,44 @@ def test_short_sparse_trace_gives_offset_without_drift():
     assert line.at(np.array([0]))[0] == pytest.approx(theta, abs=2_000)
 
 
+@pytest.mark.parametrize("seconds", [2, 60])  # offset alone; offset and drift
+def test_clock_bounds_cover_unequal_delays(seconds):
+    """Minimum delays of 30 us one way and 170 us the other move both estimates by 70 us; each
+    estimate's bound (half the minimum round trip) covers its error, and no more than needed."""
+    from vnettracer.analysis.clock import offset_from_trace
+
+    rng = np.random.default_rng(11)
+    n = 400 * seconds
+    t = np.sort(rng.uniform(0, seconds * 1e9, n)).astype(np.int64)
+    theta = 2_000_000 + 3e-6 * t
+    trace = offset_from_trace(t, 30_000 + rng.exponential(5_000, n) + theta, t, 170_000 + rng.exponential(5_000, n) - theta)
+    fwd, back = 30_000 + rng.exponential(5_000, n), 170_000 + rng.exponential(5_000, n)
+    t2 = t + fwd + theta
+    t4 = t2 + 5_000 - theta + back
+    probe = offset_from_probes(pd.DataFrame({"t1": t, "t2": t2.astype(np.int64), "t3": (t2 + 5_000).astype(np.int64),
+                                             "t4": t4.astype(np.int64)}))
+    for line in (trace, probe):
+        at = np.array([line.t0_ns])
+        err = abs(line.at(at)[0] - (2_000_000 + 3e-6 * line.t0_ns))
+        assert 60_000 < err <= line.bound_ns < 120_000, (line, err)
+
+
+def test_report_warns_where_trace_and_probes_cannot_both_be_right():
+    from vnettracer.analysis.report import markdown
+
+    def summary(disagreement):
+        h = {"applied": "trace", "trace": {"offset_at_start_ns": 1e6, "bound_ns": 40e3, "drift_ppm": 1.0},
+             "probe": {"offset_at_start_ns": 1e6, "bound_ns": 60e3, "drift_ppm": 1.0},
+             "disagreement_ns": disagreement, "consistent": abs(disagreement) <= 100e3}
+        return {"experiment": "x", "run": "r", "events": 0, "start_ns": 0, "end_ns": 1,
+                "clock": {"reference": "host1", "method": "trace", "hosts": {"host2": h}}, "paths": {},
+                "throughput": {}}
+
+    assert "| host2 | trace | 1000.00 | 40.00 | 1.000 | 1000.00 | 60.00 | 1.000 | 90.00 |" in markdown(summary(90e3))
+    assert "Warning" not in markdown(summary(90e3))
+    assert "**Warning**: on host2 trace and probes disagree" in markdown(summary(-150e3))
+
+
 def test_rerun_report_stage_on_a_run_folder(tmp_path):
     d = tmp_path / "run"
     make_run(d, packets=2000, seconds=10, seed=9)

@@ -242,6 +242,9 @@ def _estimate_clocks(exp: Experiment, start_ns: int, hosts: set[str], traces: di
         if by_trace and by_probe:
             t = np.array([by_trace.t0_ns], np.int64)
             rep["disagreement_ns"] = float(by_trace.at(t)[0] - by_probe.at(t)[0])
+            # each is within its bound of the truth, so they cannot differ by more than both bounds
+            # unless a timestamp is wrong (a clock stepped, hooks on unrelated paths)
+            rep["consistent"] = abs(rep["disagreement_ns"]) <= (by_trace.bound_ns or 0) + (by_probe.bound_ns or 0)
         rep_all["hosts"][host] = rep
         if applied:
             corrections[host] = applied

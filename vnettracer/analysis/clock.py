@@ -24,6 +24,9 @@ class Line:
     t0_ns: int
     samples: int = 0
     method: str = ""
+    # half the minimum round trip the estimate rests on: the most that delays unequal both ways could
+    # have moved it (at t0_ns), since no packet arrives before it was sent
+    bound_ns: float | None = None
 
     def at(self, t_ns: np.ndarray) -> np.ndarray:
         return self.offset_ns + self.drift * (np.asarray(t_ns, dtype=np.int64) - self.t0_ns).astype(np.float64)
@@ -59,14 +62,14 @@ def to_wall(ktime: np.ndarray, fit: tuple[int, int, float]) -> np.ndarray:
     return r0 + np.round((ktime.astype(np.int64) - k0).astype(np.float64) * slope).astype(np.int64)
 
 
-def _fit_line(t: np.ndarray, y: np.ndarray, method: str, samples: int) -> Line:
-    t0 = int(np.median(t))
+def _fit_line(t: np.ndarray, y: np.ndarray, method: str, samples: int, bound_ns: float | None = None) -> Line:
+    t0 = int(np.mean(t - t[0])) + int(t[0])  # a least-squares line passes through the mean
     x = (t - t0).astype(np.float64)
     if len(t) >= 2 and np.ptp(x) > 0:
         drift, offset = np.polyfit(x, y, 1)
     else:
         drift, offset = 0.0, float(np.mean(y))
-    return Line(float(offset), float(drift), t0, samples, method)
+    return Line(float(offset), float(drift), t0, samples, method, bound_ns)
 
 
 def window_minima(t: np.ndarray, d: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -137,15 +140,17 @@ def offset_from_trace(t_fwd: np.ndarray, d_fwd: np.ndarray, t_rev: np.ndarray, d
     fwd, rev = lines
     if span < MIN_DRIFT_SPAN_NS or min(windows) < MIN_DRIFT_WINDOWS or fwd is None or rev is None:
         # too short or too sparse to see drift: an offset alone, from the two directions' minima
-        return Line((float(d_fwd.min()) - float(d_rev.min())) / 2, 0.0, t0, n, "trace")
+        f, r = float(d_fwd.min()), float(d_rev.min())
+        return Line((f - r) / 2, 0.0, t0, n, "trace", (f + r) / 2)
     (af, bf), (ar, br) = fwd, rev
-    return Line((af - ar) / 2, (bf - br) / 2, t0, n, "trace")
+    return Line((af - ar) / 2, (bf - br) / 2, t0, n, "trace", (af + ar) / 2)
 
 
 def offset_from_probes(probes: pd.DataFrame, window_ns: int = 1_000_000_000) -> Line | None:
     """NTP-style exchange of a host with the reference: t1 (ref sends), t2 (host receives),
     t3 (host replies), t4 (ref receives), each by its own clock. Per window the minimum-RTT sample
-    gives theta = ((t2 - t1) + (t3 - t4)) / 2; a line through them gives offset and drift."""
+    gives theta = ((t2 - t1) + (t3 - t4)) / 2, within rtt / 2 of the truth; a line through them gives
+    offset and drift, within their mean rtt / 2 at their mean time (the line's t0)."""
     if probes is None or len(probes) < 2:
         return None
     t1, t2, t3, t4 = (probes[c].to_numpy(np.int64) for c in ("t1", "t2", "t3", "t4"))
@@ -158,4 +163,4 @@ def offset_from_probes(probes: pd.DataFrame, window_ns: int = 1_000_000_000) -> 
     order = np.lexsort((rtt, idx))
     first = np.r_[True, idx[order][1:] != idx[order][:-1]]
     pick = order[first]
-    return _fit_line(t1[pick], theta[pick].astype(np.float64), "probe", len(probes))
+    return _fit_line(t1[pick], theta[pick].astype(np.float64), "probe", len(probes), float(np.mean(rtt[pick])) / 2)

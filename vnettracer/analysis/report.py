@@ -54,14 +54,7 @@ def markdown(s: dict) -> str:
     out = [f"# {s['experiment']}: run {s['run']}", "",
            f"{s['events']} events over {(s['end_ns'] - s['start_ns']) / 1e9:.1f} s.", ""]
     out += _integrity(s.get("integrity") or {})
-    c = s["clock"]
-    out += ["## Clocks", "", f"Reference host: {c['reference']}; correction: {c['method']} where available.", "",
-            "| host | applied | trace offset at start us | trace drift ppm | probe offset at start us | probe drift ppm | disagreement us |",
-            "|---|---|---|---|---|---|---|"]
-    for h, r in c["hosts"].items():
-        t, p = r.get("trace") or {}, r.get("probe") or {}
-        out.append(f"| {h} | {r['applied']} | {us(t.get('offset_at_start_ns'))} | {ppm(t.get('drift_ppm'))} | "
-                   f"{us(p.get('offset_at_start_ns'))} | {ppm(p.get('drift_ppm'))} | {us(r.get('disagreement_ns'))} |")
+    out += _clocks(s["clock"])
     for name, p in s["paths"].items():
         ident = ", ".join(f"{k} {v:.1%}" for k, v in p["identity"].items())
         e = p["end_to_end"]
@@ -88,6 +81,27 @@ def markdown(s: dict) -> str:
                    f"{t['bytes_per_s_mean'] / 1e6:.2f} | {t['bytes_per_s_peak'] / 1e6:.2f} |")
     out += ["", "Figures: figures/segments.png, figures/cdf.png, figures/over_time.png, figures/clock.png.", ""]
     return "\n".join(out)
+
+
+def _clocks(c: dict) -> list[str]:
+    """The clock table: each estimate with its bound (half the minimum round trip under it)."""
+    out = ["## Clocks", "", f"Reference host: {c['reference']}; correction: {c['method']} where available.", "",
+           "| host | applied | trace offset at start us | ± us | trace drift ppm | probe offset at start us | ± us "
+           "| probe drift ppm | disagreement us |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    odd = []
+    for h, r in c["hosts"].items():
+        t, p = r.get("trace") or {}, r.get("probe") or {}
+        out.append(f"| {h} | {r['applied']} | {us(t.get('offset_at_start_ns'))} | {us(t.get('bound_ns'))} | "
+                   f"{ppm(t.get('drift_ppm'))} | {us(p.get('offset_at_start_ns'))} | {us(p.get('bound_ns'))} | "
+                   f"{ppm(p.get('drift_ppm'))} | {us(r.get('disagreement_ns'))} |")
+        if r.get("consistent") is False:
+            odd.append(h)
+    if odd:
+        out += ["", f"**Warning**: on {', '.join(odd)} trace and probes disagree by more than both bounds together: "
+                "a timestamp is wrong (a clock stepped during the run?), or the hooks of a cross-host segment "
+                "are not on one path. Offsets there cannot be trusted."]
+    return out
 
 
 def _workloads(per: dict) -> list[str]:
