@@ -7,10 +7,12 @@ import os
 import signal
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 from netutil import echo
 
 from vnettracer import ROOT, spec
@@ -367,32 +369,71 @@ def test_control_socket_only_for_root_and_the_agents_user(lab, quickstart, tmp_p
         deploy.stop(RunHosts(quickstart), tmp_path)
 
 
+def names_inventory(lab, d: Path) -> tuple[Path, Path]:
+    """The lab's inventory as a user's with host names (NAME.vnt.test): the inventory, known_hosts
+    by name, and a hosts file for `resolving`."""
+    inv = yaml.safe_load(lab.inventory.read_text())
+    hosts, known = [Path("/etc/hosts").read_text()], []
+    kh = lab.known_hosts.read_text().splitlines()
+    for group in inv["all"]["children"].values():
+        for name, hv in group["hosts"].items():
+            ip, fq = hv["ansible_host"], f"{name}.vnt.test"
+            hv["ansible_host"] = fq
+            hosts.append(f"{ip} {fq}\n")
+            known += [f"{fq} {line.split(' ', 1)[1]}" for line in kh if line.split(" ", 1)[0] == ip]
+    (d / "known_hosts").write_text("\n".join(known) + "\n")
+    v = inv["all"]["vars"]
+    v["ansible_ssh_common_args"] = v["ansible_ssh_common_args"].replace(str(lab.known_hosts), str(d / "known_hosts"))
+    (d / "names.yml").write_text(yaml.safe_dump(inv))
+    (d / "hosts").write_text("".join(hosts))
+    return d / "names.yml", d / "hosts"
+
+
+def resolving(hosts: Path, cmd: list[str]) -> list[str]:
+    """cmd with the names of hosts resolvable: the file over /etc/hosts in a mount namespace of its own."""
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"', str(hosts), *cmd]
+
+
 def test_a_whole_run_with_plain_ansible_playbook(lab, tmp_path):
     """What vnettracer computes for the roles, exported (`experiment vars`), then a plain
     `ansible-playbook -i INVENTORY playbooks/site.yml -e @vars.json` from the checkout (its
-    ansible.cfg), then `vnettracer report`: the same run folder a `vnettracer experiment run` makes,
-    agents stopped and tags undone."""
+    ansible.cfg), on an inventory of host names (docs/cluster.md), then `vnettracer report`: the same
+    run folder a `vnettracer experiment run` makes, agents stopped and tags undone. The clock
+    probes and InfluxDB's listener use the address ssh reached each host at, never its name."""
     from conftest import vnettracer
-
 
     dest = tmp_path / "byhand"
     r = vnettracer("experiment", "vars", "quickstart", str(dest))
     assert r.returncode == 0, r.stderr
     cmd = r.stdout.splitlines()[0].split()
     assert cmd[:2] == ["ansible-playbook", "-i"] and cmd[3] == "playbooks/site.yml"
+    inv, hosts = names_inventory(lab, tmp_path)
+    cmd[2] = str(inv)
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env["PATH"] = f"{os.path.dirname(os.sys.executable)}:{env['PATH']}"  # the venv's ansible-playbook
-    play = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    play = subprocess.run(resolving(hosts, cmd), cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert play.returncode == 0, play.stdout[-3000:]
     assert "failed=0" in play.stdout and "unreachable=0" in play.stdout
+    assert "host1.vnt.test" not in (dest / "vars.json").read_text()  # names only in the inventory
     rep = vnettracer("report", str(dest))
     assert rep.returncode == 0, rep.stdout + rep.stderr
     s = json.loads((dest / "summary.json").read_text())
     assert s["paths"]["request"]["complete"] > 5000 and s["paths"]["reply"]["complete"] > 5000
     assert sorted(p.name for p in (dest / "clock").iterdir()) == ["probes-host2.after.csv", "probes-host2.before.csv"]
+    assert s["clock"]["hosts"]["host2"]["probe"]["samples"] > 100
     nothing_left(lab)
     for h in lab.plan.traced():  # untagged: no sockops program left on the hosts' cgroups
         assert not (lab.dir / "hosts" / h.name / "state" / "run" / "tagging.json").exists()
+    db = next(h for h in lab.plan.hosts if h.role == "db")
+    deploy_db = ("import sys; from pathlib import Path; from vnettracer.store import deploy as d, credentials; "
+                 "from vnettracer.cli.common import run_hosts; "
+                 "c = credentials.load_or_create(run_hosts('quickstart').own_dir); "
+                 "r, ep = d.influxdb(Path(sys.argv[1]), Path(sys.argv[2]), c); print(ep.url, flush=True); "
+                 "d.influxdb(Path(sys.argv[1]), Path(sys.argv[2]), c, state='stopped')")
+    r = subprocess.run(resolving(hosts, [os.sys.executable, "-c", deploy_db, str(inv), str(tmp_path / "ansible")]),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout.split() == [f"http://{db.mgmt_ip.ip}:8086"], r.stdout + r.stderr[-3000:]
 
 
 def test_limit_passes_through_to_every_playbook(lab, quickstart, tmp_path):
