@@ -426,11 +426,12 @@ def test_a_whole_run_with_plain_ansible_playbook(lab, tmp_path):
     for h in lab.plan.traced():  # untagged: no sockops program left on the hosts' cgroups
         assert not (lab.dir / "hosts" / h.name / "state" / "run" / "tagging.json").exists()
     db = next(h for h in lab.plan.hosts if h.role == "db")
-    deploy_db = ("import sys; from pathlib import Path; from vnettracer.store import deploy as d, credentials; "
-                 "from vnettracer.cli.common import run_hosts; "
-                 "c = credentials.load_or_create(run_hosts('quickstart').own_dir); "
-                 "r, ep = d.influxdb(Path(sys.argv[1]), Path(sys.argv[2]), c); print(ep.url, flush=True); "
-                 "d.influxdb(Path(sys.argv[1]), Path(sys.argv[2]), c, state='stopped')")
+    deploy_db = ("import sys\nfrom pathlib import Path\nfrom vnettracer.store import deploy as d, credentials\n"
+                 "from vnettracer.cli.common import run_hosts\nfrom vnettracer.errors import VntError\n"
+                 "c = credentials.load_or_create(run_hosts('quickstart').own_dir)\ntry:\n"
+                 "    r, ep = d.influxdb(Path(sys.argv[1]), Path(sys.argv[2]), c)\n    print(ep.url, flush=True)\n"
+                 "    d.influxdb(Path(sys.argv[1]), Path(sys.argv[2]), c, state='stopped')\n"
+                 "except VntError as e:\n    sys.exit('\\n'.join(e.lines()))\n")
     r = subprocess.run(resolving(hosts, [os.sys.executable, "-c", deploy_db, str(inv), str(tmp_path / "ansible")]),
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and r.stdout.split() == [f"http://{db.mgmt_ip.ip}:8086"], r.stdout + r.stderr[-3000:]
