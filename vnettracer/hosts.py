@@ -13,6 +13,7 @@ from vnettracer.orchestrate import PlaybookResult, run_playbook
 class HostCheck:
     host: str
     reachable: bool
+    address: str = ""  # where the other hosts reach it (roles/common/tasks/address.yml)
     kernel: str = ""
     btf: bool = False
     cgroup2: str = ""  # where cgroup v2 is mounted, "" if nowhere
@@ -35,6 +36,7 @@ def rows(result: PlaybookResult) -> list[HostCheck]:
         out.append(HostCheck(
             host=host,
             reachable=hr.unreachable == 0,
+            address=rep.get("address", ""),
             kernel=rep.get("kernel", ""),
             btf=bool(rep.get("btf")),
             cgroup2=", ".join(rep.get("cgroup2") or []),

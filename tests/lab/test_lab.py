@@ -29,6 +29,7 @@ def test_ansible_gathers_facts_from_every_host(lab, tmp_path):
     assert sorted(r.host for r in rows) == ["db", "host1", "host2"]
     for r in rows:
         assert r.reachable and not r.problem, r
+        assert r.address == str(lab.plan.host(r.host).mgmt_ip.ip)
         assert r.kernel == platform.release()  # lab hosts share the controller's kernel
         assert r.btf, "BTF must be visible inside lab hosts"
         assert r.cgroup2 == "/sys/fs/cgroup" and r.bpffs == "/sys/fs/bpf"

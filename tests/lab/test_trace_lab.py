@@ -425,6 +425,11 @@ def test_a_whole_run_with_plain_ansible_playbook(lab, tmp_path):
     nothing_left(lab)
     for h in lab.plan.traced():  # untagged: no sockops program left on the hosts' cgroups
         assert not (lab.dir / "hosts" / h.name / "state" / "run" / "tagging.json").exists()
+    exe = str(Path(os.sys.executable).parent / "vnettracer")
+    check = subprocess.run(resolving(hosts, [exe, "hosts", "check", "--inventory", str(inv), "--json"]),
+                           capture_output=True, text=True, timeout=300)
+    assert check.returncode == 0, check.stdout + check.stderr
+    assert {r["host"]: r["address"] for r in json.loads(check.stdout)} == {h.name: str(h.mgmt_ip.ip) for h in lab.plan.hosts}
     db = next(h for h in lab.plan.hosts if h.role == "db")
     deploy_db = ("import sys\nfrom pathlib import Path\nfrom vnettracer.store import deploy as d, credentials\n"
                  "from vnettracer.cli.common import run_hosts\nfrom vnettracer.errors import VntError\n"

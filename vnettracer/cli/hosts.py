@@ -35,9 +35,9 @@ def hosts_check(
     if as_json:
         _json([asdict(r) for r in rows])
         raise typer.Exit(3 if failed else 0)
-    t = Table("host", "reachable", "kernel", "BTF", "cgroup v2", "bpffs", "distribution", "problem")
+    t = Table("host", "reachable", "address", "kernel", "BTF", "cgroup v2", "bpffs", "distribution", "problem")
     for r in rows:
-        t.add_row(r.host, _yes(r.reachable), r.kernel, _yes(r.btf), r.cgroup2 or "[red]none[/red]",
+        t.add_row(r.host, _yes(r.reachable), r.address, r.kernel, _yes(r.btf), r.cgroup2 or "[red]none[/red]",
                   r.bpffs or "[red]none[/red]", r.distribution, r.problem)
     out.print(t)
     out.print(f"{len(rows)} hosts checked in {time.monotonic() - t0:.1f} s")
