@@ -5,7 +5,7 @@
     python -m vnettracer.hostcli workload serve|client|stop ...
     python -m vnettracer.hostcli clock respond|probe ...
     python -m vnettracer.hostcli original --device [NETNS/]DEV ... --pair A,B --out FILE
-    python -m vnettracer.hostcli collect pack --run-id ID --host NAME --out FILE.tar|--list [--state-dir D]
+    python -m vnettracer.hostcli collect pack --run-id ID --host NAME --out FILE.tar|--list [--stop-agent] [--state-dir D]
 
 Standard library plus numpy and pyarrow only (argparse, not Typer): this is what the host package
 ships (vnettracer/hostpkg.py) to hosts with Python >= 3.9. Errors: one line on stderr, exit 2.
@@ -121,28 +121,34 @@ def agent_stop(a: argparse.Namespace) -> int:
     """Stop agent units where systemd runs, then the agent if the pidfile really names it (SIGTERM:
     it detaches every hook), and remove the hooks a crashed agent left (its state file lists them).
     Prints what it did as JSON."""
+    print(json.dumps(stop_agent(a.state_dir, a.timeout)))
+    return 0
+
+
+def stop_agent(state_dir: Path, timeout: float) -> dict:
+    """What `agent stop` does; returns what it did."""
     import subprocess
     import time
 
     from vnettracer.procs import alive, from_pidfile
 
-    run = a.state_dir / "run"
+    run = state_dir / "run"
     pidfile, state = run / "agent.pid", run / "agent-state.json"
     out: dict = {"units_stopped": False, "stopped": False, "stale_pid": False, "hooks_removed": []}
     if Path("/run/systemd/system").is_dir():  # what sd_booted() checks
         r = subprocess.run(["systemctl", "stop", "vnettracer-agent@*"], capture_output=True, text=True,
-                           timeout=a.timeout + 10)
+                           timeout=timeout + 10)
         if r.returncode != 0:
             raise VntError(f"agent: systemctl stop vnettracer-agent@* failed: {r.stderr.strip()}")
         out["units_stopped"] = True
     pid = from_pidfile(pidfile, "vnettracer", "agent")
     if pid is not None:
         os.kill(pid, signal.SIGTERM)
-        deadline = time.monotonic() + a.timeout
+        deadline = time.monotonic() + timeout
         while alive(pid) and time.monotonic() < deadline:
-            time.sleep(0.1)
+            time.sleep(0.02)
         if alive(pid):
-            raise VntError(f"agent: pid {pid} did not stop within {a.timeout:g} s")
+            raise VntError(f"agent: pid {pid} did not stop within {timeout:g} s")
         out["stopped"] = True
     elif pidfile.exists():
         out["stale_pid"] = True
@@ -152,8 +158,7 @@ def agent_stop(a: argparse.Namespace) -> int:
 
         out["hooks_removed"] = detach_state(read_state(state))
         state.unlink()
-    print(json.dumps(out))
-    return 0
+    return out
 
 
 def clock_respond(a: argparse.Namespace) -> int:
@@ -214,6 +219,10 @@ def _run_files(a: argparse.Namespace) -> list[tuple[str, Path, str]]:
     return out
 
 
+# `collect pack --stop-agent`: packed (or listed), but the agent did not stop (its error on stderr)
+PACKED_AGENT_FAILED = 4
+
+
 def collect_pack(a: argparse.Namespace) -> int:
     """One uncompressed tar of the run's files on this host (one fetch instead of one per file; the
     spool's Arrow files are already compact). Prints the files per kind as JSON; with --list, writes
@@ -221,11 +230,20 @@ def collect_pack(a: argparse.Namespace) -> int:
     fetches them one by one where the archive cannot be written."""
     import tarfile
 
+    stopped, stop_error = None, None
+    if a.stop_agent:  # first, so the spool is whole (roles/collect: one command, not two)
+        try:
+            stopped = stop_agent(a.state_dir, a.stop_timeout)
+        except Exception as e:  # noqa: BLE001 - whatever the stop did, what the host holds is packed
+            stop_error = str(e) or type(e).__name__
+            print(stop_error, file=sys.stderr)
     files = _run_files(a)
-    counts = {kind: sum(k == kind for k, _, _ in files) for kind, *_ in PACK}
+    counts: dict = {kind: sum(k == kind for k, _, _ in files) for kind, *_ in PACK}
+    if a.stop_agent:
+        counts["agent"] = stopped if stop_error is None else {"error": stop_error}
     if a.list:
         print(json.dumps({**counts, "files": [{"src": str(f), "dest": arc} for _, f, arc in files]}))
-        return 0
+        return 0 if stop_error is None else PACKED_AGENT_FAILED
     if a.out is None:
         raise VntError("collect pack: --out FILE.tar (or --list)")
     a.out.parent.mkdir(parents=True, exist_ok=True)
@@ -240,7 +258,7 @@ def collect_pack(a: argparse.Namespace) -> int:
     finally:
         tmp.unlink(missing_ok=True)  # a half-written archive (a full disk) is not left behind
     print(json.dumps(counts))
-    return 0
+    return 0 if stop_error is None else PACKED_AGENT_FAILED
 
 
 def _clock_emulation(p: argparse.ArgumentParser) -> None:
@@ -319,6 +337,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--host", required=True, help="this host's inventory name (the archive's events/<host>/)")
     p.add_argument("--out", type=Path, help="the archive to write")
     p.add_argument("--list", action="store_true", help="write nothing; list the files and where each goes")
+    p.add_argument("--stop-agent", action="store_true",
+                   help=f"first stop the agent as `agent stop` does (exit {PACKED_AGENT_FAILED}: packed, but it did not stop)")
+    p.add_argument("--stop-timeout", type=float, default=30)
     p.add_argument("--state-dir", type=Path, default=STATE_DIR)
     p.set_defaults(fn=collect_pack)
     return top

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 import tarfile
+import time
 from contextlib import redirect_stdout
 from pathlib import Path
 
@@ -83,3 +86,64 @@ def test_list_names_what_the_archive_holds(tmp_path):
     with tarfile.open(tmp_path / "a.tar") as t:
         assert sorted(f["dest"] for f in listed["files"]) == sorted(t.getnames())
     assert all(Path(f["src"]).is_file() for f in listed["files"]) and listed["spool"] == 4
+
+
+def _agent_like(state: Path, ignore_term: bool) -> subprocess.Popen:
+    """A process the pidfile check takes for the agent (its command line names vnettracer and
+    agent), writing a spool file when it ends the way the agent drains its ring."""
+    spool = state / "spool" / "run1"
+    spool.mkdir(parents=True, exist_ok=True)
+    code = ("import signal, sys, time, pathlib\n"
+            f"spool = pathlib.Path({str(spool)!r})\n"
+            "def end(*_):\n"
+            "    (spool / 'events-000009.arrows').write_text('drained'); sys.exit(0)\n"
+            f"signal.signal(signal.SIGTERM, {'signal.SIG_IGN' if ignore_term else 'end'})\n"
+            "(spool / 'up').write_text('')\n"
+            "time.sleep(60)\n")
+    p = subprocess.Popen([sys.executable, "-c", code, "vnettracer", "agent"])
+    deadline = time.monotonic() + 10
+    while not (spool / "up").exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    (spool / "up").unlink()
+    (state / "run").mkdir(parents=True, exist_ok=True)
+    (state / "run" / "agent.pid").write_text(f"{p.pid}\n")
+    return p
+
+
+def _pack_stopping(state: Path, out: Path, capsys) -> tuple[int, dict, str]:
+    rc = hostcli.main(["collect", "pack", "--stop-agent", "--stop-timeout", "0.5", "--run-id", "run1",
+                       "--host", "host1", "--out", str(out), "--state-dir", str(state)])
+    got = capsys.readouterr()
+    return rc, json.loads(got.out), got.err
+
+
+def test_pack_stops_the_agent_first_so_its_last_events_are_in(tmp_path, capsys):
+    state = tmp_path / "state"
+    agent = _agent_like(state, ignore_term=False)
+    try:
+        rc, counts, _ = _pack_stopping(state, tmp_path / "a.tar", capsys)
+        assert rc == 0 and agent.wait(timeout=5) == 0
+        assert counts["agent"]["stopped"] and counts["spool"] == 1
+        with tarfile.open(tmp_path / "a.tar") as t:
+            assert t.getnames() == ["events/host1/events-000009.arrows"]
+    finally:
+        agent.kill()
+        agent.wait()
+
+
+def test_an_agent_that_does_not_stop_still_has_its_files_packed(tmp_path, capsys):
+    """Exit 4: the archive is written (nothing lost), the host is failed after the fetch
+    (roles/collect/tasks/main.yml), stderr says why."""
+    state = tmp_path / "state"
+    _host(state, "run1")
+    agent = _agent_like(state, ignore_term=True)
+    try:
+        rc, counts, err = _pack_stopping(state, tmp_path / "a.tar", capsys)
+        assert rc == hostcli.PACKED_AGENT_FAILED == 4
+        assert f"pid {agent.pid} did not stop" in err and "did not stop" in counts["agent"]["error"]
+        assert agent.poll() is None and counts["spool"] == 4
+        with tarfile.open(tmp_path / "a.tar") as t:
+            assert len(t.getnames()) == 6
+    finally:
+        agent.kill()
+        agent.wait()
