@@ -114,7 +114,7 @@ def test_tagging_cut_short_is_undone(lab, tmp_path):
     r = run_playbook("tagging", lab.inventory, tmp_path, limit="host1", extravars={
         "tagging_state": "present", "tagging_mode": "sockops", "tagging_bpf_object": str(bogus),
         "tracer_python": sys.executable})
-    assert r.failures and r.failures[0].task == "Load (program and maps pinned)"
+    assert r.failures and r.failures[0].task.startswith("Load (program and maps pinned)")
     state = lab.dir / "hosts" / "host1" / "state" / "run" / "tagging.json"
     assert state.is_file(), "the record is written before the change"
     undone = run_playbook("tagging", lab.inventory, tmp_path, limit="host1", extravars={
