@@ -19,6 +19,7 @@ from vnettracer import ROOT, spec
 from vnettracer.agent.control import request
 from vnettracer.agent.record import ID_HASH, ID_PAYLOAD
 from vnettracer.agent.spool import read_spool
+from vnettracer.errors import HostError
 from vnettracer.stages import deploy
 from vnettracer.stages.collect import collect, collect_vars, unpack
 from vnettracer.stages.hosts import RunHosts
@@ -248,6 +249,31 @@ def test_analysis_of_a_real_run_recovers_emulated_offset(lab, quickstart, tmp_pa
         pt = a.traces[name]
         t = pt.times[(pt.times >= 0).all(axis=1)]
         assert (np.diff(t, axis=1).sum(axis=1) == t[:, -1] - t[:, 0]).all()
+
+
+def test_an_agent_that_cannot_start_says_why_and_leaves_nothing(lab, quickstart, tmp_path):
+    """A hook on a device its host lacks: the deploy fails on that host with the agent's own message
+    (carried back from a command run with the config on its stdin: roles/tracer's
+    action_plugins/vnt_stdin_command.py), the secret stays out of runner's artifacts, and nothing
+    of the agents is left once they are stopped."""
+    exp = quickstart.experiment
+    bad = exp.tracepoints[-1]
+    tps = [tp.model_copy(update={"device": "nosuch0"}) if tp.name == bad.name else tp
+           for tp in exp.tracepoints]
+    run = quickstart.model_copy(update={"experiment": exp.model_copy(update={"tracepoints": tps})})
+    hosts = RunHosts(run)
+    secret = "s3cret-not-in-artifacts"
+    try:
+        with pytest.raises(HostError) as e:
+            deploy.start(hosts, "nostart", tmp_path, influxdb={"url": "http://127.0.0.1:9", "database": "vnt",
+                                                               "user": "w", "password": secret, "raw_events": False})
+        msg = "\n".join(e.value.lines())
+        assert f"{bad.host}: task 'Agent started'" in msg and "no device nosuch0" in msg, msg
+        artifacts = "".join(p.read_text(errors="replace") for p in (tmp_path / "ansible").rglob("*") if p.is_file())
+        assert secret not in artifacts
+    finally:
+        deploy.stop(hosts, tmp_path)
+    nothing_left(lab)
 
 
 def test_collect_after_a_crashed_agent_never_signals_a_stale_pid(lab, quickstart, tmp_path):
