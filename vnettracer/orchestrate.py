@@ -19,9 +19,11 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from vnettracer import ROOT
 from vnettracer.errors import HostError, VntError
@@ -148,6 +150,29 @@ def _close_masters(cp_dir: str) -> None:
     for sock in Path(cp_dir).iterdir():
         subprocess.run(["ssh", "-o", f"ControlPath={sock}", "-O", "exit", "vnt-control"],
                        capture_output=True, timeout=10)
+
+
+_SSH_SESSION: ContextVar[str | None] = ContextVar("vnt_ssh_session", default=None)
+
+
+@contextmanager
+def ssh_session() -> Iterator[str]:
+    """The folder of ssh control sockets the playbooks run inside share: each host's ControlPersist
+    master (ansible.cfg) opened by the first playbook serves the next ones, so a run's stages pay one
+    ssh handshake per host, not one per host and playbook. The masters are closed on the way out.
+    Nested: the outer session's folder."""
+    shared = _SSH_SESSION.get()
+    if shared is not None:
+        yield shared
+        return
+    cp_dir = tempfile.mkdtemp(prefix="vnt-cp-")  # ssh control sockets need a short path
+    token = _SSH_SESSION.set(cp_dir)
+    try:
+        yield cp_dir
+    finally:
+        _SSH_SESSION.reset(token)
+        _close_masters(cp_dir)
+        shutil.rmtree(cp_dir, ignore_errors=True)
 
 
 # What a playbook run inherits from the controller's environment: nothing else (runner records its
@@ -278,14 +303,13 @@ def run_playbook(
     pdd = (workdir / "ansible").resolve()
     for sub in ("home", "tmp"):
         (pdd / sub).mkdir(parents=True, exist_ok=True)
-    cp_dir = tempfile.mkdtemp(prefix="vnt-cp-")  # ssh control sockets need a short path
-    env = _ansible_env(pdd, cp_dir)
-    secrets_file = _write_secrets(secrets) if secrets else None
-    cmdline = (["-e", f"@{secrets_file}"] if secrets_file else []) + (["--tags", tags] if tags else [])
-    events = _Events(name, progress, PASSTHROUGH.verbosity)
-    t0 = time.monotonic()
-    r = None
-    with _Interrupts() as interrupts:
+    with ssh_session() as cp_dir, _Interrupts() as interrupts:
+        env = _ansible_env(pdd, cp_dir)
+        secrets_file = _write_secrets(secrets) if secrets else None
+        cmdline = (["-e", f"@{secrets_file}"] if secrets_file else []) + (["--tags", tags] if tags else [])
+        events = _Events(name, progress, PASSTHROUGH.verbosity)
+        t0 = time.monotonic()
+        r = None
         try:
             r = ansible_runner.interface.init_runner(
                 private_data_dir=str(pdd), playbook=str(playbook), inventory=str(inventory.resolve()),
@@ -303,8 +327,6 @@ def run_playbook(
                 shutil.rmtree(secrets_file.parent, ignore_errors=True)
             if r is not None:
                 (Path(r.config.artifact_dir) / "command").unlink(missing_ok=True)  # runner's env dump
-            _close_masters(cp_dir)
-            shutil.rmtree(cp_dir, ignore_errors=True)
     if interrupts.seen:
         raise KeyboardInterrupt
     assert r is not None  # init_runner either returned or raised

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from vnettracer.errors import VntError
+from vnettracer.orchestrate import ssh_session
 from vnettracer.spec import Run
 from vnettracer.stages.hosts import RunHosts
 
@@ -132,7 +133,9 @@ def run_stages(ctx: Context, setup: list[Stage], measure: list[Stage], finish: l
         with ExitStack() as outer:
             for s in setup:
                 runner(s, outer)
-            with ExitStack() as inner:
+            # one ssh master per host for all of measure's playbooks and their undos (orchestrate.py),
+            # closed before setup's undo takes the hosts down
+            with ssh_session(), ExitStack() as inner:
                 for s in measure:
                     runner(s, inner)
             for s in finish:
