@@ -170,8 +170,21 @@ def clock_respond(a: argparse.Namespace) -> int:
     return 0
 
 
+def sha1(path: Path) -> str:
+    """A file's SHA-1 as Ansible's fetch checks it (roles/hostpkg/action_plugins/vnt_fetch.py: the
+    roles fetch what a command wrote with the checksum it printed, no stat module run first)."""
+    import hashlib
+
+    h = hashlib.sha1(usedforsecurity=False)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 def clock_probe(a: argparse.Namespace) -> int:
-    """Probe every --to (ADDR, or NAME=ADDR) at once; prints {name: samples} as JSON."""
+    """Probe every --to (ADDR, or NAME=ADDR) at once; prints {"samples": {name: kept}, "sha1": {name:
+    SHA-1 of its file}} as JSON."""
     from vnettracer import clockprobe
 
     targets = dict(t.split("=", 1) if "=" in t else (t, t) for t in a.to)
@@ -180,7 +193,8 @@ def clock_probe(a: argparse.Namespace) -> int:
         got = clockprobe.probe_all(targets, a.port, a.count, a.interval_ms / 1000, clk, a.out)
     except ValueError as e:
         raise VntError(f"clock probe: {e}") from None
-    print(json.dumps(got))
+    files = {n: Path(a.out.replace("{name}", n)) for n in got}
+    print(json.dumps({"samples": got, "sha1": {n: sha1(f) for n, f in files.items() if f.exists()}}))
     silent = [f"{n} ({targets[n]}:{a.port})" for n, k in got.items() if k == 0]
     if silent:
         raise VntError(f"clock: no answer from {', '.join(silent)}")
@@ -225,9 +239,9 @@ PACKED_AGENT_FAILED = 4
 
 def collect_pack(a: argparse.Namespace) -> int:
     """One uncompressed tar of the run's files on this host (one fetch instead of one per file; the
-    spool's Arrow files are already compact). Prints the files per kind as JSON; with --list, writes
-    no archive and lists the files too (src on the host, dest below the run folder): roles/collect
-    fetches them one by one where the archive cannot be written."""
+    spool's Arrow files are already compact). Prints the files per kind and the archive's sha1 as
+    JSON; with --list, writes no archive and lists the files too (src on the host, dest below the
+    run folder): roles/collect fetches them one by one where the archive cannot be written."""
     import tarfile
 
     stopped, stop_error = None, None
@@ -257,7 +271,7 @@ def collect_pack(a: argparse.Namespace) -> int:
         raise VntError(f"collect pack: {a.out}: {e.strerror or e}") from None
     finally:
         tmp.unlink(missing_ok=True)  # a half-written archive (a full disk) is not left behind
-    print(json.dumps(counts))
+    print(json.dumps({**counts, "sha1": sha1(a.out)}))
     return 0 if stop_error is None else PACKED_AGENT_FAILED
 
 

@@ -32,6 +32,7 @@ def test_several_targets_probed_at_once(tmp_path):
     """`clock probe` with several --to NAME=ADDR probes them together (a file each, named after the
     target) in about the time of one, each target's offset its own; targets that never answer fail
     the command, named."""
+    import hashlib
     import json
     import subprocess
     import sys
@@ -63,7 +64,9 @@ def test_several_targets_probed_at_once(tmp_path):
                         "--to", "y=127.0.0.2", "--port", "12394", "--count", "3", "--interval-ms", "1",
                         "--out", str(tmp_path / "p-{name}.csv")], capture_output=True, text=True, timeout=60)
     assert r.returncode != 0 and "no answer from x (127.0.0.1:12394), y (127.0.0.2:12394)" in r.stderr
-    assert json.loads(r.stdout) == {"x": 0, "y": 0}
+    out = json.loads(r.stdout)  # samples per target, and each file's sha1 (roles/clock fetches against it)
+    assert out["samples"] == {"x": 0, "y": 0}
+    assert out["sha1"] == {n: hashlib.sha1((tmp_path / f"p-{n}.csv").read_bytes()).hexdigest() for n in "xy"}
     r = subprocess.run([sys.executable, "-m", "vnettracer.hostcli", "clock", "probe", "--to", "127.0.0.1",
                         "--to", "127.0.0.2", "--out", str(tmp_path / "one.csv")], capture_output=True, text=True,
                        timeout=60)

@@ -3,6 +3,7 @@ controller (stages/collect.unpack): the run folder's layout, nothing else, nothi
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import subprocess
@@ -31,11 +32,15 @@ def _host(state: Path, run: str) -> None:
 
 
 def _pack(state: Path, run: str, host: str, out: Path) -> dict:
+    """The counts the pack printed; the sha1 it printed beside them is the archive's (roles/collect
+    fetches against it)."""
     buf = io.StringIO()
     with redirect_stdout(buf):
         assert hostcli.main(["collect", "pack", "--run-id", run, "--host", host, "--out", str(out),
                              "--state-dir", str(state)]) == 0
-    return json.loads(buf.getvalue())
+    got = json.loads(buf.getvalue())
+    assert got.pop("sha1") == hashlib.sha1(out.read_bytes()).hexdigest()
+    return got
 
 
 def test_pack_and_unpack_give_the_run_folder(tmp_path):
