@@ -25,6 +25,7 @@ class PrepareStage(Stage):
             creds = credentials.load_or_create(creds_dir)
         store_args = store_deploy.role_args(creds, influx.database) if creds else {}
         host_vars = {} if ctx.hosts.shares_controller else hostpkg.role_vars()
+        host_vars["vnt_host_package"] = not ctx.hosts.shares_controller or exp.uses_bcc  # playbooks/prepare.yml
         res = ctx.hosts.play("prepare", ctx.dir, progress=ctx.say("prepare"),
                              extravars={**host_vars, "tracer_bcc": exp.uses_bcc, **store_args.get("extravars", {})},
                              secrets=store_args.get("secrets"))
