@@ -13,7 +13,7 @@ from vnettracer.orchestrate import PlaybookResult, run_playbook
 class HostCheck:
     host: str
     reachable: bool
-    address: str = ""  # where the other hosts reach it (roles/common/tasks/address.yml)
+    address: str = ""  # where the other hosts reach it (roles/common/action_plugins/vnt_host.py)
     kernel: str = ""
     btf: bool = False
     cgroup2: str = ""  # where cgroup v2 is mounted, "" if nowhere
