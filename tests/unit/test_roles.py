@@ -20,7 +20,8 @@ ROLES = sorted(p.parent.parent.name for p in (ROOT / "roles").glob("*/defaults/m
 def test_every_variable_is_declared_with_its_default(role):
     defaults = yaml.safe_load((ROOT / "roles" / role / "defaults" / "main.yml").read_text())
     spec = yaml.safe_load((ROOT / "roles" / role / "meta" / "argument_specs.yml").read_text())
-    options = spec["argument_specs"]["main"]["options"]
+    entry = "main" if (ROOT / "roles" / role / "tasks").is_dir() else "defaults"  # roles/hostpkg has no tasks
+    options = spec["argument_specs"][entry]["options"]
     assert set(options) == set(defaults)
     for name, o in options.items():
         assert o["description"] and o["type"] in ("str", "int", "bool", "list", "dict"), name
@@ -68,3 +69,61 @@ def test_tag_counters_filter_sums_each_counter_over_cpus():
                           f'{{"cpu": 1, "value": {k + 1}}}]}}}}' for k in range(4)) + ']'
     assert f(dump) == {"sockets": 1, "tagged": 12, "no_room": 23, "store_failed": 34}
     assert f("") == {} and f("not json") == {} and f('[{"key": 0}]') == {}
+
+
+def _plugin(path: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("os_release,family,installed", [
+    ("os_id debian\nos_like \nos_name Debian GNU/Linux 12 (bookworm)", "Debian", {"deb": {"iproute2"}}),
+    ("os_id ubuntu\nos_like debian\nos_name Ubuntu 24.04 LTS", "Debian", {"deb": {"iproute2"}}),
+    ("os_id rocky\nos_like rhel centos fedora\nos_name Rocky Linux 9.4", "RedHat", {"rpm": {"iproute"}}),
+    ("os_id alpine\nos_like \nos_name Alpine Linux v3.20", "Alpine", {}),
+])
+def test_host_probe_output_parsed(os_release, family, installed):
+    """roles/common's one-command probe (action_plugins/vnt_host.py): the OS family from os-release's
+    ID and ID_LIKE, mounts, packages dpkg/rpm call installed (not those merely known), folders made."""
+    out = "\n".join([os_release, "hostname web1.example.org", "kernel 6.1.0-18-amd64", "python 3.11.2", "btf yes",
+                     "cpus 4", "memory_kb 8151988", "cgroup2 /sys/fs/cgroup", "bpf /sys/fs/bpf", "bpf /run/bpf",
+                     "pkgdeb iproute2 installed", "pkgdeb bpftool not-installed", "pkgdeb tcpdump config-files",
+                     "pkgrpm iproute", "made mkdir: created directory '/var/lib/vnettracer'"])
+    host, deb, rpm, made = _plugin("roles/common/action_plugins/vnt_host.py").parse(out)
+    assert host == {"hostname": "web1", "kernel": "6.1.0-18-amd64", "distribution": os_release.rsplit("os_name ", 1)[1],
+                    "os_family": family, "python": "3.11.2", "cpus": "4", "memory_mb": 7960, "btf": True,
+                    "cgroup2": ["/sys/fs/cgroup"], "bpffs": ["/sys/fs/bpf", "/run/bpf"]}
+    assert deb == {"iproute2"} and rpm == {"iproute"} and made
+    assert not _plugin("roles/common/action_plugins/vnt_host.py").parse("kernel 6.1\n")[3]
+
+
+def _probe_play(tmp_path: Path, **variables) -> subprocess.CompletedProcess:
+    pb = tmp_path / "probe.yml"
+    pb.write_text(yaml.safe_dump([{"name": "t", "hosts": "localhost", "gather_facts": False, "vars": variables,
+                                   "tasks": [{"ansible.builtin.include_role": {"name": "common", "tasks_from": "probe"}},
+                                             {"ansible.builtin.copy": {"dest": str(tmp_path / "facts.json"), "content":
+                                              "{{ common_host | combine({'address': common_mgmt_address}) | to_json }}"}}]}]))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_HOME": str(tmp_path / "home"),
+           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
+    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           str(pb)], capture_output=True, text=True, timeout=120, env=env)
+
+
+def test_host_probe_on_this_machine(tmp_path):
+    """The probe run by Ansible on this machine gives its own kernel, CPUs and hostname; a host
+    reached by name without ssh has no address to find, and the error says what to set."""
+    import json
+    import platform
+
+    r = _probe_play(tmp_path, vnt_address="10.0.0.1")
+    assert r.returncode == 0, r.stdout[-3000:]
+    got = json.loads((tmp_path / "facts.json").read_text())
+    assert got["kernel"] == platform.release() and int(got["cpus"]) == os.cpu_count()
+    assert got["hostname"] == platform.node().split(".")[0] and got["address"] == "10.0.0.1"
+    assert got["os_family"] == "Debian" and got["memory_mb"] > 0
+    r = _probe_play(tmp_path)
+    assert r.returncode != 0 and "set vnt_address for it in the inventory" in r.stdout, r.stdout[-3000:]
