@@ -22,6 +22,10 @@ from pathlib import Path
 
 from vnettracer.errors import VntError
 
+# numpy's OpenBLAS starts a thread per core at import, each spinning a while: the host side does no
+# linear algebra, and one thread makes an agent's start cost a fifth less CPU (docs/benchmarks.md)
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 STATE_DIR = Path("/var/lib/vnettracer")
 
 
