@@ -128,7 +128,7 @@ def _check_dashboard(db, run: Path, t0: int, t1: int, tracepoints: set, segments
             assert set(df["tracepoint"]) == tracepoints, p["title"]
 
 
-@pytest.mark.parametrize("when", ["prepare: Host facts and management address", "[workload] workload: Client"])
+@pytest.mark.parametrize("when", ["prepare: report: host", "[workload] workload: Client"])
 def test_interrupted_run_leaves_nothing(root, tmp_path, when):
     """SIGINT while Ansible installs packages, and while the workload runs with agents tracing and
     tags on: everything stopped, undone and removed, and the command says so."""

@@ -113,7 +113,7 @@ def test_playbook_failure_names_host_and_task(lab, tmp_path):
     r = run_playbook("prepare", lab.inventory, tmp_path, limit="host1",
                      extravars={"common_packages_debian": ["vnt-no-such-package"], "common_install_packages": False})
     assert not r.ok
-    assert [(f.host, f.task) for f in r.failures] == [("host1", "Host facts and management address (one command)")]
+    assert [(f.host, f.task) for f in r.failures] == [("host1", "report: host")]
     assert "vnt-no-such-package" in r.failures[0].msg
 
 

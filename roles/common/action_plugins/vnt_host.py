@@ -12,10 +12,12 @@ where it was nine). Returns:
   (a second command, without become: sudo drops SSH_CONNECTION). A name is not used as such: on
   the host itself it often resolves to 127.0.1.1 (Debian's /etc/hosts). None found fails, unless
   `address_needed` is false (InfluxDB given its own address): then it is empty;
-- missing: of `packages` ({Debian: [...], RedHat: [...]}), those not installed, for the host's
-  family; a family other than these two fails when packages are asked for, and so do missing ones
-  with `install: false`;
-- changed: whether any of `dirs` had to be made (0755).
+- missing: of `packages` ({Debian: [...], RedHat: [...]}), those that were not installed, for the
+  host's family, then installed by apt or dnf (a module run only there) unless `install` is false:
+  then they fail the task; so does a family other than these two when packages are asked for;
+- changed: whether any of `dirs` had to be made (0755), or a package installed;
+- msg: the host's facts with its address (`report: host` in tasks/probe.yml: what `vnettracer
+  hosts check` and the run's facts stage show).
 """
 
 from __future__ import annotations
@@ -94,16 +96,30 @@ class ActionModule(ActionBase):
         if res["rc"] != 0:
             raise AnsibleActionFail(f"host probe failed (rc {res['rc']}): {res['stderr'].strip()}")
         host, deb, rpm, made = parse(res["stdout"])
-        result.update(host=host, address=self._address(args), changed=made)
+        address = self._address(args)
+        result.update(host=host, address=address, changed=made, msg={**host, "address": address})
         if packages:
             if host["os_family"] not in FAMILIES:
                 raise AnsibleActionFail(f"vnettracer supports Debian and RedHat families, not {host['os_family']} "
                                         f"({host['distribution']})")
             have = deb if host["os_family"] == "Debian" else rpm
             result["missing"] = [p for p in packages.get(host["os_family"]) or [] if p not in have]
-            if result["missing"] and not args.get("install", True):
-                raise AnsibleActionFail(f"missing packages: {', '.join(result['missing'])}")
+            if result["missing"]:
+                self._install(host["os_family"], result["missing"], bool(args.get("install", True)), task_vars)
+                result["changed"] = True
         return result
+
+    def _install(self, family: str, names: list[str], install: bool, task_vars) -> None:
+        if not install:
+            raise AnsibleActionFail(f"missing packages: {', '.join(names)}")
+        module, extra = ("ansible.legacy.apt", {"update_cache": True}) if family == "Debian" else ("ansible.legacy.dnf", {})
+        try:
+            res = self._execute_module(module_name=module, module_args={"name": names, "state": "present", **extra},
+                                       task_vars=task_vars)
+        finally:
+            self._remove_tmp_path(self._connection._shell.tmpdir)
+        if res.get("failed"):
+            raise AnsibleActionFail(f"installing {', '.join(names)}: {res.get('msg', '')}".strip())
 
     def _address(self, args: dict) -> str:
         given, target = str(args.get("address") or ""), str(args.get("connect_to") or "")
