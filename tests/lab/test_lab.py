@@ -108,13 +108,17 @@ def test_common_role_is_idempotent(lab, tmp_path):
     assert first.seconds > 0
 
 
-def test_playbook_failure_names_host_and_task(lab, tmp_path):
-    """Failures come back as host + task + message (here: a host that cannot reach apt)."""
+@pytest.mark.parametrize("install", [False, True])
+def test_playbook_failure_names_host_and_task(lab, tmp_path, install):
+    """Failures come back as host + task + message: a package missing with installing off, and one
+    apt cannot install (roles/common's probe then runs apt on the host: a real apt run)."""
     r = run_playbook("prepare", lab.inventory, tmp_path, limit="host1",
-                     extravars={"common_packages_debian": ["vnt-no-such-package"], "common_install_packages": False})
+                     extravars={"common_packages_debian": ["iproute2", "vnt-no-such-package"],
+                                "common_install_packages": install})
     assert not r.ok
     assert [(f.host, f.task) for f in r.failures] == [("host1", "report: host")]
-    assert "vnt-no-such-package" in r.failures[0].msg
+    assert "vnt-no-such-package" in r.failures[0].msg and "iproute2" not in r.failures[0].msg
+    assert r.failures[0].msg.startswith("installing " if install else "missing packages: ")
 
 
 def test_runner_keeps_state_in_run_folder_and_secrets_out(lab, tmp_path, monkeypatch):
