@@ -62,7 +62,9 @@ def test_top_shows_a_run_live_in_a_terminal(lab, tmp_path):
             screen, cells = rows()
         assert int(cells["h1-eth0-eg"][3].replace(",", "")) > 100, screen  # tcp_rr's 2000 requests/s
         p50 = float(cells["h1-eth0-eg -> h2-eth0-in"][4])
-        assert 1 < p50 < 1000, screen  # the wire, clock-corrected (host2 is emulated 1.5 ms off)
+        # the wire (about 1 us on the lab), clock-corrected: host2 is emulated 1.5 ms off, and the trace's
+        # correction makes both ways' minimum delays equal, so a corrected p50 is above 0
+        assert 0 < p50 < 1000, screen
         assert "ring in use" in screen and any("│ live " in ln and "%" in ln for ln in screen.splitlines()), screen
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
         deadline = time.monotonic() + 30
