@@ -33,9 +33,12 @@ def test_every_variable_is_declared_with_its_default(role):
 def play(tmp_path: Path, role: str, **variables) -> subprocess.CompletedProcess:
     """One play on localhost (no connection) that runs the role with these variables, as
     vnettracer's playbooks do, with the project's ansible.cfg."""
+    return _run_play(tmp_path, {"roles": [{"role": role, "vars": variables}]})
+
+
+def _run_play(tmp_path: Path, body: dict) -> subprocess.CompletedProcess:
     pb = tmp_path / "play.yml"
-    pb.write_text(yaml.safe_dump([{"name": "t", "hosts": "localhost", "gather_facts": False,
-                                   "roles": [{"role": role, "vars": variables}]}]))
+    pb.write_text(yaml.safe_dump([{"name": "t", "hosts": "localhost", "gather_facts": False, **body}]))
     env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_HOME": str(tmp_path / "home"),
            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
     return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
@@ -54,23 +57,6 @@ def test_a_wrong_variable_stops_the_role_before_any_task(tmp_path, role, variabl
     assert "TASK [" + role + " : " not in r.stdout.replace(f"TASK [{role} : Validating", "")  # nothing else ran
 
 
-def test_tag_counters_filter_sums_each_counter_over_cpus():
-    """roles/tagging's report filter: bpftool's per-CPU dump -> one sum per counter, in key order;
-    nothing readable -> {} (the report then shows no counters rather than wrong ones)."""
-    import importlib.util
-
-    from vnettracer import ROOT
-
-    spec = importlib.util.spec_from_file_location("tag_counters", ROOT / "roles/tagging/filter_plugins/tag_counters.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    f = mod.FilterModule().filters()["tag_counters"]
-    dump = '[' + ','.join(f'{{"key": {k}, "formatted": {{"key": {k}, "values": [{{"cpu": 0, "value": {k * 10}}}, '
-                          f'{{"cpu": 1, "value": {k + 1}}}]}}}}' for k in range(4)) + ']'
-    assert f(dump) == {"sockets": 1, "tagged": 12, "no_room": 23, "store_failed": 34}
-    assert f("") == {} and f("not json") == {} and f('[{"key": 0}]') == {}
-
-
 def _plugin(path: str):
     import importlib.util
 
@@ -80,13 +66,23 @@ def _plugin(path: str):
     return mod
 
 
-@pytest.mark.parametrize("os_release,family,installed", [
-    ("os_id debian\nos_like \nos_name Debian GNU/Linux 12 (bookworm)", "Debian", {"deb": {"iproute2"}}),
-    ("os_id ubuntu\nos_like debian\nos_name Ubuntu 24.04 LTS", "Debian", {"deb": {"iproute2"}}),
-    ("os_id rocky\nos_like rhel centos fedora\nos_name Rocky Linux 9.4", "RedHat", {"rpm": {"iproute"}}),
-    ("os_id alpine\nos_like \nos_name Alpine Linux v3.20", "Alpine", {}),
+def test_tag_counters_filter_sums_each_counter_over_cpus():
+    """roles/tagging's report filter: bpftool's per-CPU dump -> one sum per counter, in key order;
+    nothing readable -> {} (the report then shows no counters rather than wrong ones)."""
+    f = _plugin("roles/tagging/filter_plugins/tag_counters.py").FilterModule().filters()["tag_counters"]
+    dump = '[' + ','.join(f'{{"key": {k}, "formatted": {{"key": {k}, "values": [{{"cpu": 0, "value": {k * 10}}}, '
+                          f'{{"cpu": 1, "value": {k + 1}}}]}}}}' for k in range(4)) + ']'
+    assert f(dump) == {"sockets": 1, "tagged": 12, "no_room": 23, "store_failed": 34}
+    assert f("") == {} and f("not json") == {} and f('[{"key": 0}]') == {}
+
+
+@pytest.mark.parametrize("os_release,family", [
+    ("os_id debian\nos_like \nos_name Debian GNU/Linux 12 (bookworm)", "Debian"),
+    ("os_id ubuntu\nos_like debian\nos_name Ubuntu 24.04 LTS", "Debian"),
+    ("os_id rocky\nos_like rhel centos fedora\nos_name Rocky Linux 9.4", "RedHat"),
+    ("os_id alpine\nos_like \nos_name Alpine Linux v3.20", "Alpine"),
 ])
-def test_host_probe_output_parsed(os_release, family, installed):
+def test_host_probe_output_parsed(os_release, family):
     """roles/common's one-command probe (action_plugins/vnt_host.py): the OS family from os-release's
     ID and ID_LIKE, mounts, packages dpkg/rpm call installed (not those merely known), folders made."""
     out = "\n".join([os_release, "hostname web1.example.org", "kernel 6.1.0-18-amd64", "python 3.11.2", "btf yes",
@@ -102,15 +98,11 @@ def test_host_probe_output_parsed(os_release, family, installed):
 
 
 def _probe_play(tmp_path: Path, **variables) -> subprocess.CompletedProcess:
-    pb = tmp_path / "probe.yml"
-    pb.write_text(yaml.safe_dump([{"name": "t", "hosts": "localhost", "gather_facts": False, "vars": variables,
-                                   "tasks": [{"ansible.builtin.include_role": {"name": "common", "tasks_from": "probe"}},
-                                             {"ansible.builtin.copy": {"dest": str(tmp_path / "facts.json"), "content":
-                                              "{{ common_host | combine({'address': common_mgmt_address}) | to_json }}"}}]}]))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(ROOT / "ansible.cfg"), "ANSIBLE_HOME": str(tmp_path / "home"),
-           "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"), "ANSIBLE_NOCOLOR": "1"}
-    return subprocess.run([str(Path(sys.executable).parent / "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                           str(pb)], capture_output=True, text=True, timeout=120, env=env)
+    """roles/common's probe on localhost; what it set written to facts.json."""
+    return _run_play(tmp_path, {"vars": variables, "tasks": [
+        {"ansible.builtin.include_role": {"name": "common", "tasks_from": "probe"}},
+        {"ansible.builtin.copy": {"dest": str(tmp_path / "facts.json"),
+                                  "content": "{{ common_host | combine({'address': common_mgmt_address}) | to_json }}"}}]})
 
 
 def test_host_probe_on_this_machine(tmp_path):
