@@ -26,7 +26,7 @@ VENV = "/opt/vnettracer/venv"
 # Modules of the host side, relative to vnettracer/ (tests/unit/test_hostpkg.py imports them with the
 # controller's packages blocked, and parses them as Python 3.9).
 MODULES = ["__init__.py", "errors.py", "procs.py", "clockprobe.py", "workload.py", "hostcli.py",
-           "agent/__init__.py", "agent/agent.py", "agent/clock.py", "agent/config.py", "agent/control.py", "agent/daemon.py",
+           "agent/__init__.py", "agent/agent.py", "agent/clock.py", "agent/columns.py", "agent/config.py", "agent/control.py", "agent/daemon.py",
            "agent/identity.py", "agent/libbpf.py", "agent/bcc.py", "agent/original.py",
            "agent/record.py", "agent/ringbuf.py", "agent/spool.py", "agent/tracer.py",
            "store/__init__.py", "store/http.py", "store/lineproto.py", "store/writer.py"]

@@ -58,6 +58,39 @@ print("ok")
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr[-2000:]
 
 
+
+def test_agent_writes_events_without_asking_for_pandas(tmp_path):
+    """pyarrow.array() and pyarrow.scalar() import pandas where it is installed (the lab's agents
+    share the controller's venv): up to a second of CPU in the workload. The agent's writes (spool,
+    InfluxDB lines) must not ask for it."""
+    code = f"""
+import sys, numpy as np
+asked = []
+class Watch:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] == 'pandas':
+            asked.append(name)
+sys.meta_path.insert(0, Watch())
+from vnettracer.agent.record import EVENT
+from vnettracer.agent.spool import Spool, read_spool
+from vnettracer.store import lineproto
+from pathlib import Path
+ev = np.zeros(1000, EVENT)
+ev["ts_ns"] = np.arange(1000) + 5
+ev["tracepoint"] = np.arange(1000) % 7 + 1
+ev["packet_id"] = np.uint64(2**63) + np.arange(1000, dtype=np.uint64)
+spool = Spool(Path({str(tmp_path)!r}))
+spool.write(ev)
+spool.close()
+lines = lineproto.events(ev, "run", "host1", {{1: "c1-eth0"}}, 10).decode().splitlines()
+assert read_spool(Path({str(tmp_path)!r})).column("packet_id").to_pylist() == ev["packet_id"].tolist()
+assert len(lines) == 1000 and lines[0].startswith("vnt_event,host=host1,run=run,tracepoint=c1-eth0 pid=-9223372036854775808i,")
+print(asked)
+"""
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip() == "[]"
+
 def test_version_follows_content(tmp_path, monkeypatch):
     pkg = tmp_path / "vnettracer"
     shutil.copytree(hostpkg.PACKAGE, pkg, ignore=shutil.ignore_patterns("__pycache__"))

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as ipc
 
+from vnettracer.agent.columns import numbers
 from vnettracer.agent.record import EVENT_FIELDS
 
 SCHEMA = pa.schema([(name, pa.from_numpy_dtype(dt)) for name, dt in EVENT_FIELDS])
@@ -61,7 +62,7 @@ class Spool:
     def write(self, events: np.ndarray) -> None:
         if not len(events):
             return
-        cols = [pa.array(np.ascontiguousarray(events[name])) for name, _ in EVENT_FIELDS]
+        cols = [numbers(events[name]) for name, _ in EVENT_FIELDS]
         batch = pa.RecordBatch.from_arrays(cols, schema=SCHEMA)
         if self.full or not self._room(batch.nbytes):
             self.dropped += len(events)

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pyarrow as pa
 
+from vnettracer.agent.columns import numbers, strings
+
 if TYPE_CHECKING:  # the agent (traced hosts) has no pandas; only segments() takes a frame
     import pandas as pd
 
@@ -52,7 +54,7 @@ def _pc():
 
 
 def _join(cols: list) -> bytes:
-    arr = _pc().binary_join_element_wise(*cols, "")  # arrays in, one array out
+    arr = _pc().binary_join_element_wise(*cols, strings([""])[0])  # arrays in, one array out
     offsets = np.frombuffer(arr.buffers()[1], dtype=np.int32 if arr.type == pa.string() else np.int64)
     lo, hi = offsets[arr.offset], offsets[arr.offset + len(arr)]
     return arr.buffers()[2].to_pybytes()[lo:hi]
@@ -62,8 +64,8 @@ def _s(a: np.ndarray) -> pa.Array:
     """Numbers as decimal strings; small non-negative integers through a lookup table (4x faster)."""
     if a.dtype.kind == "u" and a.dtype.itemsize <= 2:
         uniq, inv = np.unique(a, return_inverse=True)
-        return pa.array([str(int(v)) for v in uniq]).take(pa.array(inv))
-    return _pc().cast(pa.array(a), pa.string())
+        return strings([str(int(v)) for v in uniq]).take(numbers(inv))
+    return _pc().cast(numbers(a), pa.string())
 
 
 def events(ev: np.ndarray, run: str, host: str, names: dict[int, str], wall_offset_ns: "int | np.ndarray") -> bytes:
@@ -74,10 +76,10 @@ def events(ev: np.ndarray, run: str, host: str, names: dict[int, str], wall_offs
     ts = unique_times(tp, ev["ts_ns"].astype(np.int64) + wall_offset_ns)
     uniq, inv = np.unique(tp, return_inverse=True)
     head = f"vnt_event,host={escape_tag(host)},run={escape_tag(run)},tracepoint="
-    prefixes = pa.array([head + escape_tag(names.get(int(t), str(int(t)))) + " pid=" for t in uniq]).take(pa.array(inv))
-    return _join([prefixes, _s(ev["packet_id"].view(np.int64)), pa.scalar("i,flow="), _s(ev["flow_hash"].view(np.int64)),
-                  pa.scalar("i,len="), _s(ev["len"]), pa.scalar("i,flags="), _s(ev["flags"]), pa.scalar("i "), _s(ts),
-                  pa.scalar("\n")])
+    prefixes = strings([head + escape_tag(names.get(int(t), str(int(t)))) + " pid=" for t in uniq]).take(numbers(inv))
+    lit = strings(["i,flow=", "i,len=", "i,flags=", "i ", "\n"])  # pa.scalar() would import pandas too
+    return _join([prefixes, _s(ev["packet_id"].view(np.int64)), lit[0], _s(ev["flow_hash"].view(np.int64)),
+                  lit[1], _s(ev["len"]), lit[2], _s(ev["flags"]), lit[3], _s(ts), lit[4]])
 
 
 def agent(stats: dict, run: str, time_ns: int) -> bytes:
