@@ -1,4 +1,5 @@
-"""Tracing overhead on the lab path: untraced vs all 20 hooks vs 20 hooks at 1 % sampling.
+"""Tracing overhead on the lab path: untraced vs all 20 hooks vs 20 hooks at 1 % sampling, and the
+floor: the same 20 hooks holding a program that returns at once (what any tc tracer pays there).
 
 The quickstart experiment's agents run on both lab hosts (deployed by roles/tracer); between runs
 their hooks are removed/added and sampling changed through their control sockets, so the modes
@@ -20,15 +21,20 @@ run) also reports per mode the tracer programs' runs and kernel time per run on 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
 import re
+import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 from vnettracer import lab, spec
+from vnettracer.agent import libbpf
 from vnettracer.agent.control import request
+from vnettracer.agent.tracer import in_netns
 from vnettracer.analysis.paired import paired
 from vnettracer.stages import deploy
 from vnettracer.stages.hosts import RunHosts
@@ -85,6 +91,36 @@ class Modes:
                 for k in tot:
                     tot[k] += c[k]
         return tot
+
+
+class Floor:
+    """floor-20: the agents' hooks removed and, at the same 20 hooks, a tcx program that returns at
+    once (r0 = TC_ACT_UNSPEC; exit): what the hooks cost with no work in them, the least any tc
+    tracer can cost there."""
+
+    def __init__(self, lb: lab.Lab, configs: dict[str, dict]):
+        insns = bytes([0xB7, 0, 0, 0]) + (-1).to_bytes(4, "little", signed=True) + bytes([0x95]) + bytes(7)
+        load = libbpf._lib.bpf_prog_load
+        load.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
+                         ctypes.c_void_p]
+        self.prog = load(3, b"vnt_floor", b"GPL", insns, 2, None)  # BPF_PROG_TYPE_SCHED_CLS
+        assert self.prog >= 0, os.strerror(-self.prog)
+        self.hooks = [(lb.plan.host(h).netns if tp["netns"] is None else tp["netns"], tp["device"],
+                       tp["direction"] == "egress") for h, c in configs.items() for tp in c["tracepoints"]]
+        self.links: list[int] = []
+
+    def set(self, on: bool) -> None:
+        if on and not self.links:
+            for ns, dev, egress in self.hooks:
+                with in_netns(ns):
+                    self.links.append(libbpf.tcx_attach(socket.if_nametoindex(dev), egress, self.prog))
+        elif not on:
+            while self.links:
+                os.close(self.links.pop())
+
+    def close(self) -> None:
+        self.set(False)
+        os.close(self.prog)
 
 
 # goals (docs/benchmarks.md): RR p50 ratio (lower is better), bulk throughput ratio (higher is better)
@@ -164,13 +200,15 @@ def main() -> None:
         for h in ("host1", "host2"):  # the tracer gets CPU 1
             pid = (lb.dir / "hosts" / h / "state" / "run" / "agent.pid").read_text().strip()
             subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], check=True, capture_output=True)
-        modes = Modes(lb, deploy.agent_configs(RunHosts(run), "bench"))
-        names = ["untraced", "traced-20", "sampled-1%"]
+        configs = deploy.agent_configs(RunHosts(run), "bench")
+        modes, floor = Modes(lb, configs), Floor(lb, configs)
+        names = ["untraced", "floor-20", "traced-20", "sampled-1%"]
         res: dict[str, dict[str, list[float]]] = {m: {"rr_us": [], "gbps": []} for m in names}
         for i in range(args.rounds):
-            order = names[i % 3:] + names[:i % 3]
+            order = names[i % len(names):] + names[:i % len(names)]
             for m in order:
-                modes.set(m)
+                modes.set("untraced" if m == "floor-20" else m)
+                floor.set(m == "floor-20")
                 before = stats.snapshot() if stats else (0, 0)
                 res[m]["rr_us"].append(rr(c1.netns, addr, args.seconds))
                 res[m]["gbps"].append(bulk(c1.netns, addr, args.seconds))
@@ -178,6 +216,7 @@ def main() -> None:
                     stats.add(m, before)
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(
                 f"{m} {res[m]['rr_us'][-1]:.2f} us {res[m]['gbps'][-1]:.1f} Gbit/s" for m in names), flush=True)
+        floor.close()
         modes.set("traced-20")
         st = modes.stats()
     finally:
