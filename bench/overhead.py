@@ -25,6 +25,7 @@ import ctypes
 import json
 import os
 import re
+import shutil
 import socket
 import subprocess
 import tempfile
@@ -229,6 +230,7 @@ def main() -> None:
                 p.terminate()
                 p.wait(timeout=10)
             lab.down()
+            shutil.rmtree(work, ignore_errors=True)  # the playbooks' runner folders
     report(res, names, args.rounds)
     print(f"events emitted {st['emitted']}, dropped {st['dropped']}, sampled out {st['sampled_out']}")
     if stats:
