@@ -152,6 +152,16 @@ def _close_masters(cp_dir: str) -> None:
                        capture_output=True, timeout=10)
 
 
+def _remove_dead_owners(root: Path, prefix: str, before: Callable[[str], None] | None = None) -> None:
+    """Folders `{prefix}{pid}-*` of ours whose process died before removing them (SIGKILL)."""
+    for old in root.glob(f"{prefix}*"):
+        pid = old.name[len(prefix):].split("-")[0]
+        if pid.isdigit() and not alive(int(pid)) and old.stat().st_uid == os.geteuid():
+            if before:
+                before(str(old))
+            shutil.rmtree(old, ignore_errors=True)
+
+
 _SSH_SESSION: ContextVar[str | None] = ContextVar("vnt_ssh_session", default=None)
 
 
@@ -165,7 +175,9 @@ def ssh_session() -> Iterator[str]:
     if shared is not None:
         yield shared
         return
-    cp_dir = tempfile.mkdtemp(prefix="vnt-cp-")  # ssh control sockets need a short path
+    root = Path(tempfile.gettempdir())
+    _remove_dead_owners(root, "vnt-cp-", _close_masters)
+    cp_dir = tempfile.mkdtemp(prefix=f"vnt-cp-{os.getpid()}-", dir=root)  # control sockets need a short path
     token = _SSH_SESSION.set(cp_dir)
     try:
         yield cp_dir
@@ -197,10 +209,7 @@ def _write_secrets(secrets: dict[str, Any]) -> Path:
     """A 0600 vars file in a 0700 folder named after this process; folders of processes that died
     before removing theirs (SIGKILL) are removed here."""
     root = _secrets_root()
-    for old in root.glob("vnt-secrets-*"):
-        pid = old.name.split("-")[2]
-        if pid.isdigit() and not alive(int(pid)) and old.stat().st_uid == os.geteuid():
-            shutil.rmtree(old, ignore_errors=True)
+    _remove_dead_owners(root, "vnt-secrets-")
     d = Path(tempfile.mkdtemp(prefix=f"vnt-secrets-{os.getpid()}-", dir=root))
     f = d / "vars.json"
     fd = os.open(f, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)

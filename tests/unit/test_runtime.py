@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from vnettracer import ROOT, hostpkg, runtime
 from vnettracer.spec import load
@@ -60,3 +61,25 @@ def test_pidfile_names_a_process_only_if_it_is_the_one(tmp_path):
     assert from_pidfile(pf) is None  # dead
     pf.write_text("garbage")
     assert from_pidfile(pf) is None
+
+
+def test_ssh_session_folder_removed_and_a_killed_runs_swept(tmp_path, monkeypatch):
+    """The run's folder of ssh control sockets goes with the session; one a killed run (SIGKILL)
+    left is removed by the next session, one of a live process is not."""
+    import subprocess
+    import tempfile
+
+    from vnettracer import orchestrate
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    left = tmp_path / f"vnt-cp-{dead.pid}-x1"
+    live = tmp_path / f"vnt-cp-{os.getppid()}-x2"
+    for d in (left, live):
+        d.mkdir()
+    with orchestrate.ssh_session() as cp:
+        assert Path(cp).parent == tmp_path and Path(cp).name.startswith(f"vnt-cp-{os.getpid()}-")
+        with orchestrate.ssh_session() as inner:
+            assert inner == cp
+    assert not left.exists() and live.is_dir() and not Path(cp).exists()
