@@ -26,6 +26,7 @@ NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 # host names (as in an Ansible inventory), network namespace names, loop values: what may go into a
 # path, a command line or an inventory pattern without quoting
 HOST_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+CPUS_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 NETNS_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 VALUE_RE = re.compile(r"^[A-Za-z0-9_.+-]{1,64}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.@+-]{1,15}$")
@@ -178,6 +179,17 @@ class Tracer(Strict):
     backend: Literal["libbpf", "bcc"] = "libbpf"
     # agents stop by themselves after this long, should the controller die before stopping them
     lifetime_s: int = Field(4 * 3600, ge=60, le=30 * 86400)
+    # CPUs the agents run on: auto (off the CPUs the host's workloads are pinned to, where the host
+    # has others), all, or a CPU list such as "2-3" (every traced host must have them)
+    cpus: str = "auto"
+
+    @field_validator("cpus")
+    @classmethod
+    def _cpus(cls, v: str) -> str:
+        ranges = [r.partition("-") for r in v.split(",")] if CPUS_RE.match(v) else []
+        if v not in ("auto", "all") and (not ranges or any(b and int(b) < int(a) for a, _, b in ranges)):
+            raise ValueError(f"'{v}' is not auto, all or a CPU list such as 1, 0-3 or 0,2-3")
+        return v
 
 
 class Tagging(Strict):

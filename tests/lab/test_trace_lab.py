@@ -276,6 +276,49 @@ def test_an_agent_that_cannot_start_says_why_and_leaves_nothing(lab, quickstart,
     nothing_left(lab)
 
 
+
+def agent_cpus(lab, host: str) -> set[str]:
+    """Cpus_allowed_list of every thread of the host's agent."""
+    pid = (lab.dir / "hosts" / host / "state" / "run" / "agent.pid").read_text().strip()
+    return {next(ln.split()[1] for ln in (t / "status").read_text().splitlines() if ln.startswith("Cpus_allowed_list"))
+            for t in Path(f"/proc/{pid}/task").iterdir()}
+
+
+def with_tracer(run, workloads=None, **tracer):
+    exp = run.experiment
+    exp = exp.model_copy(update={"tracer": exp.tracer.model_copy(update=tracer),
+                                 "workloads": exp.workloads if workloads is None else workloads})
+    return run.model_copy(update={"experiment": exp})
+
+
+def test_agents_keep_off_the_cpus_the_workloads_are_pinned_to(lab, quickstart, tmp_path):
+    """tracer.cpus auto (the default): host1's workload client pinned to CPU 0 puts host1's agent on
+    the other CPUs, host2's (nothing pinned there) stays on all; a CPU list puts both there; a list
+    naming a CPU the hosts lack stops the deploy with the agent's message."""
+    from vnettracer.agent.config import format_cpus
+
+    cpus = os.sched_getaffinity(0)
+    pinned = [w.model_copy(update={"pin": spec.Pin(client=min(cpus))}) for w in quickstart.experiment.workloads]
+    expect = {"host1": format_cpus(cpus - {min(cpus)}) if len(cpus) > 1 else format_cpus(cpus),
+              "host2": format_cpus(cpus)}
+    for run, want in ((with_tracer(quickstart, pinned), expect),
+                      (with_tracer(quickstart, cpus=str(max(cpus))), {"host1": str(max(cpus)), "host2": str(max(cpus))})):
+        try:
+            deploy.start(RunHosts(run), "cpus", tmp_path)
+            for host in ("host1", "host2"):
+                assert agent_cpus(lab, host) == {want[host]}, host
+                assert stats(lab, host, "cpus")["cpus"] == want[host]
+        finally:
+            deploy.stop(RunHosts(run), tmp_path)
+    run = with_tracer(quickstart, cpus="4095")
+    try:
+        with pytest.raises(HostError) as e:
+            deploy.start(RunHosts(run), "cpus", tmp_path)
+        assert f"cpus 4095: this host's agent may run on CPUs {format_cpus(cpus)} only" in "\n".join(e.value.lines())
+    finally:
+        deploy.stop(RunHosts(run), tmp_path)
+    nothing_left(lab)
+
 def test_collect_after_a_crashed_agent_never_signals_a_stale_pid(lab, quickstart, tmp_path):
     """host1's agent is SIGKILLed and its pid file then names another process (a reused pid): collect
     leaves that process alone, removes the dead agent's hooks and still fetches what it spooled."""

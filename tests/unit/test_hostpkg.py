@@ -13,7 +13,7 @@ import zipfile
 import pytest
 
 from vnettracer import hostpkg
-from vnettracer.agent.config import AgentConfig, load_config, write_config
+from vnettracer.agent.config import AgentConfig, choose_cpus, format_cpus, load_config, parse_cpus, write_config
 
 CONTROLLER_ONLY = ["pydantic", "pandas", "typer", "rich", "ansible", "ansible_runner", "fabric", "invoke",
                    "matplotlib", "requests", "yaml", "influxdb", "scapy"]
@@ -111,6 +111,9 @@ def test_version_follows_content(tmp_path, monkeypatch):
     ({"sampling": 0}, "sampling"),
     ({"influxdb": {"url": "influx:8086"}}, "influxdb.url"),
     ({"run_id": ""}, "run_id"),
+    ({"cpus": "1-"}, "'1-' is not a CPU list"),
+    ({"cpus": 3}, "3 is not a CPU list"),
+    ({"avoid_cpus": [-1]}, "avoid_cpus"),
 ])
 def test_agent_config_refuses_bad_input(change, message):
     good = {"host": "h1", "run_id": "r1", "tracepoints": [
@@ -136,3 +139,17 @@ def test_config_from_stdin_written_private_and_only_when_valid(tmp_path):
             write_config(path, bad)
         assert load_config(path).host == "h2"
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary file left
+
+
+def test_agent_cpus_chosen_as_the_kernel_lists_them():
+    """tracer.cpus: a list as the kernel writes them; auto keeps off the workloads' CPUs where the
+    host has others; a list naming a CPU the host lacks is refused, naming the host's."""
+    assert parse_cpus("0,2-3,6", "cpus") == {0, 2, 3, 6} and format_cpus({0, 1, 2, 5, 7, 8}) == "0-2,5,7-8"
+    allowed = {0, 1, 2, 3}
+    assert choose_cpus("all", [0], allowed) is None
+    assert choose_cpus("auto", [0, 2], allowed) == {1, 3}
+    assert choose_cpus("auto", [0, 1, 2, 3], allowed) is None  # no spare CPU: where it is
+    assert choose_cpus("auto", [], allowed) is None
+    assert choose_cpus("1-2", [0], allowed) == {1, 2}
+    with pytest.raises(ValueError, match="cpus 4-5: this host's agent may run on CPUs 0-3 only"):
+        choose_cpus("4-5", [], allowed)

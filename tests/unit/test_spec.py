@@ -124,6 +124,7 @@ BAD = [
     ("unknown loop variable", GOOD + "workloads: [{kind: iperf3, client: host1/c1, server: host2/c1, parallel: '${streams}'}]\n",
      ["unknown loop variable '${streams}'"], 9),
     ("unused loop variable", GOOD + "loop: {rate: [1, 2]}\n", ["loop.rate", "never used"], 9),
+    ("bad agent CPUs", GOOD + "tracer: {cpus: '3-1'}\n", ["tracer.cpus", "'3-1' is not auto, all or a CPU list"], 9),
     ("bad percentage", GOOD + "report: {max_regression: twenty}\n", ["report.max_regression", "percentage"], 9),
     ("hosts in a lab experiment", GOOD + "hosts: {host1: {role: traced}}\n", ["take their hosts from the topology"], 9),
     ("missing inventory file", GOOD.replace("lab: {topology: flannel-vxlan}", "inventory: {file: nowhere.yml}")

@@ -22,7 +22,7 @@ from pathlib import Path
 
 from vnettracer.agent import control
 from vnettracer.agent.clock import Clock
-from vnettracer.agent.config import AgentConfig, TracepointConfig
+from vnettracer.agent.config import AgentConfig, TracepointConfig, choose_cpus, format_cpus
 from vnettracer.agent.control import control_socket, peer_allowed
 from vnettracer.agent.record import EVENT
 from vnettracer.agent.spool import Spool
@@ -78,6 +78,13 @@ class Agent:
             "hooks": [hook_state(a) for a in self.tracer.attached.values()],
         }, indent=1))
 
+    def _place(self) -> None:
+        """Every thread of the agent onto the CPUs cfg.cpus chooses (threads started later inherit)."""
+        want = choose_cpus(self.cfg.cpus, self.cfg.avoid_cpus, os.sched_getaffinity(0))
+        if want is not None:
+            for tid in os.listdir("/proc/self/task"):
+                os.sched_setaffinity(int(tid), want)
+
     def started_tracer(self) -> Tracer:
         if self.tracer is None:
             raise RuntimeError("the agent's tracer is not loaded yet")
@@ -124,6 +131,7 @@ class Agent:
             "ring_used_bytes": self.tracer.ring.pending_bytes() if self.tracer else 0,  # not drained yet
             "ring_bytes": self.cfg.ring_mb << 20,
             "cpu_s": round(ru.ru_utime + ru.ru_stime, 3),
+            "cpus": format_cpus(os.sched_getaffinity(0)),  # where the agent runs (tracer.cpus)
             "sampling": self.cfg.sampling,
             "attach": self.tracer.attach_mode if self.tracer else None,
             "bpf_object": self.tracer.object_path.name if self.tracer else None,  # -compat: kernel < 6.2
@@ -142,6 +150,7 @@ class Agent:
         server = sel = clock = None
         rc = 0
         try:
+            self._place()
             self.remove_stale()
             self.tracer = Tracer(cfg.bpf_object, cfg.flows, cfg.vxlan_ports, cfg.ring_mb << 20, cfg.attach,
                                  cfg.udp_trace_port, cfg.backend)
@@ -161,7 +170,8 @@ class Agent:
             sel = selectors.DefaultSelector()
             sel.register(server, selectors.EVENT_READ, None)
             self._write_stats()
-            self.log(f"agent ready: {len(self.tps)} tracepoints attached ({self.tracer.attach_mode}), spool {cfg.spool_dir}")
+            self.log(f"agent ready: {len(self.tps)} tracepoints attached ({self.tracer.attach_mode}), spool {cfg.spool_dir}, "
+                     f"CPUs {format_cpus(os.sched_getaffinity(0))}")
             if ready:
                 ready(f"ready {len(self.tps)} ({self.tracer.object_path.name})")
             self._loop(sel, server, clock)

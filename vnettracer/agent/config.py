@@ -115,6 +115,11 @@ class AgentConfig:
     clock_drift_ppm: float = 0.0
     clock_t0_ns: int = 0  # epoch of the emulated drift, shared with the clock probes (0: agent start)
     influxdb: Optional[InfluxConfig] = None
+    # CPUs the agent runs on: "all" (where the scheduler puts it), a list such as "2-3,6", or "auto":
+    # every CPU it may use but avoid_cpus (the CPUs this host's workloads are pinned to), all of
+    # them when none is left (choose_cpus)
+    cpus: str = "all"
+    avoid_cpus: list = field(default_factory=list)
 
     @classmethod
     def parse(cls, d: Any) -> "AgentConfig":
@@ -146,6 +151,10 @@ class AgentConfig:
             _int(p, "vxlan_ports", 1, 65535)
         if not isinstance(cfg.flows, list) or not all(isinstance(f, dict) for f in cfg.flows):
             raise ValueError("flows: a list of objects is needed")
+        if cfg.cpus not in ("all", "auto"):
+            parse_cpus(cfg.cpus, "cpus")
+        for c in cfg.avoid_cpus:
+            _int(c, "avoid_cpus", 0, 4095)
         return cfg
 
     @property
@@ -171,6 +180,46 @@ class AgentConfig:
     @property
     def pidfile(self) -> Path:
         return self.run_dir / "agent.pid"
+
+
+def parse_cpus(text: Any, where: str) -> set:
+    """A CPU list as the kernel writes them ("0", "2-3,6") as a set of CPU numbers."""
+    out: set = set()
+    parts = text.split(",") if isinstance(text, str) and text else [""]
+    for part in parts:
+        lo, dash, hi = part.strip().partition("-")
+        if not lo.isdigit() or (dash and not hi.isdigit()) or int(hi or lo) < int(lo):
+            raise ValueError(f"{where}: {text!r} is not a CPU list such as 1, 0-3 or 0,2-3 (or all, auto)")
+        out.update(range(int(lo), int(hi or lo) + 1))
+    return out
+
+
+def choose_cpus(cpus: str, avoid: list, allowed: set) -> Optional[set]:
+    """The CPUs the agent is to run on, None to leave it where it is. allowed: the CPUs the process
+    may use now (os.sched_getaffinity). A list naming a CPU outside them is an error."""
+    if cpus == "all":
+        return None
+    if cpus == "auto":
+        spare = allowed - set(avoid)
+        return spare if spare and spare != allowed else None
+    want = parse_cpus(cpus, "cpus")
+    if not want <= allowed:
+        raise ValueError(f"cpus {cpus}: this host's agent may run on CPUs {format_cpus(allowed)} only")
+    return want
+
+
+def format_cpus(cpus: set) -> str:
+    """The kernel's CPU list form of a set: {0, 1, 2, 5} -> "0-2,5"."""
+    out: list = []
+    run: list = []
+    for c in sorted(cpus):
+        if run and c != run[-1] + 1:
+            out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+            run = []
+        run.append(c)
+    if run:
+        out.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(out)
 
 
 def write_config(path: Path, text: str) -> None:

@@ -13,6 +13,7 @@ from typing import Callable
 from vnettracer import BPF_OBJECTS, BPF_SOURCES
 from vnettracer.errors import VntError
 from vnettracer.orchestrate import PlaybookResult
+from vnettracer.spec import Experiment
 from vnettracer.stages import Context, Runner, Stage
 from vnettracer.stages.hosts import RunHosts
 
@@ -42,9 +43,21 @@ def agent_configs(hosts: RunHosts, run_id: str, clock_t0_ns: int = 0) -> dict[st
         "clock_t0_ns": clock_t0_ns,
     }
     none = {"offset_ns": 0, "drift_ppm": 0.0}
+    pinned = pinned_cpus(exp) if exp.tracer.cpus == "auto" else {}
     return {host: {"host": host, "tracepoints": tps, **common, "clock_offset_ns": clocks.get(host, none)["offset_ns"],
-                   "clock_drift_ppm": clocks.get(host, none)["drift_ppm"]}
+                   "clock_drift_ppm": clocks.get(host, none)["drift_ppm"], "cpus": exp.tracer.cpus,
+                   "avoid_cpus": sorted(pinned.get(host, ()))}
             for host, tps in per_host.items()}
+
+
+def pinned_cpus(exp: Experiment) -> dict[str, set[int]]:
+    """Per host, the CPUs its workloads' clients and servers are pinned to (workloads' `pin`)."""
+    out: dict[str, set[int]] = {}
+    for w in exp.workload_endpoints():
+        for side in ("client", "server"):
+            if w[f"{side}_cpu"] is not None:
+                out.setdefault(w[f"{side}_host"], set()).add(w[f"{side}_cpu"])
+    return out
 
 
 def start_vars(hosts: RunHosts, run_id: str, clock_t0_ns: int = 0) -> dict:
