@@ -3,6 +3,7 @@ undone without a trace."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -30,10 +31,16 @@ SINK = SERVER.replace("data = c.recv(65536); c.sendall(data)",
                       "data = b''\n        while (d := c.recv(65536)): data += d\n        c.sendall(data[:10])")
 
 
-def _tagging(lab, wd, state, mode="auto"):
+def _tagging(lab, wd, state, mode="auto", **more):
     return run_playbook("tagging", lab.inventory, wd, extravars={
         "tagging_state": state, "tagging_mode": mode, "tagging_bpf_object": str(TAG_OBJECT),
-        "tracer_python": sys.executable}).raise_for_failures()
+        "tracer_python": sys.executable, **more}).raise_for_failures()
+
+
+def _gso_max_segs(ns: str) -> int:
+    out = subprocess.run(["ip", "-n", ns, "-d", "-j", "link", "show", "dev", "eth0"], capture_output=True,
+                         text=True, check=True).stdout
+    return json.loads(out)[0]["gso_max_segs"]
 
 
 def _transfer(lab, tmp_path, nbytes: int, port: int) -> list:
@@ -95,6 +102,28 @@ def test_sockops_tags_on_the_wire_and_undone(lab, tmp_path):
         assert pins.returncode != 0
     after = [p[VXLAN][TCP] for p in _transfer(lab, tmp_path, 20_000, 15002)]
     assert after and all(tag_id(t) is None for t in after)
+
+
+def test_one_id_per_wire_packet_and_gso_given_back(lab, tmp_path):
+    """tagging_one_id_per_wire_packet (docs/tagging.md): the containers' eth0 send no GSO packets
+    (gso_max_segs 1), so every data segment on the wire carries an id of its own; the undo gives
+    back the value from before."""
+    wd = tmp_path / "ansible"
+    c1 = lab.plan.host("host1").containers[0]
+    before = _gso_max_segs(c1.netns)
+    assert before > 1
+    try:
+        _tagging(lab, wd, "present", tagging_one_id_per_wire_packet=True)
+        assert _gso_max_segs(c1.netns) == 1
+        assert _tagging(lab, wd, "present", tagging_one_id_per_wire_packet=True).changed() == 0
+        data = [p[VXLAN][TCP] for p in _transfer(lab, tmp_path, 100_000, 15003)]
+        data = [t for t in data if len(t.payload) > 0]
+        ids = [tag_id(t) for t in data]
+        assert len(data) >= 10 and None not in ids and len(set(ids)) == len(ids)
+        assert max(len(t.payload) for t in data) <= 1500
+    finally:
+        _tagging(lab, wd, "absent")
+    assert _gso_max_segs(c1.netns) == before
 
 
 def test_refuses_sysctl_mode_without_the_patched_kernel(lab, tmp_path):
