@@ -76,6 +76,46 @@ def test_tag_counters_filter_sums_each_counter_over_cpus():
     assert f("") == {} and f("not json") == {} and f('[{"key": 0}]') == {}
 
 
+FAKE = """#!/bin/sh
+echo "$(basename "$0") $*" >> "$VNT_LOG"
+case "$*" in *gone*) echo "Cannot open network namespace: No such file or directory" >&2; exit 1;; esac
+case "$*" in *broken*) echo "Error: argument is wrong" >&2; exit 2;; esac
+exit 0
+"""
+
+
+@pytest.mark.parametrize("broken", [False, True], ids=["undone", "a-failure-keeps-the-record"])
+def test_tag_undo_script(tmp_path, broken):
+    """roles/tagging's undo (filter_plugins/tag_undo.py), run with stand-ins for ip, sysctl and
+    bpftool: every recorded value given back, the program detached while attached, a namespace
+    already gone tolerated; the record and pins removed only when nothing else failed."""
+    f = _plugin("roles/tagging/filter_plugins/tag_undo.py").FilterModule().filters()["tag_undo"]
+    for tool in ("ip", "sysctl", "bpftool"):
+        (tmp_path / tool).write_text(FAKE)
+        (tmp_path / tool).chmod(0o755)
+    state, pins = tmp_path / "tagging.json", tmp_path / "pins"
+    state.write_text("{}")
+    pins.mkdir()
+    record = {"mode": "sockops", "cgroup": "/sys/fs/cgroup/x y", "pin_dir": str(pins),
+              "sysctl": {"": ["0", "0"], "vnt-gone": ["1", "7"]},
+              "gso": {"c1:eth0": 65535, ("c2:broken" if broken else "c2:eth0"): 64}}
+    script = f(record, str(state), '[{"id": 9, "attach_type": "sock_ops", "name": "vnt_tag"}]')
+    r = subprocess.run(["sh", "-c", script], capture_output=True, text=True,
+                       env={"PATH": f"{tmp_path}:/usr/bin:/bin", "VNT_LOG": str(tmp_path / "log")})
+    ran = (tmp_path / "log").read_text().splitlines()
+    assert ran == ["sysctl -q -w net.ipv4.tcp_option=0 net.ipv4.udp_trace_port=0",
+                   "ip netns exec vnt-gone sysctl -q -w net.ipv4.tcp_option=1 net.ipv4.udp_trace_port=7",
+                   f"bpftool cgroup detach /sys/fs/cgroup/x y sock_ops pinned {pins}/prog/vnt_tag",
+                   "ip -n c1 link set dev eth0 gso_max_segs 65535",
+                   f"ip -n c2 link set dev {'broken' if broken else 'eth0'} gso_max_segs 64"]
+    if broken:
+        assert r.returncode == 1 and "c2 link set dev broken" in r.stderr and "argument is wrong" in r.stderr
+        assert state.exists() and pins.exists()  # a later undo tries again
+    else:
+        assert r.returncode == 0 and r.stderr == "" and not state.exists() and not pins.exists()
+    assert "detach" not in f(record, str(state), "[]")  # nothing attached: no detach
+
+
 @pytest.mark.parametrize("os_release,family", [
     ("os_id debian\nos_like \nos_name Debian GNU/Linux 12 (bookworm)", "Debian"),
     ("os_id ubuntu\nos_like debian\nos_name Ubuntu 24.04 LTS", "Debian"),
