@@ -7,6 +7,7 @@ changes only what differs. Passwords are no_log parameters and never appear in r
 
 import base64
 import json
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -25,6 +26,7 @@ options:
   database: {type: str, required: true}
   retention_policy: {type: str, required: true}
   retention_duration: {type: str, required: true, description: "InfluxQL duration, e.g. 7d, or INF"}
+  wait_s: {type: int, default: 0, description: "first wait this long at most for /ping to answer (a server just started)"}
 """
 
 
@@ -53,6 +55,21 @@ class Api:
                 body = {}
             status = e.code
         return status, body
+
+
+def wait_ready(url, seconds):
+    """True once GET /ping answers 204 (tried every 0.2 s for `seconds` at most)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            with urllib.request.urlopen(url.rstrip("/") + "/ping", timeout=2) as r:
+                if r.status == 204:
+                    return True
+        except (urllib.error.URLError, OSError):
+            pass
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.2)
 
 
 def ident(s):
@@ -97,8 +114,11 @@ def main():
         database=dict(type="str", required=True),
         retention_policy=dict(type="str", required=True),
         retention_duration=dict(type="str", required=True),
+        wait_s=dict(type="int", default=0),
     ), supports_check_mode=True)
     p = m.params
+    if not wait_ready(p["url"], p["wait_s"]):
+        m.fail_json(msg=f"InfluxDB at {p['url']} did not answer /ping within {p['wait_s']} s")
     api = Api(p["url"])
     actions = []
 
