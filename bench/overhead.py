@@ -13,9 +13,10 @@ the same round, with a 95 % bootstrap interval and the spread (analysis/paired.p
 
 --prog-stats (a diagnosis, not the figure: the kernel's statistics cost two clock reads per program
 run) also reports per mode the tracer programs' runs and kernel time per run on the real path
-(kernel.bpf_stats_enabled, set back afterwards).
+(kernel.bpf_stats_enabled, set back afterwards). --tp-floor adds floor-tp: the packet tracepoints
+(net_dev_start_xmit, netif_receive_skb) holding an empty raw_tp program instead of the tc hooks.
 
-    sudo .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 3] [--prog-stats]
+    sudo .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 3] [--prog-stats] [--tp-floor]
 """
 
 from __future__ import annotations
@@ -94,27 +95,25 @@ class Modes:
         return tot
 
 
-class Floor:
-    """floor-20: the agents' hooks removed and, at the same 20 hooks, a tcx program that returns at
-    once (r0 = TC_ACT_UNSPEC; exit): what the hooks cost with no work in them, the least any tc
-    tracer can cost there."""
+class EmptyProg:
+    """A program that returns at once, two instructions (r0 = the value given; exit), attached
+    where attach() says while on."""
 
-    def __init__(self, lb: lab.Lab, configs: dict[str, dict]):
-        insns = bytes([0xB7, 0, 0, 0]) + (-1).to_bytes(4, "little", signed=True) + bytes([0x95]) + bytes(7)
+    def __init__(self, prog_type: int, name: bytes, r0: int):
+        insns = bytes([0xB7, 0, 0, 0]) + r0.to_bytes(4, "little", signed=True) + bytes([0x95]) + bytes(7)
         load = libbpf._lib.bpf_prog_load
         load.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t,
                          ctypes.c_void_p]
-        self.prog = load(3, b"vnt_floor", b"GPL", insns, 2, None)  # BPF_PROG_TYPE_SCHED_CLS
+        self.prog = load(prog_type, name, b"GPL", insns, 2, None)
         assert self.prog >= 0, os.strerror(-self.prog)
-        self.hooks = [(lb.plan.host(h).netns if tp["netns"] is None else tp["netns"], tp["device"],
-                       tp["direction"] == "egress") for h, c in configs.items() for tp in c["tracepoints"]]
         self.links: list[int] = []
+
+    def attach(self) -> list[int]:
+        raise NotImplementedError
 
     def set(self, on: bool) -> None:
         if on and not self.links:
-            for ns, dev, egress in self.hooks:
-                with in_netns(ns):
-                    self.links.append(libbpf.tcx_attach(socket.if_nametoindex(dev), egress, self.prog))
+            self.links = self.attach()
         elif not on:
             while self.links:
                 os.close(self.links.pop())
@@ -124,15 +123,55 @@ class Floor:
         os.close(self.prog)
 
 
+class Floor(EmptyProg):
+    """floor-20: the agents' hooks removed and, at the same 20 hooks, a tcx program that returns at
+    once (TC_ACT_UNSPEC): what the hooks cost with no work in them, the least any tc tracer can
+    cost there."""
+
+    def __init__(self, lb: lab.Lab, configs: dict[str, dict]):
+        super().__init__(3, b"vnt_floor", -1)  # BPF_PROG_TYPE_SCHED_CLS
+        self.hooks = [(lb.plan.host(h).netns if tp["netns"] is None else tp["netns"], tp["device"],
+                       tp["direction"] == "egress") for h, c in configs.items() for tp in c["tracepoints"]]
+
+    def attach(self) -> list[int]:
+        links = []
+        for ns, dev, egress in self.hooks:
+            with in_netns(ns):
+                links.append(libbpf.tcx_attach(socket.if_nametoindex(dev), egress, self.prog))
+        return links
+
+
+class TpFloor(EmptyProg):
+    """floor-tp (--tp-floor): instead of tc hooks, the two tracepoints every packet passes at each
+    device (net_dev_start_xmit on transmit, netif_receive_skb on receive: about as many firings on
+    this path as the 20 hooks), each holding a raw_tp program that returns at once. The least a
+    tracer built on them would pay, before telling one device from another (they fire for every
+    device on the machine)."""
+
+    TRACEPOINTS = (b"net_dev_start_xmit", b"netif_receive_skb")
+
+    def __init__(self) -> None:
+        super().__init__(17, b"vnt_floor_tp", 0)  # BPF_PROG_TYPE_RAW_TRACEPOINT
+        libbpf._lib.bpf_raw_tracepoint_open.argtypes = [ctypes.c_char_p, ctypes.c_int]
+
+    def attach(self) -> list[int]:
+        links = []
+        for tp in self.TRACEPOINTS:
+            fd = libbpf._lib.bpf_raw_tracepoint_open(tp, self.prog)
+            assert fd >= 0, f"{tp.decode()}: {os.strerror(-fd)}"
+            links.append(fd)
+        return links
+
+
 # goals (docs/benchmarks.md): RR p50 ratio (lower is better), bulk throughput ratio (higher is better)
 GOALS = {"traced-20": (1.10, 0.95), "sampled-1%": (1.03, 0.98)}
 
 
 class ProgStats:
-    """The tracer programs' run count and kernel time (bpftool, kernel.bpf_stats_enabled), summed
-    per mode over the rounds."""
+    """The tracer programs' (and the floors') run count and kernel time (bpftool,
+    kernel.bpf_stats_enabled), summed per mode over the rounds."""
 
-    NAMES = ("vnt_ingress", "vnt_egress")
+    NAMES = ("vnt_ingress", "vnt_egress", "vnt_floor", "vnt_floor_tp")
     SYSCTL = Path("/proc/sys/kernel/bpf_stats_enabled")
 
     def __init__(self) -> None:
@@ -182,6 +221,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--seconds", type=float, default=2.0)
     ap.add_argument("--prog-stats", action="store_true", help="also the programs' time per run (a diagnosis)")
+    ap.add_argument("--tp-floor", action="store_true",
+                    help="also floor-tp: the two per-device packet tracepoints holding an empty program")
     args = ap.parse_args()
     run = spec.load("quickstart")[0]
     exp = run.experiment
@@ -202,14 +243,16 @@ def main() -> None:
             pid = (lb.dir / "hosts" / h / "state" / "run" / "agent.pid").read_text().strip()
             subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], check=True, capture_output=True)
         configs = deploy.agent_configs(RunHosts(run), "bench")
-        modes, floor = Modes(lb, configs), Floor(lb, configs)
-        names = ["untraced", "floor-20", "traced-20", "sampled-1%"]
+        modes, floor, tp_floor = Modes(lb, configs), Floor(lb, configs), TpFloor() if args.tp_floor else None
+        names = ["untraced", "floor-20"] + (["floor-tp"] if tp_floor else []) + ["traced-20", "sampled-1%"]
         res: dict[str, dict[str, list[float]]] = {m: {"rr_us": [], "gbps": []} for m in names}
         for i in range(args.rounds):
             order = names[i % len(names):] + names[:i % len(names)]
             for m in order:
-                modes.set("untraced" if m == "floor-20" else m)
+                modes.set("untraced" if m.startswith("floor-") else m)
                 floor.set(m == "floor-20")
+                if tp_floor:
+                    tp_floor.set(m == "floor-tp")
                 before = stats.snapshot() if stats else (0, 0)
                 res[m]["rr_us"].append(rr(c1.netns, addr, args.seconds))
                 res[m]["gbps"].append(bulk(c1.netns, addr, args.seconds))
@@ -218,6 +261,8 @@ def main() -> None:
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(
                 f"{m} {res[m]['rr_us'][-1]:.2f} us {res[m]['gbps'][-1]:.1f} Gbit/s" for m in names), flush=True)
         floor.close()
+        if tp_floor:
+            tp_floor.close()
         modes.set("traced-20")
         st = modes.stats()
     finally:
