@@ -230,6 +230,7 @@ def main() -> None:
     servers: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="vnt-bench-"))
     stats = ProgStats() if args.prog_stats else None
+    floors: list[EmptyProg] = []
     try:
         c1, c2 = lb.plan.host("host1").containers[0], lb.plan.host("host2").containers[0]
         addr = str(c2.ip.ip)
@@ -244,6 +245,7 @@ def main() -> None:
             subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], check=True, capture_output=True)
         configs = deploy.agent_configs(RunHosts(run), "bench")
         modes, floor, tp_floor = Modes(lb, configs), Floor(lb, configs), TpFloor() if args.tp_floor else None
+        floors += [floor] + ([tp_floor] if tp_floor else [])
         names = ["untraced", "floor-20"] + (["floor-tp"] if tp_floor else []) + ["traced-20", "sampled-1%"]
         res: dict[str, dict[str, list[float]]] = {m: {"rr_us": [], "gbps": []} for m in names}
         for i in range(args.rounds):
@@ -260,12 +262,11 @@ def main() -> None:
                     stats.add(m, before)
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(
                 f"{m} {res[m]['rr_us'][-1]:.2f} us {res[m]['gbps'][-1]:.1f} Gbit/s" for m in names), flush=True)
-        floor.close()
-        if tp_floor:
-            tp_floor.close()
         modes.set("traced-20")
         st = modes.stats()
     finally:
+        for f in floors:  # also when a round failed: the floors' links off before the agents stop
+            f.close()
         if stats:
             stats.close()
         try:
