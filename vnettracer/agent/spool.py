@@ -7,6 +7,7 @@ readable even if the agent is killed: nothing that reached the spool is lost.
 from __future__ import annotations
 
 import os
+import struct
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -18,6 +19,10 @@ from vnettracer.agent.columns import numbers
 from vnettracer.agent.record import EVENT_FIELDS
 
 SCHEMA = pa.schema([(name, pa.from_numpy_dtype(dt)) for name, dt in EVENT_FIELDS])
+# LZ4 on each batch's buffers, where this pyarrow has it: lab spools shrink about 4x, and with them
+# the page cache the agent fills beside the workload (bulk throughput, docs/benchmarks.md) and what
+# collect fetches. zstd shrinks them 8x at twice the agent's CPU. Readers need no option.
+WRITE_OPTIONS = ipc.IpcWriteOptions(compression="lz4" if pa.Codec.is_available("lz4") else None)
 
 
 class Spool:
@@ -57,7 +62,7 @@ class Spool:
         self.path = self.folder / f"{self.prefix}-{self.seq:06d}.arrows"
         # buffered, and flushed after each batch: one write(2) a batch instead of one per buffer
         self._sink = pa.BufferedOutputStream(pa.OSFile(str(self.path), "wb"), buffer_size=1 << 20)
-        self._writer = ipc.new_stream(self._sink, SCHEMA)
+        self._writer = ipc.new_stream(self._sink, SCHEMA, options=WRITE_OPTIONS)
         self._bytes = 0
 
     def write(self, events: np.ndarray) -> None:
@@ -127,3 +132,51 @@ def iter_spool(folder: Path, prefix: str = "events", problems: list[dict] | None
 def read_spool(folder: Path, prefix: str = "events", problems: list[dict] | None = None) -> pa.Table:
     """Every event in a spool folder, in file order, as one table (see iter_spool)."""
     return pa.Table.from_batches(list(iter_spool(folder, prefix, problems)), SCHEMA)
+
+
+def events_in(f: Path) -> int:
+    """How many events a spool file holds (up to its last complete batch), from its messages'
+    headers alone: the bodies, compressed, are skipped (Arrow's IPC stream format: a message is
+    0xFFFFFFFF, the metadata's size, a flatbuffer Message, then a body of Message.bodyLength)."""
+    n, size = 0, f.stat().st_size
+    with open(f, "rb") as src:
+        while True:
+            head = src.read(8)
+            if len(head) < 8:
+                return n
+            cont, meta_len = struct.unpack("<Ii", head)
+            if cont != 0xFFFFFFFF or meta_len <= 0:
+                return n  # the end-of-stream marker, or not this format
+            meta = src.read(meta_len)
+            try:
+                msg = _Table(meta, struct.unpack_from("<I", meta)[0])
+                body = msg.scalar(3, "<q")
+                rows = msg.table(2).scalar(0, "<q") if msg.scalar(1, "<B") == 3 else 0  # a RecordBatch's length
+            except struct.error:  # cut short in its metadata, or not a flatbuffer
+                return n
+            if body < 0 or src.tell() + body > size:
+                return n  # cut short within this batch
+            n += rows
+            src.seek(body, 1)
+
+
+class _Table:
+    """A flatbuffer table: its fields through its vtable (default 0 where a field is absent)."""
+
+    def __init__(self, buf: bytes, pos: int):
+        self.buf, self.pos = buf, pos
+        self.vt = pos - struct.unpack_from("<i", buf, pos)[0]
+
+    def _at(self, i: int) -> int:
+        if 4 + 2 * i >= struct.unpack_from("<H", self.buf, self.vt)[0]:
+            return 0
+        off = struct.unpack_from("<H", self.buf, self.vt + 4 + 2 * i)[0]
+        return self.pos + off if off else 0
+
+    def scalar(self, i: int, fmt: str) -> int:
+        at = self._at(i)
+        return struct.unpack_from(fmt, self.buf, at)[0] if at else 0
+
+    def table(self, i: int) -> "_Table":
+        at = self._at(i)
+        return _Table(self.buf, at + struct.unpack_from("<I", self.buf, at)[0])

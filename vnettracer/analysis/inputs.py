@@ -12,6 +12,7 @@ import pandas as pd
 import yaml
 from pydantic import ValidationError
 
+from vnettracer.agent.spool import events_in
 from vnettracer.errors import VntError
 from vnettracer.spec import Experiment
 
@@ -111,6 +112,6 @@ def read_probes(path: Path) -> tuple[pd.DataFrame, int]:
 
 
 def spooled_events(run_dir: Path) -> int:
-    """About how many events the run's spools hold (their size over an event's 32 bytes): what
-    decides whether the analysis fits in memory."""
-    return sum(f.stat().st_size for f in (run_dir / "events").glob("*/events-*.arrows")) // 32
+    """How many events the run's spools hold: what decides whether the analysis fits in memory.
+    Counted, not taken from the files' sizes: the spools are compressed."""
+    return sum(events_in(f) for f in (run_dir / "events").glob("*/events-*.arrows"))

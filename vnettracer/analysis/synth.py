@@ -18,7 +18,7 @@ import pyarrow.ipc as ipc
 import yaml
 
 from vnettracer.agent.record import EVENT, EVENT_FIELDS, F_EGRESS, F_ENCAP, ID_HASH
-from vnettracer.agent.spool import SCHEMA
+from vnettracer.agent.spool import SCHEMA, WRITE_OPTIONS
 from vnettracer.spec import load
 
 EPOCH = 1_795_000_000_000_000_000  # wall time of t = 0
@@ -103,7 +103,7 @@ def _write_host(hd: Path, ev: np.ndarray, rng: np.random.Generator, truth: Truth
     `truth`: this host's realtime is off by truth.theta(t)."""
     ev = ev[rng.permutation(len(ev))]
     hd.mkdir(parents=True, exist_ok=True)
-    with pa.OSFile(str(hd / "events-000001.arrows"), "wb") as sink, ipc.new_stream(sink, SCHEMA) as w:
+    with pa.OSFile(str(hd / "events-000001.arrows"), "wb") as sink, ipc.new_stream(sink, SCHEMA, options=WRITE_OPTIONS) as w:
         for chunk in np.array_split(ev, max(1, len(ev) // 500_000)):
             w.write_batch(pa.RecordBatch.from_arrays([pa.array(np.ascontiguousarray(chunk[f])) for f, _ in EVENT_FIELDS],
                                                      schema=SCHEMA))
