@@ -15,8 +15,9 @@ the same round, with a 95 % bootstrap interval and the spread (analysis/paired.p
 run) also reports per mode the tracer programs' runs and kernel time per run on the real path
 (kernel.bpf_stats_enabled, set back afterwards). --tp-floor adds floor-tp: the packet tracepoints
 (net_dev_start_xmit, netif_receive_skb) holding an empty raw_tp program instead of the tc hooks.
+--cpu adds, per mode, each CPU's load during the bulk runs and the agents' share of it.
 
-    sudo .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 3] [--prog-stats] [--tp-floor]
+    sudo .venv/bin/python bench/overhead.py [--rounds 5] [--seconds 3] [--prog-stats] [--tp-floor] [--cpu]
 """
 
 from __future__ import annotations
@@ -167,6 +168,43 @@ class TpFloor(EmptyProg):
 GOALS = {"traced-20": (1.10, 0.95), "sampled-1%": (1.03, 0.98)}
 
 
+class CpuSplit:
+    """--cpu: during each bulk run, how busy each CPU was (non-idle share of /proc/stat's ticks,
+    softirq apart) and the agents' CPU (utime + stime of their processes), averaged per mode:
+    which core bulk throughput waits on, and whose work is on it."""
+
+    def __init__(self, pids: list[int]):
+        self.pids = pids
+        self.total: dict[str, list[list[float]]] = {}
+
+    def snapshot(self) -> tuple[list[list[int]], int]:
+        cpus = [list(map(int, ln.split()[1:8])) for ln in Path("/proc/stat").read_text().splitlines()
+                if re.match(r"cpu\d", ln)]
+        agents = sum(sum(map(int, Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[11:13]))
+                     for p in self.pids)
+        return cpus, agents
+
+    def add(self, mode: str, before: tuple[list[list[int]], int]) -> None:
+        after = self.snapshot()
+        row = []
+        for b, a in zip(before[0], after[0]):
+            d = [x - y for x, y in zip(a, b)]  # user nice system idle iowait irq softirq
+            total = max(sum(d), 1)
+            row += [(total - d[3] - d[4]) / total, d[6] / total]
+        ticks = max(sum(sum(x - y for x, y in zip(a, b)) for b, a in zip(before[0], after[0])), 1)
+        row.append((after[1] - before[1]) * len(after[0]) / ticks)  # agents, cores' worth
+        self.total.setdefault(mode, []).append(row)
+
+    def print(self) -> None:
+        n = len(next(iter(self.total.values()))[0]) // 2
+        head = "".join(f"  cpu{i} busy (softirq)" for i in range(n))
+        print(f"\nduring bulk, mean over rounds:\n{'mode':<12}{head}  agents")
+        for mode, rows in self.total.items():
+            m = [sum(col) / len(rows) for col in zip(*rows)]
+            cols = "".join(f"  {m[2 * i]:>9.0%} ({m[2 * i + 1]:>4.0%})" for i in range(n))
+            print(f"{mode:<12}{cols}  {m[-1]:>5.0%} of a core")
+
+
 class ProgStats:
     """The tracer programs' (and the floors') run count and kernel time (bpftool,
     kernel.bpf_stats_enabled), summed per mode over the rounds."""
@@ -223,6 +261,7 @@ def main() -> None:
     ap.add_argument("--prog-stats", action="store_true", help="also the programs' time per run (a diagnosis)")
     ap.add_argument("--tp-floor", action="store_true",
                     help="also floor-tp: the two per-device packet tracepoints holding an empty program")
+    ap.add_argument("--cpu", action="store_true", help="also each CPU's load and the agents' CPU during bulk")
     args = ap.parse_args()
     run = spec.load("quickstart")[0]
     exp = run.experiment
@@ -230,6 +269,7 @@ def main() -> None:
     servers: list[subprocess.Popen] = []
     work = Path(tempfile.mkdtemp(prefix="vnt-bench-"))
     stats = ProgStats() if args.prog_stats else None
+    cpu: CpuSplit | None = None
     floors: list[EmptyProg] = []
     try:
         c1, c2 = lb.plan.host("host1").containers[0], lb.plan.host("host2").containers[0]
@@ -240,9 +280,10 @@ def main() -> None:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1)
         deploy.start(RunHosts(run), "bench", work)
-        for h in ("host1", "host2"):  # the tracer gets CPU 1
-            pid = (lb.dir / "hosts" / h / "state" / "run" / "agent.pid").read_text().strip()
-            subprocess.run(["taskset", "-a", "-p", "-c", "1", pid], check=True, capture_output=True)
+        pids = [int((lb.dir / "hosts" / h / "state" / "run" / "agent.pid").read_text()) for h in ("host1", "host2")]
+        for pid in pids:  # the tracer gets CPU 1
+            subprocess.run(["taskset", "-a", "-p", "-c", "1", str(pid)], check=True, capture_output=True)
+        cpu = CpuSplit(pids) if args.cpu else None
         configs = deploy.agent_configs(RunHosts(run), "bench")
         modes, floor, tp_floor = Modes(lb, configs), Floor(lb, configs), TpFloor() if args.tp_floor else None
         floors += [floor] + ([tp_floor] if tp_floor else [])
@@ -257,7 +298,10 @@ def main() -> None:
                     tp_floor.set(m == "floor-tp")
                 before = stats.snapshot() if stats else (0, 0)
                 res[m]["rr_us"].append(rr(c1.netns, addr, args.seconds))
+                cpu_before = cpu.snapshot() if cpu else None
                 res[m]["gbps"].append(bulk(c1.netns, addr, args.seconds))
+                if cpu:
+                    cpu.add(m, cpu_before)
                 if stats:
                     stats.add(m, before)
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(
@@ -281,6 +325,8 @@ def main() -> None:
     print(f"events emitted {st['emitted']}, dropped {st['dropped']}, sampled out {st['sampled_out']}")
     if stats:
         stats.print()
+    if cpu:
+        cpu.print()
 
 
 if __name__ == "__main__":
