@@ -36,6 +36,30 @@ TAKE_EVENTS = 4096  # the ring is read into the spool once it holds this many ev
 TAKE_DELAY_S = 0.2  # or this long after the last read
 
 
+class Pacer:
+    """How long the agent sleeps before it looks at the ring again: until a batch (TAKE_EVENTS)
+    should be there at the rate the ring has been filling; at least poll_ms, at most TAKE_DELAY_S
+    or the time a burst of BURST_PER_CPU events/s on every CPU takes to fill half the ring. A look
+    every 5 ms woke each agent 200 times a second whatever the traffic (docs/benchmarks.md)."""
+
+    BURST_PER_CPU = 4_000_000  # about the most a CPU's hooks emit (bench/drain.py: 6.4 M/s from test runs)
+
+    def __init__(self, poll_s: float, ring_events: int, ncpus: int):
+        self.floor = poll_s
+        self.ceiling = max(poll_s, min(TAKE_DELAY_S, ring_events / 2 / (self.BURST_PER_CPU * ncpus)))
+        self.rate = 0.0  # events/s: follows a rise at once, a fall by halves
+        self._last: tuple[float, int] | None = None
+
+    def wait(self, now: float, produced: int, pending: int) -> float:
+        """produced: events the ring has taken so far (read + pending); pending: not read yet."""
+        if self._last and now > self._last[0]:
+            r = (produced - self._last[1]) / (now - self._last[0])
+            self.rate = r if r > self.rate else (self.rate + r) / 2
+        self._last = (now, produced)
+        until_batch = (TAKE_EVENTS - pending) / self.rate if self.rate > 0 else self.ceiling
+        return min(max(until_batch, self.floor), self.ceiling)
+
+
 def _write_atomic(path: Path, data: str) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(data)
@@ -189,7 +213,8 @@ class Agent:
         return rc
 
     def _loop(self, sel, server, clock) -> None:
-        poll = self.cfg.poll_ms / 1000
+        ring = self.started_tracer().ring
+        pacer = Pacer(self.cfg.poll_ms / 1000, ring.size // EVENT.itemsize, self.started_tracer().ncpus)
         next_tick = time.monotonic() + 1
         end_of_life = time.monotonic() + self.cfg.lifetime_s
         while self.stop_reason is None:
@@ -206,8 +231,10 @@ class Agent:
                 next_tick = now + 1
             if self.writer:
                 self.writer.tick()
+            pending = ring.pending_bytes() // EVENT.itemsize
+            wait = pacer.wait(now, ring.consumed + pending, pending)
             # a big batch means more is waiting: don't sleep
-            for key, _ in sel.select(timeout=0 if len(events) > 4096 else poll):
+            for key, _ in sel.select(timeout=0 if len(events) > TAKE_EVENTS else min(wait, max(0.0, next_tick - now))):
                 if key.data is None:
                     conn, _ = server.accept()
                     conn.setblocking(True)
