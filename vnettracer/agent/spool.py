@@ -148,11 +148,13 @@ def events_in(f: Path) -> int:
             if cont != 0xFFFFFFFF or meta_len <= 0:
                 return n  # the end-of-stream marker, or not this format
             meta = src.read(meta_len)
+            if len(meta) < meta_len:
+                return n  # cut short in its metadata
             try:
                 msg = _Table(meta, struct.unpack_from("<I", meta)[0])
                 body = msg.scalar(3, "<q")
                 rows = msg.table(2).scalar(0, "<q") if msg.scalar(1, "<B") == 3 else 0  # a RecordBatch's length
-            except struct.error:  # cut short in its metadata, or not a flatbuffer
+            except struct.error:  # not a flatbuffer
                 return n
             if body < 0 or src.tell() + body > size:
                 return n  # cut short within this batch
