@@ -14,7 +14,8 @@ from vnettracer.agent.spool import Spool, read_spool
 def test_full_disk_counts_what_was_not_written(root, tmp_path):
     """Events that do not fit are counted with the reason (seen coming, or ENOSPC); the file written
     so far stays readable."""
-    batch = np.zeros(10_000, EVENT)  # 320 KB
+    # 320 KB that do not compress (the spool is LZ4-compressed: zeros would fit)
+    batch = np.frombuffer(np.random.default_rng(0).bytes(10_000 * EVENT.itemsize), EVENT)
     mnt = tmp_path / "small"
     mnt.mkdir()
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mnt)], check=True)
