@@ -254,7 +254,7 @@ def report(res: dict, names: list[str], rounds: int) -> None:
             print(f"{'':<12} goal RR <= x{g_rr}: {a.verdict(g_rr, True)}; bulk >= x{g_bw}: {b.verdict(g_bw, False)}")
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rounds", type=int, default=9)
     ap.add_argument("--seconds", type=float, default=2.0)
@@ -262,7 +262,32 @@ def main() -> None:
     ap.add_argument("--tp-floor", action="store_true",
                     help="also floor-tp: the two per-device packet tracepoints holding an empty program")
     ap.add_argument("--cpu", action="store_true", help="also each CPU's load and the agents' CPU during bulk")
-    args = ap.parse_args()
+    return ap.parse_args()
+
+
+def pin_agents(lb: lab.Lab) -> list[int]:
+    """Both agents onto CPU 1; their pids."""
+    pids = [int((lb.dir / "hosts" / h / "state" / "run" / "agent.pid").read_text()) for h in ("host1", "host2")]
+    for pid in pids:
+        subprocess.run(["taskset", "-a", "-p", "-c", "1", str(pid)], check=True, capture_output=True)
+    return pids
+
+
+def measure(m: str, netns: str, addr: str, seconds: float, res: dict, stats: ProgStats | None,
+            cpu: CpuSplit | None) -> None:
+    """One mode's RR then bulk run, with the diagnoses asked for."""
+    before = stats.snapshot() if stats else (0, 0)
+    res[m]["rr_us"].append(rr(netns, addr, seconds))
+    cpu_before = cpu.snapshot() if cpu else None
+    res[m]["gbps"].append(bulk(netns, addr, seconds))
+    if cpu and cpu_before:
+        cpu.add(m, cpu_before)
+    if stats:
+        stats.add(m, before)
+
+
+def main() -> None:
+    args = parse_args()
     run = spec.load("quickstart")[0]
     exp = run.experiment
     lb = lab.up(exp.lab.topology, exp.lab.options, progress=lambda m: None)
@@ -280,9 +305,7 @@ def main() -> None:
                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
         time.sleep(1)
         deploy.start(RunHosts(run), "bench", work)
-        pids = [int((lb.dir / "hosts" / h / "state" / "run" / "agent.pid").read_text()) for h in ("host1", "host2")]
-        for pid in pids:  # the tracer gets CPU 1
-            subprocess.run(["taskset", "-a", "-p", "-c", "1", str(pid)], check=True, capture_output=True)
+        pids = pin_agents(lb)  # the tracer gets CPU 1
         cpu = CpuSplit(pids) if args.cpu else None
         configs = deploy.agent_configs(RunHosts(run), "bench")
         modes, floor, tp_floor = Modes(lb, configs), Floor(lb, configs), TpFloor() if args.tp_floor else None
@@ -296,14 +319,7 @@ def main() -> None:
                 floor.set(m == "floor-20")
                 if tp_floor:
                     tp_floor.set(m == "floor-tp")
-                before = stats.snapshot() if stats else (0, 0)
-                res[m]["rr_us"].append(rr(c1.netns, addr, args.seconds))
-                cpu_before = cpu.snapshot() if cpu else None
-                res[m]["gbps"].append(bulk(c1.netns, addr, args.seconds))
-                if cpu:
-                    cpu.add(m, cpu_before)
-                if stats:
-                    stats.add(m, before)
+                measure(m, c1.netns, addr, args.seconds, res, stats, cpu)
             print(f"round {i + 1}/{args.rounds}: " + ", ".join(
                 f"{m} {res[m]['rr_us'][-1]:.2f} us {res[m]['gbps'][-1]:.1f} Gbit/s" for m in names), flush=True)
         modes.set("traced-20")

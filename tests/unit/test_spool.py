@@ -40,7 +40,7 @@ def test_spool_is_compressed_and_reads_back_exactly(tmp_path):
     s = spool_of(tmp_path, ev)
     files = sorted(tmp_path.glob("events-*.arrows"))
     assert sum(f.stat().st_size for f in files) < ev.nbytes / 2  # 32 bytes an event before
-    back = [b for b in iter_spool(tmp_path)]
+    back = list(iter_spool(tmp_path))
     for name in EVENT.names:
         assert np.array_equal(np.concatenate([b.column(name).to_numpy() for b in back]), ev[name]), name
     assert s.events == sum(events_in(f) for f in files) == len(ev)

@@ -213,8 +213,9 @@ class Agent:
         return rc
 
     def _loop(self, sel, server, clock) -> None:
-        ring = self.started_tracer().ring
-        pacer = Pacer(self.cfg.poll_ms / 1000, ring.size // EVENT.itemsize, self.started_tracer().ncpus)
+        tracer = self.started_tracer()
+        ring = tracer.ring
+        pacer = Pacer(self.cfg.poll_ms / 1000, ring.size // EVENT.itemsize, tracer.ncpus)
         next_tick = time.monotonic() + 1
         end_of_life = time.monotonic() + self.cfg.lifetime_s
         while self.stop_reason is None:

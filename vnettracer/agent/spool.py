@@ -68,12 +68,11 @@ class Spool:
     def write(self, events: np.ndarray) -> None:
         if not len(events):
             return
-        cols = [numbers(events[name]) for name, _ in EVENT_FIELDS]
-        batch = pa.RecordBatch.from_arrays(cols, schema=SCHEMA)
         nbytes = events.nbytes  # the columns' bytes (fixed width, no nulls); batch.nbytes walks the buffers
         if self.full or not self._room(nbytes):
             self.dropped += len(events)
             return
+        batch = pa.RecordBatch.from_arrays([numbers(events[name]) for name, _ in EVENT_FIELDS], schema=SCHEMA)
         try:
             if self._writer is None:
                 self._open()
