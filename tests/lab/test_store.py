@@ -103,7 +103,9 @@ def test_server_away_for_20_s_nothing_lost_nothing_twice(influx, tmp_path):
         t.join(timeout=120)
     stats = w.close(timeout_s=120)
     assert max(backlog_seen) > 10, "the outbox never filled: the outage did not happen during the stream"
+    assert not t.is_alive(), "the producer did not finish"
     assert stats.retries > 0 and stats.backlog_batches == 0 and stats.rejected_batches == 0
+    assert stats.dropped_batches == 0 and stats.points_sent >= batches * per
     counts, len_sum = _arrived(Influx(ep), "outage", base, batches * per)
     want_counts, want_sum = _expected(batches * per)
     assert counts == want_counts  # nothing lost ...

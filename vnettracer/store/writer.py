@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,7 +56,7 @@ class _Pending:
 class Writer:
     def __init__(self, ep: Endpoint, outbox: Path, batch_points: int = 20_000, flush_s: float = 1.0,
                  backoff_s: tuple[float, float] = (0.2, 5.0), timeout_s: float = 30.0, log=lambda m: None,
-                 max_outbox_bytes: int = 1 << 30):
+                 max_outbox_bytes: int = 1 << 30, client: LineWriter | None = None):
         self.ep = ep
         self.outbox = outbox
         self.max_outbox_bytes = max_outbox_bytes
@@ -64,7 +65,7 @@ class Writer:
         self.flush_s = flush_s
         self.backoff = backoff_s
         self.log = log
-        self.client = LineWriter(ep, timeout_s)
+        self.client = client or LineWriter(ep, timeout_s)
         self.stats = WriterStats()
         self._pending = _Pending()
         self._lock = threading.Lock()
@@ -72,6 +73,9 @@ class Writer:
         self._closing = False
         existing = self._files()
         self._seq = int(existing[-1].stem) if existing else 0
+        # the outbox's size, kept here: the sender deletes files while seal() would be adding up theirs
+        self._outbox_bytes = sum(f.stat().st_size for f in existing)
+        self._outbox_files = len(existing)
         if existing:
             self.log(f"influxdb outbox: {len(existing)} batches left by an earlier writer, sending them first")
         self._thread = threading.Thread(target=self._send_loop, name="influx-writer", daemon=True)
@@ -101,14 +105,12 @@ class Writer:
             return
         data = b"".join(p.parts)
         self._pending = _Pending()
-        if sum(f.stat().st_size for f in self._files()) + len(data) > self.max_outbox_bytes:
-            self.stats.dropped_batches += 1
-            self.stats.dropped_points += p.points
-            if self.stats.dropped_batches == 1:
-                self.log(f"influxdb outbox at its cap ({self.max_outbox_bytes >> 20} MB): batches are counted and "
-                         "dropped until InfluxDB takes some (the spool keeps every event)")
-            return
         with self._cv:
+            if self._outbox_bytes + len(data) > self.max_outbox_bytes:
+                self._drop(p.points)
+                return
+            self._outbox_bytes += len(data)
+            self._outbox_files += 1
             self._seq += 1
             path = self.outbox / f"{self._seq:010d}.lp"
             tmp = path.with_suffix(".tmp")
@@ -116,18 +118,25 @@ class Writer:
             os.replace(tmp, path)
             self._cv.notify()
 
+    def _drop(self, points: int) -> None:
+        self.stats.dropped_batches += 1
+        self.stats.dropped_points += points
+        if self.stats.dropped_batches == 1:
+            self.log(f"influxdb outbox at its cap ({self.max_outbox_bytes >> 20} MB): batches are counted and "
+                     "dropped until InfluxDB takes some (the spool keeps every event)")
+
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Seal what is pending and wait until the outbox is empty; False if it is not by then."""
         self.seal()
         deadline = time.monotonic() + timeout_s
         with self._cv:
-            while self._files() and not self.stats.stopped:
+            while self._outbox_files and not self.stats.stopped:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     break
                 self._cv.wait(min(left, 0.2))
             self._update_backlog()
-            return not self._files()
+            return not self._outbox_files
 
     def close(self, timeout_s: float = 30.0) -> WriterStats:
         """Flush (up to timeout_s), then stop the sender. What is not sent stays in the outbox."""
@@ -137,7 +146,8 @@ class Writer:
             self._cv.notify_all()
         self._thread.join(timeout=self.client.timeout + 5)
         self.client.close()
-        self._update_backlog()
+        with self._cv:
+            self._update_backlog()
         for d in (self.outbox / "rejected", self.outbox):  # leave no empty folders behind
             try:
                 d.rmdir()
@@ -150,39 +160,39 @@ class Writer:
         return sorted(self.outbox.glob("*.lp"))
 
     def _update_backlog(self) -> None:
+        """Call holding the lock: the sender deletes a file only under it."""
         files = self._files()
         self.stats.backlog_batches = len(files)
         self.stats.backlog_points = sum(_points(f.read_bytes()) for f in files)
 
+    def _done(self, f: Path, size: int, to: Path | None = None) -> None:
+        """A batch leaves the outbox: sent (deleted) or rejected (moved to `to`)."""
+        with self._cv:
+            if to is None:
+                f.unlink()
+            else:
+                os.replace(f, to)
+            self._outbox_bytes -= size
+            self._outbox_files -= 1
+            self._cv.notify_all()
+
+    def _next_files(self) -> list[Path]:
+        """The outbox's files, oldest first, once there are any; [] when closing with none left."""
+        with self._cv:
+            files = self._files()
+            while not files and not self._closing:
+                self._cv.wait(0.5)
+                files = self._files()
+            return files
+
     def _send_loop(self) -> None:
         delay = self.backoff[0]
-        while True:
-            with self._cv:
-                files = self._files()
-                while not files and not self._closing:
-                    self._cv.wait(0.5)
-                    files = self._files()
-                if not files and self._closing:
-                    return
-            f = files[0]
-            data = f.read_bytes()
-            try:
-                self.client.write(data)
-            except StoreError as e:
-                self.stats.last_error = str(e)
-                if e.status in (401, 403):
-                    self.stats.stopped = f"InfluxDB refused the credentials ({e}); outbox kept at {self.outbox}"
-                    self.log(self.stats.stopped)
-                    with self._cv:
-                        self._cv.notify_all()
-                    return
-                if e.status == 400:
-                    os.replace(f, self.outbox / "rejected" / f.name)
-                    (self.outbox / "rejected" / (f.name + ".error")).write_text(str(e) + "\n")
-                    self.stats.rejected_batches += 1
-                    self.log(f"influxdb rejected batch {f.name}: {e}")
-                    continue
-                self.stats.retries += 1
+        queue: deque[Path] = deque()  # what the last look at the outbox found: one listing for many sends
+        while queue or (queue := deque(self._next_files())):
+            outcome = self._send(queue[0])
+            if outcome == "stop":
+                return
+            if outcome == "retry":
                 with self._cv:
                     if self._closing:
                         return  # close() gave up waiting: the outbox keeps the rest
@@ -190,11 +200,33 @@ class Writer:
                 delay = min(delay * 2, self.backoff[1])
                 continue
             delay = self.backoff[0]
-            f.unlink()
-            self.stats.points_sent += _points(data)
-            self.stats.batches_sent += 1
-            with self._cv:
-                self._cv.notify_all()
+            queue.popleft()
+
+    def _send(self, f: Path) -> str:
+        """Post one batch: "sent" (or rejected: moved aside), "retry" or "stop" (credentials refused)."""
+        data = f.read_bytes()
+        try:
+            self.client.write(data)
+        except StoreError as e:
+            self.stats.last_error = str(e)
+            if e.status in (401, 403):
+                self.stats.stopped = f"InfluxDB refused the credentials ({e}); outbox kept at {self.outbox}"
+                self.log(self.stats.stopped)
+                with self._cv:
+                    self._cv.notify_all()
+                return "stop"
+            if e.status == 400:
+                (self.outbox / "rejected" / (f.name + ".error")).write_text(str(e) + "\n")
+                self.stats.rejected_batches += 1
+                self.log(f"influxdb rejected batch {f.name}: {e}")
+                self._done(f, len(data), to=self.outbox / "rejected" / f.name)
+                return "sent"
+            self.stats.retries += 1
+            return "retry"
+        self.stats.points_sent += _points(data)
+        self.stats.batches_sent += 1
+        self._done(f, len(data))
+        return "sent"
 
 
 def pending_outboxes(run_dir: Path) -> list[Path]:
