@@ -387,6 +387,41 @@ def test_figures_label_each_path_and_keep_a_robust_scale(synth, tmp_path):
     del a.summary["paths"]["request"]["workloads"]
 
 
+
+def test_cdf_is_drawn_at_quantiles_exactly_and_quietly(synth, tmp_path):
+    """cdf.png: a segment of more packets than CDF_POINTS is drawn at that many quantiles, exact
+    there (median, extremes), with no warning (a legend placed "best" over every point was one, and
+    most of the report's time on large runs)."""
+    import warnings
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from vnettracer.analysis import report
+
+    d, truth, a = synth
+    captured = {}
+    real_save = report._save
+    report._save = lambda fig, path: captured.setdefault(path.name, fig) and path
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            report.segment_figures(a, [report.cdf_figure(tmp_path / "cdf.png")])
+    finally:
+        report._save = real_save
+    fig = captured["cdf.png"]
+    for ax, name in zip(fig.axes, a.traces):
+        segs = report._segment_latencies(a, name)
+        assert [ln.get_label() for ln in ax.lines] == [label for label, _, lat in segs if len(lat)]
+        for ln, (_, _, lat) in zip(ax.lines, segs):
+            x, y = ln.get_xdata(), ln.get_ydata()
+            assert len(lat) > report.CDF_POINTS and len(x) == report.CDF_POINTS
+            assert x[0] == lat.min() and x[-1] == lat.max()
+            assert x[report.CDF_POINTS // 2] == pytest.approx(np.median(lat)) and y[report.CDF_POINTS // 2] == 0.5
+    plt.close(fig)
+
 def test_key_time_order_is_lexsort_with_ties_kept():
     """The fast (key, time) order is np.lexsort's, equal (key, time) rows in their own order, and
     falls back to lexsort when the key ranks and the time span do not fit one int64 together."""

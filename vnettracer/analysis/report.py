@@ -6,7 +6,9 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -35,12 +37,9 @@ def write(a: Analysis, run_dir: Path) -> dict[str, Path]:
     s = {"version": SUMMARY_VERSION, **a.summary}
     (run_dir / "summary.json").write_text(json.dumps(s, indent=1))
     files = {"summary": run_dir / "summary.json"}
-    pngs = {
-        "segments": _stacked(a, figs / "segments.png"),
-        "cdf": _cdf(a, figs / "cdf.png"),
-        "over_time": _over_time(a, figs / "over_time.png"),
-        "clock": _clock(a, figs / "clock.png"),
-    }
+    cdf, over_time = segment_figures(a, [cdf_figure(figs / "cdf.png"), over_time_figure(a, figs / "over_time.png")])
+    pngs = {"segments": _stacked(a, figs / "segments.png"), "cdf": cdf, "over_time": over_time,
+            "clock": _clock(a, figs / "clock.png")}
     md = markdown(s)
     if (run_dir / "overhead.md").is_file():  # an overhead experiment: its comparison goes in the report
         md += "\n" + (run_dir / "overhead.md").read_text()
@@ -197,12 +196,20 @@ def _stacked(a: Analysis, path: Path) -> Path:
 
 
 def _segment_latencies(a: Analysis, name: str) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Per segment of the path: its label, the times (ns) at its first hook and the latencies (us)
+    of the packets seen at both ends. Each hook's column is copied out once (reading a column of
+    the packets x hooks array is a strided pass)."""
     pt = a.traces[name]
-    out = []
+    out: list[tuple[str, np.ndarray, np.ndarray]] = []
+    if not pt.tracepoints:
+        return out
+    prev = np.ascontiguousarray(pt.times[:, 0])
     for j in range(len(pt.tracepoints) - 1):
-        both = (pt.times[:, j] >= 0) & (pt.times[:, j + 1] >= 0)
-        out.append((f"{pt.tracepoints[j]} -> {pt.tracepoints[j + 1]}", pt.times[both, j],
-                    (pt.times[both, j + 1] - pt.times[both, j]) / 1000))
+        nxt = np.ascontiguousarray(pt.times[:, j + 1])
+        both = (prev >= 0) & (nxt >= 0)
+        t = prev[both]
+        out.append((f"{pt.tracepoints[j]} -> {pt.tracepoints[j + 1]}", t, (nxt[both] - t) / 1000))
+        prev = nxt
     return out
 
 
@@ -213,36 +220,62 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def _per_segment(a: Analysis, path: Path, stacked: bool, title: str, xlabel: str, draw, ylabel: str = "",
-                 finish=None) -> Path:
-    """One panel per path, one line per segment: `draw(ax, label, t, latency_us)` draws a line;
-    `finish(ax, path_name)` then decorates the panel."""
+@dataclass
+class SegmentFigure:
+    """A figure with one panel per path and one line per segment: `draw(ax, label, t, latency_us)`
+    draws a line, `finish(ax, path_name)` then decorates the panel."""
+
+    path: Path
+    title: str
+    xlabel: str
+    draw: Callable
+    stacked: bool = False  # panels one above the other (else side by side)
+    ylabel: str = ""
+    finish: Callable | None = None
+    legend_loc: str = "upper right"  # fixed: "best" walks every point of every line
+
+
+def segment_figures(a: Analysis, figures: list[SegmentFigure]) -> list[Path]:
+    """Draw the figures path by path: each path's segment latencies are made once for all of them
+    and dropped before the next path's (one path's packets in memory at a time)."""
     n = max(len(a.traces), 1)
-    fig, axes = (plt.subplots(n, 1, figsize=(9, 3.5 * n), squeeze=False) if stacked
-                 else plt.subplots(1, n, figsize=(6 * n, 4), squeeze=False))
-    for ax, name in zip(axes.flat, a.traces):
-        for label, t, lat in _segment_latencies(a, name):
-            if len(lat):
-                draw(ax, label, t, lat)
-        if finish:
-            finish(ax, name)
-        ax.set_title(f"{name}: {title}")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel)
-        ax.legend(fontsize=5)
-    return _save(fig, path)
+    panels = []
+    for f in figures:
+        fig, axes = (plt.subplots(n, 1, figsize=(9, 3.5 * n), squeeze=False) if f.stacked
+                     else plt.subplots(1, n, figsize=(6 * n, 4), squeeze=False))
+        panels.append((fig, axes.flat))
+    for i, name in enumerate(a.traces):
+        segs = _segment_latencies(a, name)
+        for f, (_, flat) in zip(figures, panels):
+            ax = flat[i]
+            for label, t, lat in segs:
+                if len(lat):
+                    f.draw(ax, label, t, lat)
+            if f.finish:
+                f.finish(ax, name)
+            ax.set_title(f"{name}: {f.title}")
+            ax.set_xlabel(f.xlabel)
+            ax.set_ylabel(f.ylabel)
+            ax.legend(fontsize=5, loc=f.legend_loc)
+    return [_save(fig, f.path) for f, (fig, _) in zip(figures, panels)]
 
 
-def _cdf(a: Analysis, path: Path) -> Path:
+CDF_POINTS = 2001
+
+
+def cdf_figure(path: Path) -> SegmentFigure:
+    q = np.linspace(0, 1, CDF_POINTS)
+
     def draw(ax, label, t, lat):
-        x = np.sort(lat)
-        ax.plot(x, np.linspace(0, 1, len(x)), label=label, lw=1)
+        # the CDF at CDF_POINTS quantiles: exact there, and a run of millions of packets draws as fast
+        x, y = (np.sort(lat), np.linspace(0, 1, len(lat))) if len(lat) <= CDF_POINTS else (np.quantile(lat, q), q)
+        ax.plot(x, y, label=label, lw=1)
         ax.set_xscale("symlog", linthresh=1)
 
-    return _per_segment(a, path, False, "CDF per segment", "us", draw)
+    return SegmentFigure(path, "CDF per segment", "us", draw, legend_loc="lower right")
 
 
-def _over_time(a: Analysis, path: Path) -> Path:
+def over_time_figure(a: Analysis, path: Path) -> SegmentFigure:
     """Median per segment in 60 time bins. The y axis ends at 1.5x the 98th percentile of those
     medians (a single odd bin does not flatten the rest; clipped bins are marked at the top);
     each workload's span is shaded and labelled."""
@@ -256,9 +289,8 @@ def _over_time(a: Analysis, path: Path) -> Path:
         ax.plot((bins[1:] - t0) / 1e9, med, label=label, lw=1)
         tops.extend(med[~np.isnan(med)])
 
-    out = _per_segment(a, path, True, "median latency per segment over time", "s", draw, ylabel="us",
-                       finish=lambda ax, name: _phases_and_scale(ax, a, name, t0, tops))
-    return out
+    return SegmentFigure(path, "median latency per segment over time", "s", draw, stacked=True, ylabel="us",
+                         finish=lambda ax, name: _phases_and_scale(ax, a, name, t0, tops))
 
 
 def _phases_and_scale(ax, a: Analysis, name: str, t0: int, tops: list[float]) -> None:
