@@ -48,10 +48,10 @@ class Agents:
         def one(host: str) -> None:
             cmd = (f"{shlex.quote(self.targets[host].python)} -m vnettracer.hostcli agent ctl stats "
                    f"--state-dir {shlex.quote(self.state_dir)}")
-            r = self.conns[host].run(cmd, hide=True, warn=True, timeout=10, in_stream=False)
             try:
+                r = self.conns[host].run(cmd, hide=True, warn=True, timeout=10, in_stream=False)
                 out[host] = json.loads(r.stdout).get("stats") or {} if r.exited == 0 else {}
-            except ValueError:
+            except Exception:  # noqa: BLE001 - ssh down, timed out, not JSON: no answer this time
                 out[host] = {}
 
         threads = [threading.Thread(target=one, args=(h,)) for h in self.conns]
