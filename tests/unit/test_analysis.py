@@ -353,9 +353,9 @@ def test_compare_tells_a_real_change_from_noise(tmp_path):
     assert not [x for x in same if x["real"]]
 
 
-def test_figures_label_each_path_and_keep_a_robust_scale(synth, tmp_path):
-    """segments.png: each path's bar carries its own segment names (the reply's too); over_time.png:
-    one odd bin does not set the scale, and each workload's span is marked."""
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the report draws, by file name, kept open instead of saved (closed afterwards)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -363,18 +363,24 @@ def test_figures_label_each_path_and_keep_a_robust_scale(synth, tmp_path):
 
     from vnettracer.analysis import report
 
+    figs: dict = {}
+    monkeypatch.setattr(report, "_save", lambda fig, path: figs.setdefault(path.name, fig) and path)
+    yield figs
+    for fig in figs.values():
+        plt.close(fig)
+
+
+def test_figures_label_each_path_and_keep_a_robust_scale(synth, tmp_path, drawn):
+    """segments.png: each path's bar carries its own segment names (the reply's too); over_time.png:
+    one odd bin does not set the scale, and each workload's span is marked."""
+    import matplotlib.pyplot as plt
+
+    from vnettracer.analysis import report
+
     d, truth, a = synth
-    captured = {}
-    real_save = report._save
-    report._save = lambda fig, path: captured.setdefault(path.name, fig) and path
-    try:
-        report._stacked(a, tmp_path / "segments.png")
-    finally:
-        report._save = real_save
-    fig = captured["segments.png"]
-    for ax, p in zip(fig.axes, a.summary["paths"].values()):
+    report._stacked(a, tmp_path / "segments.png")
+    for ax, p in zip(drawn["segments.png"].axes, a.summary["paths"].values()):
         assert [t.get_text() for t in ax.get_legend().get_texts()] == [g["name"] for g in p["segments"]]
-    plt.close(fig)
 
     fig, ax = plt.subplots()
     tops = [10.0] * 200 + [700.0]
@@ -387,32 +393,19 @@ def test_figures_label_each_path_and_keep_a_robust_scale(synth, tmp_path):
     del a.summary["paths"]["request"]["workloads"]
 
 
-
-def test_cdf_is_drawn_at_quantiles_exactly_and_quietly(synth, tmp_path):
+def test_cdf_is_drawn_at_quantiles_exactly_and_quietly(synth, tmp_path, drawn):
     """cdf.png: a segment of more packets than CDF_POINTS is drawn at that many quantiles, exact
     there (median, extremes), with no warning (a legend placed "best" over every point was one, and
     most of the report's time on large runs)."""
     import warnings
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     from vnettracer.analysis import report
 
     d, truth, a = synth
-    captured = {}
-    real_save = report._save
-    report._save = lambda fig, path: captured.setdefault(path.name, fig) and path
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")
-            report.segment_figures(a, [report.cdf_figure(tmp_path / "cdf.png")])
-    finally:
-        report._save = real_save
-    fig = captured["cdf.png"]
-    for ax, name in zip(fig.axes, a.traces):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        report.segment_figures(a, [report.cdf_figure(tmp_path / "cdf.png")])
+    for ax, name in zip(drawn["cdf.png"].axes, a.traces):
         segs = report._segment_latencies(a, name)
         assert [ln.get_label() for ln in ax.lines] == [label for label, _, lat in segs if len(lat)]
         for ln, (_, _, lat) in zip(ax.lines, segs):
@@ -420,7 +413,7 @@ def test_cdf_is_drawn_at_quantiles_exactly_and_quietly(synth, tmp_path):
             assert len(lat) > report.CDF_POINTS and len(x) == report.CDF_POINTS
             assert x[0] == lat.min() and x[-1] == lat.max()
             assert x[report.CDF_POINTS // 2] == pytest.approx(np.median(lat)) and y[report.CDF_POINTS // 2] == 0.5
-    plt.close(fig)
+
 
 def test_key_time_order_is_lexsort_with_ties_kept():
     """The fast (key, time) order is np.lexsort's, equal (key, time) rows in their own order, and
