@@ -97,3 +97,20 @@ def test_a_rejected_batch_moves_aside_with_its_reason_and_frees_its_room(tmp_pat
     rejected = tmp_path / "outbox" / "rejected"
     assert [p.name for p in sorted(rejected.iterdir())] == ["0000000002.lp", "0000000002.lp.error"]
     assert "bad line" in (rejected / "0000000002.lp.error").read_text()
+
+
+def test_a_batch_that_cannot_be_written_is_counted_and_the_producer_goes_on(tmp_path):
+    # the next batch's file cannot be made (here its temporary name is taken by a folder; a full
+    # disk raises the same way): that batch is counted as dropped, said once, and later ones go
+    sink, said = Sink(), []
+    w = writer(tmp_path, sink, batch_points=1, log=said.append)
+    w.add(line(0))
+    assert w.flush(timeout_s=30)
+    (tmp_path / "outbox" / "0000000002.tmp").mkdir()
+    w.add(line(1))
+    (tmp_path / "outbox" / "0000000002.tmp").rmdir()
+    w.add(line(2))
+    stats = w.close(timeout_s=30)
+    assert b"".join(sink.got) == line(0) + line(2)
+    assert (stats.dropped_batches, stats.dropped_points, stats.backlog_batches) == (1, 1, 0)
+    assert len(said) == 1 and "not writable (IsADirectoryError" in said[0]

@@ -35,7 +35,7 @@ class WriterStats:
     backlog_points: int = 0
     last_error: str = ""
     stopped: str = ""  # why the sender gave up (auth), "" while it runs
-    dropped_batches: int = 0  # not queued: the outbox was at its cap (the spool still has the events)
+    dropped_batches: int = 0  # not queued: the outbox at its cap or not writable (the spool still has the events)
     dropped_points: int = 0
 
     def as_dict(self) -> dict:
@@ -71,6 +71,7 @@ class Writer:
         self._lock = threading.Lock()
         self._cv = threading.Condition(self._lock)
         self._closing = False
+        self._drop_why = ""
         existing = self._files()
         self._seq = int(existing[-1].stem) if existing else 0
         # the outbox's size, kept here: the sender deletes files while seal() would be adding up theirs
@@ -107,23 +108,33 @@ class Writer:
         self._pending = _Pending()
         with self._cv:
             if self._outbox_bytes + len(data) > self.max_outbox_bytes:
-                self._drop(p.points)
+                self._drop(p.points, f"at its cap ({self.max_outbox_bytes >> 20} MB)")
                 return
-            self._outbox_bytes += len(data)
-            self._outbox_files += 1
             self._seq += 1
             path = self.outbox / f"{self._seq:010d}.lp"
             tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, path)
+            try:
+                tmp.write_bytes(data)
+                os.replace(tmp, path)
+            except OSError as e:  # a full disk: InfluxDB's copy is lost, the caller (the agent) goes on
+                try:
+                    tmp.unlink(missing_ok=True)
+                except OSError:
+                    pass
+                self._drop(p.points, f"not writable ({type(e).__name__}: {e.strerror or e})")
+                return
+            self._outbox_bytes += len(data)
+            self._outbox_files += 1
             self._cv.notify()
 
-    def _drop(self, points: int) -> None:
+    def _drop(self, points: int, why: str) -> None:
+        """A batch not queued: counted, and said once per reason."""
         self.stats.dropped_batches += 1
         self.stats.dropped_points += points
-        if self.stats.dropped_batches == 1:
-            self.log(f"influxdb outbox at its cap ({self.max_outbox_bytes >> 20} MB): batches are counted and "
-                     "dropped until InfluxDB takes some (the spool keeps every event)")
+        if why != self._drop_why:
+            self._drop_why = why
+            self.log(f"influxdb outbox {why}: batches are counted and dropped until it takes some again "
+                     "(the spool keeps every event)")
 
     def flush(self, timeout_s: float = 30.0) -> bool:
         """Seal what is pending and wait until the outbox is empty; False if it is not by then."""
