@@ -76,6 +76,8 @@ class Agent:
         self.writer: Writer | None = None
         self.tps: dict[str, TracepointConfig] = {}
         self.names = {t.id: t.name for t in cfg.tracepoints}  # every id ever used, for stats and InfluxDB
+        self.clock: Clock | None = None
+        self.write_errors: dict[str, str] = {}  # files the agent could not write (a full disk), first error
         self.started = time.time()
         self._last_take = 0.0  # time.monotonic() of the last read of the ring
 
@@ -161,6 +163,8 @@ class Agent:
             "bpf_object": self.tracer.object_path.name if self.tracer else None,  # -compat: kernel < 6.2
             "backend": self.tracer.backend if self.tracer else None,
             "influxdb": self.writer.stats.as_dict() if self.writer else None,
+            "clock_pairs_unwritten": self.clock.unwritten if self.clock else 0,
+            "write_errors": self.write_errors,
         }
 
     def run(self, ready=None) -> int:
@@ -182,7 +186,8 @@ class Agent:
                                min_free_bytes=cfg.spool_min_free_mb << 20)
             for tp in cfg.tracepoints:
                 self.add(tp)
-            clock = Clock(cfg.spool_dir / "clock.jsonl", cfg.clock_offset_ns, cfg.clock_drift_ppm, cfg.clock_t0_ns)
+            self.clock = clock = Clock(cfg.spool_dir / "clock.jsonl", cfg.clock_offset_ns, cfg.clock_drift_ppm,
+                                       cfg.clock_t0_ns)
             clock.record()
             if cfg.influxdb:
                 ep = Endpoint(cfg.influxdb.url, cfg.influxdb.database, cfg.influxdb.user, cfg.influxdb.password,
@@ -281,8 +286,19 @@ class Agent:
 
     def _write_stats(self) -> dict:
         st = self.stats()
-        _write_atomic(self.cfg.spool_dir / "stats.json", json.dumps(st, indent=1))
+        try:
+            _write_atomic(self.cfg.spool_dir / "stats.json", json.dumps(st, indent=1))
+        except OSError as e:  # a full disk: the control socket and InfluxDB still have the stats
+            self._write_failed("stats.json", e)
+        if self.clock and self.clock.unwritten:
+            self._write_failed("clock.jsonl", self.clock.error)
         return st
+
+    def _write_failed(self, what: str, e: OSError | str) -> None:
+        """Said once per file: the agent goes on tracing (the spool counts its own losses)."""
+        if what not in self.write_errors:
+            self.write_errors[what] = str(e)
+            self.log(f"agent: cannot write {what} ({e}); tracing goes on")
 
     def _shutdown(self, sel, server, clock) -> int:
         rc = 0

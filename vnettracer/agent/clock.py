@@ -23,6 +23,8 @@ class Clock:
         self.offset_ns = 0  # wall - ktime at the last pair,
         self.ktime_ns: int | None = None  # whose ktime this is,
         self.rate = 0.0  # and how fast the offset moved since the pair before it
+        self.unwritten = 0  # pairs clock.jsonl did not take (a full disk): kept in memory only
+        self.error = ""
 
     def record(self, tries: int = 5) -> None:
         """One pair: the raw realtime read between two monotonic reads, nothing else in between
@@ -44,8 +46,12 @@ class Clock:
             rate = (real - k - self.offset_ns) / (k - self.ktime_ns)
             self.rate = rate if abs(rate) < MAX_RATE else 0.0
         self.offset_ns, self.ktime_ns = real - k, k
-        self.f.write(json.dumps({"ktime_ns": k, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
-        self.f.flush()
+        try:
+            self.f.write(json.dumps({"ktime_ns": k, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
+            self.f.flush()
+        except OSError as e:  # the live offset above still holds; the analysis loses this pair
+            self.unwritten += 1
+            self.error = f"{type(e).__name__}: {e.strerror or e}"
 
     def offsets(self, ktime_ns: np.ndarray) -> np.ndarray:
         """wall - ktime at each of these ktimes: the last pair's offset carried on at the rate it
@@ -55,4 +61,8 @@ class Clock:
         return self.offset_ns + np.round((k - (self.ktime_ns or 0)) * self.rate).astype(np.int64)
 
     def close(self) -> None:
-        self.f.close()
+        try:
+            self.f.close()
+        except OSError as e:  # what the buffer still held could not be written
+            self.unwritten += 1
+            self.error = f"{type(e).__name__}: {e.strerror or e}"
