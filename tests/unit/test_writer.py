@@ -76,13 +76,14 @@ def test_a_left_outbox_counts_against_the_cap_and_is_sent_first(tmp_path):
         w.add(line(i))
     left = w.close(timeout_s=0.1)
     assert left.backlog_batches == 3 and left.backlog_points == 3
+    (tmp_path / "outbox" / "0000000004.tmp").write_bytes(b"m v=4i")  # killed mid-seal: never queued
     again = Sink()
     w2 = writer(tmp_path, again, batch_points=1, max_outbox_bytes=len(line(0)) * 3)
     assert w2.flush(timeout_s=30)
     w2.add(line(3))
     stats = w2.close(timeout_s=30)
     assert b"".join(again.got) == b"".join(line(i) for i in range(4))
-    assert stats.dropped_batches == 0
+    assert stats.dropped_batches == 0 and not (tmp_path / "outbox").exists()  # nothing left behind
 
 
 def test_a_rejected_batch_moves_aside_with_its_reason_and_frees_its_room(tmp_path):

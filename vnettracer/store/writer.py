@@ -5,7 +5,7 @@ sender posts the files oldest first, deleting each only after InfluxDB answered 
 - the database away (refused, timeout, 5xx): the sender retries the same file with backoff while new
   batches keep landing in the outbox; once it is back they go in order;
 - a killed agent leaves its outbox; the next writer on that folder (or `vnettracer store replay`)
-  sends it;
+  sends it (a batch it was still writing, never queued, is removed: the spool has its events);
 - a batch posted twice (the answer was lost) writes the same points again, which InfluxDB overwrites:
   a point is (measurement, tags, time), fixed when the batch was sealed. Nothing is written twice.
 A batch the server rejects for its content (HTTP 400) can never succeed: it moves to rejected/ with
@@ -72,6 +72,8 @@ class Writer:
         self._cv = threading.Condition(self._lock)
         self._closing = False
         self._drop_why = ""
+        for half in outbox.glob("*.tmp"):  # a batch a killed writer never finished: never queued
+            half.unlink(missing_ok=True)
         existing = self._files()
         self._seq = int(existing[-1].stem) if existing else 0
         # the outbox's size, kept here: the sender deletes files while seal() would be adding up theirs
