@@ -115,3 +115,15 @@ def test_a_batch_that_cannot_be_written_is_counted_and_the_producer_goes_on(tmp_
     assert b"".join(sink.got) == line(0) + line(2)
     assert (stats.dropped_batches, stats.dropped_points, stats.backlog_batches) == (1, 1, 0)
     assert len(said) == 1 and "not writable (IsADirectoryError" in said[0]
+
+
+def test_a_sender_that_cannot_read_the_outbox_stops_and_says_so(tmp_path):
+    # a batch file the sender cannot read (here a folder in its place): the sender stops with the
+    # reason instead of dying silently, flush() does not wait out its timeout, the outbox stays
+    said: list[str] = []
+    (tmp_path / "outbox" / "0000000001.lp").mkdir(parents=True)
+    w = writer(tmp_path, Sink(), batch_points=1, log=said.append)
+    assert not w.flush(timeout_s=30)
+    stats = w.close(timeout_s=30)
+    assert "influxdb sender stopped: IsADirectoryError" in stats.stopped and stats.stopped in said
+    assert (tmp_path / "outbox" / "0000000001.lp").is_dir()

@@ -46,6 +46,13 @@ def _points(data: bytes) -> int:
     return data.count(b"\n")
 
 
+def _points_in(f: Path) -> int:
+    try:
+        return _points(f.read_bytes())
+    except OSError:  # unreadable: counted as a batch, its points unknown
+        return 0
+
+
 @dataclass
 class _Pending:
     parts: list[bytes] = field(default_factory=list)
@@ -81,7 +88,7 @@ class Writer:
         self._outbox_files = len(existing)
         if existing:
             self.log(f"influxdb outbox: {len(existing)} batches left by an earlier writer, sending them first")
-        self._thread = threading.Thread(target=self._send_loop, name="influx-writer", daemon=True)
+        self._thread = threading.Thread(target=self._sender, name="influx-writer", daemon=True)
         self._thread.start()
 
     # ---------------------------------------------------------------- producer side
@@ -176,7 +183,7 @@ class Writer:
         """Call holding the lock: the sender deletes a file only under it."""
         files = self._files()
         self.stats.backlog_batches = len(files)
-        self.stats.backlog_points = sum(_points(f.read_bytes()) for f in files)
+        self.stats.backlog_points = sum(_points_in(f) for f in files)
 
     def _done(self, f: Path, size: int, to: Path | None = None) -> None:
         """A batch leaves the outbox: sent (deleted) or rejected (moved to `to`)."""
@@ -197,6 +204,17 @@ class Writer:
                 self._cv.wait(0.5)
                 files = self._files()
             return files
+
+    def _sender(self) -> None:
+        """The sender thread: an error it cannot handle (the outbox unreadable) stops it, said once;
+        the outbox stays for a replay, and flush() stops waiting for it."""
+        try:
+            self._send_loop()
+        except OSError as e:
+            self.stats.stopped = f"influxdb sender stopped: {type(e).__name__}: {e}; outbox kept at {self.outbox}"
+            self.log(self.stats.stopped)
+            with self._cv:
+                self._cv.notify_all()
 
     def _send_loop(self) -> None:
         delay = self.backoff[0]
@@ -229,7 +247,10 @@ class Writer:
                     self._cv.notify_all()
                 return "stop"
             if e.status == 400:
-                (self.outbox / "rejected" / (f.name + ".error")).write_text(str(e) + "\n")
+                try:
+                    (self.outbox / "rejected" / (f.name + ".error")).write_text(str(e) + "\n")
+                except OSError:  # a full disk: the reason is in the agent's log below
+                    pass
                 self.stats.rejected_batches += 1
                 self.log(f"influxdb rejected batch {f.name}: {e}")
                 self._done(f, len(data), to=self.outbox / "rejected" / f.name)
