@@ -27,17 +27,39 @@ def sshd_pids(ns: str) -> list[int]:
     return out
 
 
+def inside(ns: str, pid: int, comm: str, timeout_s: float = 10) -> bool:
+    """Whether process `pid` runs `comm` in netns `ns` within timeout_s (`ip netns exec` enters the
+    namespace, then execs the command)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if pid in netns.netns_pids(ns) and Path(f"/proc/{pid}/comm").read_text().strip() == comm:
+                return True
+        except FileNotFoundError:
+            pass
+        time.sleep(0.05)
+    return False
+
+
 def test_down_leaves_nothing(root):
+    sleeper = None
     try:
         lab = labmod.up(progress=lambda m: None)
         pids = list(lab.pids.values())
         assert all(alive(p) for p in pids)
         assert len(leftovers()) > 0
-        # a process started inside a container namespace is ended by down, too
+        # a process running inside a container namespace is ended by down, too (once it is in: one
+        # still entering while down removes the namespaces is not what this checks)
         sleeper = subprocess.Popen(["ip", "netns", "exec", "vnt-host1-c1", "sleep", "300"], start_new_session=True)
+        assert inside("vnt-host1-c1", sleeper.pid, "sleep")
     finally:
         removed = labmod.down()
-    assert sleeper.wait(timeout=10) != 0
+    try:
+        assert sleeper.wait(timeout=10) != 0
+    finally:
+        if sleeper.poll() is None:  # down missed it: ours to end, by pid
+            sleeper.kill()
+            sleeper.wait(timeout=10)
     assert leftovers() == []
     assert not any(alive(p) for p in pids)
     assert any(r.startswith("netns vnt-host1") for r in removed)
