@@ -175,7 +175,7 @@ class Agent:
             d.mkdir(parents=True, exist_ok=True)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda s, f: setattr(self, "stop_reason", signal.Signals(s).name))
-        server = sel = clock = None
+        server = sel = None
         rc = 0
         try:
             self._place()
@@ -186,9 +186,8 @@ class Agent:
                                min_free_bytes=cfg.spool_min_free_mb << 20)
             for tp in cfg.tracepoints:
                 self.add(tp)
-            self.clock = clock = Clock(cfg.spool_dir / "clock.jsonl", cfg.clock_offset_ns, cfg.clock_drift_ppm,
-                                       cfg.clock_t0_ns)
-            clock.record()
+            self.clock = Clock(cfg.spool_dir / "clock.jsonl", cfg.clock_offset_ns, cfg.clock_drift_ppm, cfg.clock_t0_ns)
+            self.clock.record()
             if cfg.influxdb:
                 ep = Endpoint(cfg.influxdb.url, cfg.influxdb.database, cfg.influxdb.user, cfg.influxdb.password,
                               cfg.influxdb.retention_policy)
@@ -203,7 +202,7 @@ class Agent:
                      f"CPUs {format_cpus(os.sched_getaffinity(0))}")
             if ready:
                 ready(f"ready {len(self.tps)} ({self.tracer.object_path.name})")
-            self._loop(sel, server, clock)
+            self._loop(sel, server, self.clock)
         except Exception as e:  # noqa: BLE001 - any error: report, then detach everything below
             msg = f"{type(e).__name__}: {e}"
             verifier_log = getattr(e, "log", "")
@@ -214,10 +213,10 @@ class Agent:
                 ready(f"error: {msg}")
             rc = 1
         finally:
-            rc = self._shutdown(sel, server, clock) or rc
+            rc = self._shutdown(sel, server) or rc
         return rc
 
-    def _loop(self, sel, server, clock) -> None:
+    def _loop(self, sel, server, clock: Clock) -> None:
         tracer = self.started_tracer()
         ring = tracer.ring
         pacer = Pacer(self.cfg.poll_ms / 1000, ring.size // EVENT.itemsize, tracer.ncpus)
@@ -230,10 +229,10 @@ class Agent:
             now = time.monotonic()
             events = self._ready_events(now)
             if len(events):
-                self._take(events, clock)
+                self._take(events)
             if now >= next_tick:
                 clock.record()
-                self._health(self._write_stats(), clock)
+                self._health(self._write_stats())
                 next_tick = now + 1
             if self.writer:
                 self.writer.tick()
@@ -261,17 +260,17 @@ class Agent:
         self._last_take = now
         return tracer.read()  # with what the CPUs still stage
 
-    def _take(self, events, clock) -> None:
+    def _take(self, events) -> None:
         """A batch from the ring: into the spool, and into InfluxDB when raw events go there."""
         assert self.spool is not None  # opened before the first read
         self.spool.write(events)
-        if self.writer and self.cfg.influxdb and self.cfg.influxdb.raw_events and clock:
+        if self.writer and self.cfg.influxdb and self.cfg.influxdb.raw_events and self.clock:
             self.writer.add(lineproto.events(events, self.cfg.run_id, self.cfg.host, self.names,
-                                             clock.offsets(events["ts_ns"])))
+                                             self.clock.offsets(events["ts_ns"])))
 
-    def _health(self, stats: dict, clock) -> None:
-        if self.writer and clock:
-            self.writer.add(lineproto.agent(stats, self.cfg.run_id, clock.wall.now()))
+    def _health(self, stats: dict) -> None:
+        if self.writer and self.clock:
+            self.writer.add(lineproto.agent(stats, self.cfg.run_id, self.clock.wall.now()))
 
     def _serve(self, conn: socket.socket) -> None:
         with conn:
@@ -300,7 +299,7 @@ class Agent:
             self.write_errors[what] = str(e)
             self.log(f"agent: cannot write {what} ({e}); tracing goes on")
 
-    def _shutdown(self, sel, server, clock) -> int:
+    def _shutdown(self, sel, server) -> int:
         rc = 0
         if self.tracer is not None:
             problems = self.tracer.detach_all()  # first: no event can arrive after this
@@ -310,11 +309,11 @@ class Agent:
             if self.spool is not None:
                 try:  # then what is still in the ring goes to the spool
                     while len(ev := self.tracer.read()):
-                        self._take(ev, clock)
+                        self._take(ev)
                 except Exception as e:  # noqa: BLE001
                     self.log(f"final drain failed: {e}")
                     rc = 1
-                self._health(self._write_stats(), clock)
+                self._health(self._write_stats())
                 self.spool.close()
             if self.writer:  # what InfluxDB does not take within the grace stays in the outbox
                 st = self.writer.close(timeout_s=10)
@@ -323,8 +322,8 @@ class Agent:
                 self._write_stats()
             self.tracer.close()
             self.cfg.state_file.unlink(missing_ok=True)
-        if clock:
-            clock.close()
+        if self.clock:
+            self.clock.close()
         if server:
             sel.close()
             server.close()

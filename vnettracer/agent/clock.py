@@ -50,8 +50,7 @@ class Clock:
             self.f.write(json.dumps({"ktime_ns": k, "realtime_ns": real, "uncertainty_ns": m2 - m1}) + "\n")
             self.f.flush()
         except OSError as e:  # the live offset above still holds; the analysis loses this pair
-            self.unwritten += 1
-            self.error = f"{type(e).__name__}: {e.strerror or e}"
+            self._unwritten(e)
 
     def offsets(self, ktime_ns: np.ndarray) -> np.ndarray:
         """wall - ktime at each of these ktimes: the last pair's offset carried on at the rate it
@@ -64,5 +63,8 @@ class Clock:
         try:
             self.f.close()
         except OSError as e:  # what the buffer still held could not be written
-            self.unwritten += 1
-            self.error = f"{type(e).__name__}: {e.strerror or e}"
+            self._unwritten(e)
+
+    def _unwritten(self, e: OSError) -> None:
+        self.unwritten += 1
+        self.error = f"{type(e).__name__}: {e.strerror or e}"

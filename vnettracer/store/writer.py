@@ -211,10 +211,14 @@ class Writer:
         try:
             self._send_loop()
         except OSError as e:
-            self.stats.stopped = f"influxdb sender stopped: {type(e).__name__}: {e}; outbox kept at {self.outbox}"
-            self.log(self.stats.stopped)
-            with self._cv:
-                self._cv.notify_all()
+            self._stop(f"influxdb sender stopped: {type(e).__name__}: {e}")
+
+    def _stop(self, why: str) -> None:
+        """The sender gives up: the reason in stats.stopped and the log; flush() stops waiting."""
+        self.stats.stopped = f"{why}; outbox kept at {self.outbox}"
+        self.log(self.stats.stopped)
+        with self._cv:
+            self._cv.notify_all()
 
     def _send_loop(self) -> None:
         delay = self.backoff[0]
@@ -241,10 +245,7 @@ class Writer:
         except StoreError as e:
             self.stats.last_error = str(e)
             if e.status in (401, 403):
-                self.stats.stopped = f"InfluxDB refused the credentials ({e}); outbox kept at {self.outbox}"
-                self.log(self.stats.stopped)
-                with self._cv:
-                    self._cv.notify_all()
+                self._stop(f"InfluxDB refused the credentials ({e})")
                 return "stop"
             if e.status == 400:
                 try:
