@@ -175,6 +175,9 @@ static __always_inline int parse_l2(void **cur, void *end, __u16 *proto, __u8 *f
 		return PARSE_FAIL;
 	*proto = eth->h_proto;
 	*cur = eth + 1;
+	/* the group bit (broadcast, IPv4/IPv6 multicast, neighbour discovery) without a branch: one
+	 * more branch put bcc's build past the verifier's limit */
+	*flags |= (eth->h_dest[0] & 1) * VNT_F_GROUP;
 	for (int i = 0; i < 2; i++) {
 		if (*proto != bpf_htons(ETH_P_8021Q) && *proto != bpf_htons(ETH_P_8021AD))
 			break;
@@ -308,7 +311,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct pkt *p)
 	if (r || !inner)
 		return r;
 	/* VXLAN: the identity and the flow are the inner packet's */
-	__u8 flags = p->flags | VNT_F_ENCAP;
+	__u8 flags = (p->flags | VNT_F_ENCAP) & ~VNT_F_GROUP; /* the outer frame's addressing is not the packet's */
 	__builtin_memset(p, 0, sizeof(*p));
 	p->flags = flags;
 	cur = inner;

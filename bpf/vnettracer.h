@@ -39,6 +39,7 @@ enum vnt_identity {
 #define VNT_F_EGRESS 0x08 /* hook direction: egress (else ingress) */
 #define VNT_F_IPV6 0x10
 #define VNT_F_VLAN 0x20
+#define VNT_F_GROUP 0x40 /* sent to a group address (multicast or broadcast MAC): it ends where its link ends */
 
 /* One event: a packet seen at a tracepoint. 32 bytes, no padding holes. */
 struct vnt_event {

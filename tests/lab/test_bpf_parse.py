@@ -18,7 +18,7 @@ from scapy.layers.l2 import ARP, Dot1AD, Dot1Q, Ether
 from scapy.layers.vxlan import VXLAN
 
 from vnettracer.agent import identity, libbpf
-from vnettracer.agent.record import F_EGRESS, F_ENCAP, F_IDENTITY, F_IPV6, F_VLAN, HOOK, HOOK_KEY, ID_HASH, ID_PAYLOAD, ID_TAG, STAGE, hook_slot, pack
+from vnettracer.agent.record import F_EGRESS, F_ENCAP, F_GROUP, F_IDENTITY, F_IPV6, F_VLAN, HOOK, HOOK_KEY, ID_HASH, ID_PAYLOAD, ID_TAG, STAGE, hook_slot, pack
 from vnettracer.agent.tracer import DEFAULT_OBJECT, Tracer, netns_cookie
 
 TP_IN, TP_OUT = 1, 2
@@ -219,6 +219,21 @@ def test_ipv6(tracer):
     assert ev["flow_hash"] == identity.flow_hash(s6, d6, 6, 10, 20)
     ev = one(tracer, Ether() / IPv6(src=s6, dst=d6) / UDP(sport=1, dport=2) / b"udp6-payload")
     assert ev["packet_id"] == identity.payload_hash(s6, d6, 1, 2, 0, b"udp6-payload")
+
+
+def test_group_addressed_packets_are_flagged(tracer):
+    """Broadcast and multicast frames (neighbour discovery, IPv4 broadcast) carry F_GROUP, unicast
+    ones do not; inside VXLAN the inner frame's address decides, not the outer's."""
+    uni, bcast, nd = "02:00:00:00:00:02", "ff:ff:ff:ff:ff:ff", "33:33:ff:00:00:02"
+    udp = UDP(sport=1, dport=2) / b"x"
+    assert not one(tracer, Ether(dst=uni) / IP(src=A, dst=B) / udp)["flags"] & F_GROUP
+    assert one(tracer, Ether(dst=bcast) / IP(src=A, dst="10.244.1.255") / udp)["flags"] & F_GROUP
+    assert one(tracer, Ether(dst=nd) / IPv6(src="fe80::1", dst="ff02::1:ff00:2") / udp)["flags"] & F_GROUP
+    outer = Ether(dst=uni) / IP(src="10.199.1.11", dst="10.199.1.12") / UDP(sport=5, dport=8472) / VXLAN()
+    assert one(tracer, outer / Ether(dst=bcast) / IP(src=A, dst="10.244.2.255") / udp)["flags"] & F_GROUP
+    outer_group = Ether(dst="01:00:5e:00:00:01") / IP(src="10.199.1.11", dst="239.1.1.1") / UDP(sport=5, dport=8472) / VXLAN()
+    ev = one(tracer, outer_group / Ether(dst=uni) / IP(src=A, dst=B) / udp)
+    assert ev["flags"] & F_ENCAP and not ev["flags"] & F_GROUP
 
 
 def counters(t: Tracer, tp: int = TP_IN) -> dict:

@@ -285,7 +285,7 @@ def test_controller_killed_mid_run_then_collect_stage(root, tmp_path):
 def test_clocks_of_three_hosts_under_load(root, tmp_path):
     """Two hosts with emulated clock errors (offset and drift of opposite signs) against a reference,
     one core kept busy: the trace-based estimate is within 2 us of the truth, the probes within
-    20 us, drift within 0.5 ppm; the other conversation's packets are diverted, not lost."""
+    20 us, drift within 0.5 ppm; the other conversation's packets are diverted, not lost, and nothing is."""
     import sys
 
     env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
@@ -315,5 +315,7 @@ def test_clocks_of_three_hosts_under_load(root, tmp_path):
     p2, p3 = s["paths"]["to-host2"], s["paths"]["to-host3"]
     assert p2["complete"] > 5000 and p3["complete"] > 5000
     assert p2["diverted"] >= 0.99 * p3["complete"] and p2["diverted_to"].keys() == {"h3-eth0-in"}
-    assert p2["lost"] <= 2 and p3["lost"] <= 2
+    # one request in flight per conversation: no queue on the way can overflow, so nothing is lost;
+    # the containers' neighbour discovery (group-addressed, ends at the bridge) is not loss either
+    assert [p["lost"] for p in s["paths"].values()] == [0, 0, 0, 0], {n: (p["lost"], p["group"]) for n, p in s["paths"].items()}
     assert leftovers() == []

@@ -18,7 +18,7 @@ PAYLOAD_BYTES = 16
 
 ID_NONE, ID_TAG, ID_HASH, ID_PAYLOAD = 0, 1, 2, 3
 IDENTITY_NAMES = {ID_NONE: "none", ID_TAG: "tag", ID_HASH: "hash", ID_PAYLOAD: "payload"}
-F_IDENTITY, F_ENCAP, F_EGRESS, F_IPV6, F_VLAN = 0x03, 0x04, 0x08, 0x10, 0x20
+F_IDENTITY, F_ENCAP, F_EGRESS, F_IPV6, F_VLAN, F_GROUP = 0x03, 0x04, 0x08, 0x10, 0x20, 0x40
 
 # struct vnt_event
 EVENT = np.dtype([

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from vnettracer.agent.record import F_IDENTITY, ID_TAG, IDENTITY_NAMES
+from vnettracer.agent.record import F_GROUP, F_IDENTITY, ID_TAG, IDENTITY_NAMES
 
 MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -30,11 +30,12 @@ class PathTrace:
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # packets: identity key
     flows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # packets: flow hash
     identity_counts: dict[str, int] = field(default_factory=dict)  # events per identity kind
+    group: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # packets: to a multicast/broadcast address
 
     def subset(self, rows: np.ndarray) -> "PathTrace":
         """The same path, only the packets `rows` (a mask or indexes): e.g. one workload's."""
         return PathTrace(self.name, self.tracepoints, self.times[rows], self.lengths[rows], np.zeros_like(self.duplicates),
-                         self.identity, 0, self.keys[rows], self.flows[rows])
+                         self.identity, 0, self.keys[rows], self.flows[rows], group=self.group[rows])
 
     @property
     def seen(self) -> np.ndarray:
@@ -92,7 +93,7 @@ def correlate(ev: pd.DataFrame | dict[str, np.ndarray], name: str, tracepoints: 
 
     if not presorted:
         order = key_time_order(key, t)
-        key, t, pos, length, flow = key[order], t[order], pos[order], length[order], flow[order]
+        key, t, pos, length, flow, flags = key[order], t[order], pos[order], length[order], flow[order], flags[order]
     new_key = np.r_[True, key[1:] != key[:-1]]
     gap = np.r_[False, np.diff(t) > window_ns] & ~new_key
     packet = np.cumsum(new_key | gap) - 1
@@ -112,7 +113,7 @@ def correlate(ev: pd.DataFrame | dict[str, np.ndarray], name: str, tracepoints: 
     pk_first = np.r_[True, packet[1:] != packet[:-1]] if len(packet) else np.zeros(0, bool)
     lengths[packet[pk_first]] = length[pk_first]
     return PathTrace(name, tracepoints, times, lengths, dups, shares(id_counts), int(gap.sum()), key[pk_first],
-                     flow[pk_first], id_counts)
+                     flow[pk_first], id_counts, (flags[pk_first] & F_GROUP) > 0)
 
 
 def packet_keys(ev: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
@@ -177,7 +178,8 @@ def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_
     """Per packet: the hook after which it was lost (-1: not lost), whether it was still in flight
     when the capture ended (last seen less than twice the path's p99 before the end), and where it
     went if it left the path: the index into `elsewhere` of its next sighting outside the path
-    (-1: none). A packet that left the path is diverted, not lost."""
+    (-1: none). A packet that left the path is diverted, not lost; one sent to a group address
+    (multicast, broadcast: neighbour discovery, say) ends where its link ends and is neither."""
     times, seen = pt.times, pt.seen
     nh = len(pt.tracepoints)
     # how far each packet got: last hook seen; packets seen at the last hook are complete
@@ -188,7 +190,7 @@ def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_
     e2e = (times[:, -1] - times[:, 0])[complete] if len(times) else np.zeros(0, np.int64)
     horizon = 2 * float(np.percentile(e2e, 99)) if len(e2e) else float(window_ns)
     in_flight = (t_last > end_ns - horizon) & ~complete if end_ns is not None else np.zeros(len(times), bool)
-    gone = (last < nh - 1) & (first == 0)
+    gone = (last < nh - 1) & (first == 0) & ~pt.group
     went = np.full(len(times), -1, np.int64)
     if elsewhere is not None and gone.any():
         went[gone] = elsewhere.next_after(pt.keys[gone], t_last[gone], window_ns)
@@ -239,6 +241,8 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
         "tracepoints": pt.tracepoints, "packets": int(len(times)), "complete": int(complete.sum()),
         "lost": int((lost_after >= 0).sum()), "in_flight_at_end": int(in_flight.sum()) if len(times) else 0,
         "joined": int((~seen[:, 0]).sum()),  # first seen after the path's first hook: came from another branch
+        # to a multicast/broadcast address, seen at the first hook, not at the last: what loss would have counted
+        "group": int((pt.group & seen[:, 0] & ~seen[:, -1]).sum()) if len(times) else 0,
         "diverted": int((went >= 0).sum()), "diverted_to": _diverted_to(went, elsewhere, names or {}),
         "identity": pt.identity, "duplicates": int(pt.duplicates.sum()), "id_repeats": pt.id_repeats,
         "ambiguity_rate": float((pt.duplicates.sum() + pt.id_repeats) / max(seen.sum(), 1)),

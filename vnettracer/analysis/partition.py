@@ -34,8 +34,8 @@ from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, key_t
 COLUMNS = {"t_ns": np.int64, "packet_id": np.uint64, "flow_hash": np.uint64, "len": np.uint32,
            "tracepoint": np.uint16, "flags": np.uint8, "l4proto": np.uint8, "host": np.uint8}
 IDENTITY_ORDER = [IDENTITY_NAMES[k] for k in sorted(IDENTITY_NAMES)] + ["trailer"]
-FLUSH_EVENTS = 4_000_000
-BULKY = ("times", "lengths", "keys", "flows")  # a trace's per-packet arrays  # events gathered from a spool before they are split into the partitions
+FLUSH_EVENTS = 4_000_000  # events gathered from a spool before they are split into the partitions
+BULKY = ("times", "lengths", "keys", "flows", "group")  # a trace's per-packet arrays
 
 
 class Partitions:
@@ -256,7 +256,7 @@ def merge(pieces: list[PathTrace], tracepoints: list[str]) -> PathTrace:
     bulky = {f: _stack([getattr(p, f) for p in pieces]) for f in BULKY}
     return PathTrace(pieces[0].name, tracepoints, bulky["times"], bulky["lengths"],
                      np.sum([p.duplicates for p in pieces], axis=0), shares(counts), sum(p.id_repeats for p in pieces),
-                     bulky["keys"], bulky["flows"], counts)
+                     bulky["keys"], bulky["flows"], counts, bulky["group"])
 
 
 def _stack(parts: list) -> np.ndarray:
