@@ -8,9 +8,12 @@ rotated):
 - hash: the same hook in the hooks map only (its slot cleared: the program checks the slot, then
   looks the key up in the hash map, as a hook whose slot another holds is found; before the slot
   array every packet paid this);
-- sampled-1%: the hook in its slot, sample_n 100 (99 % of packets parsed, then dropped);
-- against: with `--against OBJ`, another build of the program (an earlier commit's, say), its hook
-  in its slot: a change to the program measured against the code before, in the same run.
+- sampled-out: the hook in its slot, sample_n 2**30: the packet is parsed, then dropped by the
+  sampling decision (what 99 % of packets cost at 1 % sampling; at sample_n 100 one fixed packet
+  would be kept or dropped by its id's luck);
+- against-slot, against-sampled-out: with `--against OBJ`, another build of the program (an earlier
+  commit's, say) in those two modes: a change to the program measured against the code before, in
+  the same run.
 Per round the best of 5 runs of `--repeat` packets; reported per mode: the median of its paired
 ratios to `slot` (analysis/paired.py) and the median ns per packet.
 
@@ -32,7 +35,7 @@ from vnettracer.agent.record import HOOK_SLOT, hook_slot
 from vnettracer.agent.tracer import Tracer, netns_cookie
 from vnettracer.analysis.paired import paired
 
-MODES = ("slot", "hash", "sampled-1%")
+MODES = ("slot", "hash", "sampled-out")
 TAG = (253, bytes.fromhex("564e") + (0xDEADBEEF).to_bytes(4, "big"))
 
 
@@ -44,16 +47,21 @@ def packets() -> dict[str, bytes]:
 
 
 def set_mode(t: Tracer, cookie: int, mode: str) -> None:
-    t.set_hook(cookie, 1, False, 1, 100 if mode == "sampled-1%" else 1)
+    t.set_hook(cookie, 1, False, 1, 1 << 30 if mode == "sampled-out" else 1)
     if mode == "hash":  # slot emptied; the hooks map keeps the hook
         libbpf.map_update(t.slots_fd, int(hook_slot(cookie, 1, 0)).to_bytes(4, "little"), bytes(HOOK_SLOT.itemsize))
         t.slot_owner.pop(hook_slot(cookie, 1, 0), None)
 
 
 def run_mode(tracers: dict[str, Tracer], cookie: int, mode: str, pkts: dict[str, bytes], repeat: int) -> dict[str, float]:
-    t = tracers["against" if mode == "against" else "this"]
-    set_mode(t, cookie, "slot" if mode == "against" else mode)
-    return {name: ns_per_packet(t, pkt, repeat) for name, pkt in pkts.items()}
+    how = mode.removeprefix("against-")
+    t = tracers["against" if how != mode else "this"]
+    set_mode(t, cookie, how)
+    emitted = t.counters()[1]["emitted"]
+    got = {name: ns_per_packet(t, pkt, repeat) for name, pkt in pkts.items()}
+    if how == "sampled-out" and t.counters()[1]["emitted"] != emitted:
+        raise SystemExit("sampled-out: packets were kept, so this mode did not measure a dropped packet")
+    return got
 
 
 def ns_per_packet(t: Tracer, pkt: bytes, repeat: int) -> float:
@@ -70,7 +78,7 @@ def main() -> None:
     a = ap.parse_args()
     if a.against and not a.against.is_file():
         ap.error(f"--against {a.against}: no such file")
-    modes = MODES + (("against",) if a.against else ())
+    modes = MODES + (("against-slot", "against-sampled-out") if a.against else ())
     cookie, pkts = netns_cookie(), packets()
     tracers = {"this": Tracer(ring_bytes=1 << 26)}
     rounds: dict[str, list[dict[str, float]]] = {name: [] for name in pkts}
@@ -92,7 +100,7 @@ def main() -> None:
         print(f"\n{name}: ns per packet (median of {a.rounds} rounds) and ratio to slot, paired per round")
         for mode in modes:
             q = ratios[mode]
-            print(f"  {mode:11s} {statistics.median(x[mode] for x in rs):6.1f} ns  x{q.ratio:.3f} "
+            print(f"  {mode:19s} {statistics.median(x[mode] for x in rs):6.1f} ns  x{q.ratio:.3f} "
                   f"({q.ci[0]:.3f}-{q.ci[1]:.3f})")
 
 
