@@ -214,34 +214,37 @@ def test_runtime_change_through_control_socket(lab, quickstart, tmp_path):
     nothing_left(lab)
 
 
-def test_analysis_of_a_real_run_recovers_emulated_offset(lab, quickstart, tmp_path):
-    """Real packets, host2's clock emulated 1.5 ms ahead: after correction no segment is negative,
-    segments add up to end to end, and the offset is recovered (the lab's wire is the same both
-    ways, which is what the trace-based estimate assumes)."""
+@pytest.mark.parametrize("offset_us", [1500, -4_000_000], ids=["1.5ms", "4s-behind"])
+def test_analysis_of_a_real_run_recovers_emulated_offset(lab, quickstart, tmp_path, offset_us):
+    """Real packets, host2's clock emulated 1.5 ms ahead, or 4 s behind (a VM without NTP: past the
+    1 s matching window): after correction nothing is lost, no segment is negative, segments add
+    up to end to end, and the offset is recovered (the lab's wire is the same both ways, which is
+    what the trace-based estimate assumes)."""
     import yaml as _yaml
 
     from vnettracer.analysis import analyze
     from vnettracer.lab.topology import ClockEmulation
 
     exp = quickstart.experiment
-    opts = exp.lab.options.model_copy(update={"clock_emulation": {"host2": ClockEmulation(offset_us=1500)}})
+    opts = exp.lab.options.model_copy(update={"clock_emulation": {"host2": ClockEmulation(offset_us=offset_us)}})
     exp = exp.model_copy(update={"lab": exp.lab.model_copy(update={"options": opts})})
     run = quickstart.model_copy(update={"experiment": exp})
     out = tmp_path / "run"
     out.mkdir()
     try:
-        deploy.start(RunHosts(run), "emu", tmp_path)
+        # a run id of its own: an agent started again for the same run appends to that run's spool
+        deploy.start(RunHosts(run), f"emu{abs(offset_us)}", tmp_path)
         traffic(lab, 40)
         time.sleep(0.5)
     finally:
-        files = collect(RunHosts(run), "emu", out, tmp_path)
+        files = collect(RunHosts(run), f"emu{abs(offset_us)}", out, tmp_path)
     nothing_left(lab)
     assert all(n >= 3 for n in files.values()), files  # events, clock pairs, stats from each host
     (out / "spec.yml").write_text(_yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
     a = analyze(out)
     h2 = a.summary["clock"]["hosts"]["host2"]
     assert h2["applied"] == "trace"
-    assert abs(h2["trace"]["offset_at_start_ns"] - 1_500_000) < 10_000, h2  # within 10 us of 1.5 ms
+    assert abs(h2["trace"]["offset_at_start_ns"] - offset_us * 1000) < 10_000, h2  # within 10 us
     for name, p in a.summary["paths"].items():
         assert p["complete"] > 0 and p["lost"] == 0
         for seg in p["segments"]:

@@ -19,7 +19,7 @@ import pandas as pd
 from vnettracer.agent.spool import read_spool
 from vnettracer.analysis import inputs, partition
 from vnettracer.analysis.clock import Line, ktime_to_wall, offset_from_probes, offset_from_trace, to_wall
-from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, decompose, packet_keys
+from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, decompose, packet_keys, rough_offsets, shift_hooks
 from vnettracer.analysis.workloads import flow_table, per_workload
 from vnettracer.errors import DataError, VntError
 from vnettracer.spec import Experiment
@@ -147,12 +147,13 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
         m = (ev["host"] == host).to_numpy()
         ev.loc[m, "t_ns"] = to_wall(ev.loc[m, "ts_ns"].to_numpy(np.uint64), ktime_to_wall(pairs))
 
-    # 2. correlate on uncorrected wall times (offsets are far below the matching window)
-    traces = {p.name: correlate(ev, p.name, p.tracepoints, ids, window_ns) for p in exp.paths}
+    # 2. correlate on each host's wall clock (one far off the reference's moved near it for this only)
+    traces = correlate_paths(exp, ev, window_ns)
 
     # 3. clocks: every host against the reference (Experiment.reference_host), corrected
     rejected: dict[str, int] = {}
-    clock_rep, corrections = _estimate_clocks(exp, int(ev["t_ns"].min()), set(ev["host"]), traces, host_of,
+    start = _clock_start({h: int(t) for h, t in ev.groupby("host", observed=True)["t_ns"].min().items()}, exp.reference_host)
+    clock_rep, corrections = _estimate_clocks(exp, start, set(ev["host"]), traces, host_of,
                                               load_probes(run_dir, rejected))
     for host, line in corrections.items():
         _correct(exp, ev, traces, host_of, host, line)
@@ -185,10 +186,15 @@ def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workloa
         if not parts.events:
             raise VntError(f"{run_dir}: no events were traced")
         host_of = {tp.name: tp.host for tp in exp.tracepoints}
-        traces, kept, start, with_events = partition.correlate_all(
-            parts, {p.name: p.tracepoints for p in exp.paths}, exp.tracepoint_ids, window_ns, progress)
+        index = {h: i for i, h in enumerate(hosts)}
+        shift = partition.rough_shift(parts, len(hosts), index.get(exp.reference_host))
+        hook_host = {p.name: [index.get(host_of[n], 0) for n in p.tracepoints] for p in exp.paths}
+        traces, kept, firsts = partition.correlate_all(
+            parts, {p.name: p.tracepoints for p in exp.paths}, exp.tracepoint_ids, window_ns, progress,
+            shift=shift, hook_host=hook_host)
         rejected: dict[str, int] = {}
-        clock_rep, corrections = _estimate_clocks(exp, start, {hosts[i] for i in with_events}, traces, host_of,
+        start = _clock_start({hosts[i]: t for i, t in firsts.items()}, exp.reference_host)
+        clock_rep, corrections = _estimate_clocks(exp, start, {hosts[i] for i in firsts}, traces, host_of,
                                                   load_probes(run_dir, rejected))
         for host, line in corrections.items():
             _correct_traces(exp, traces, host_of, host, line)
@@ -200,6 +206,12 @@ def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workloa
     summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results, clock_rep,
                        {"unreadable": unreadable, "probes_rejected": rejected})
     return Analysis(summary, traces, None, host_of, off)
+
+
+def _clock_start(firsts: dict[str, int], ref: str) -> int:
+    """Where the clock estimates are told at (offset_at_start_ns): the reference host's first event
+    (another host's own clock may be seconds off), else the earliest event of any host."""
+    return firsts.get(ref, min(firsts.values(), default=0))
 
 
 def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: dict[str, Elsewhere],
@@ -251,14 +263,36 @@ def _estimate_clocks(exp: Experiment, start_ns: int, hosts: set[str], traces: di
     return rep_all, corrections
 
 
+def correlate_paths(exp: Experiment, ev: pd.DataFrame, window_ns: int) -> dict[str, PathTrace]:
+    """Every path's trace. A host whose clock is far off the reference's (correlate.rough_offsets:
+    more than 10 ms) is matched on its times moved by that offset; the traces keep each host's own
+    wall clock, for the clock estimates that follow."""
+    ids = exp.tracepoint_ids
+    names, host = np.unique(ev["host"].to_numpy(), return_inverse=True)
+    t = ev["t_ns"].to_numpy(np.int64)
+    ref = exp.reference_host
+    rough = rough_offsets(packet_keys(ev), t, host, int(np.searchsorted(names, ref))) if ref in names else {}
+    if not rough:
+        return {p.name: correlate(ev, p.name, p.tracepoints, ids, window_ns) for p in exp.paths}
+    shift = np.zeros(len(names), np.int64)
+    shift[list(rough)] = list(rough.values())
+    cols = [c for c in ("tracepoint", "packet_id", "flow_hash", "len", "flags", "l4proto") if c in ev]
+    moved = {**{c: ev[c].to_numpy() for c in cols}, "t_ns": t - shift[host]}
+    by_host = dict(zip(names.tolist(), shift.tolist()))
+    host_of = {tp.name: tp.host for tp in exp.tracepoints}
+    traces = {p.name: correlate(moved, p.name, p.tracepoints, ids, window_ns) for p in exp.paths}
+    for p in exp.paths:
+        shift_hooks(traces[p.name], np.array([by_host.get(host_of[n], 0) for n in p.tracepoints], np.int64))
+    return traces
+
+
 def window(exp: Experiment, ev: pd.DataFrame, window_ns: int = 1_000_000_000) -> dict[str, dict]:
     """Per path, its decomposition over a window of events already on each host's wall clock (what
     `vnettracer top` shows): correlated, cross-host clocks corrected from the window's own trace,
     decomposed. ev: columns host, tracepoint (id), t_ns, packet_id, flow_hash, len, flags."""
     ev = ev.copy()
-    ids = exp.tracepoint_ids
     host_of = {tp.name: tp.host for tp in exp.tracepoints}
-    traces = {p.name: correlate(ev, p.name, p.tracepoints, ids, window_ns) for p in exp.paths}
+    traces = correlate_paths(exp, ev, window_ns)
     ref = exp.reference_host
     uncorrected = set()
     for host in sorted(set(ev["host"]) - {ref}):
@@ -282,7 +316,7 @@ def _correct(exp: Experiment, ev: pd.DataFrame, traces: dict[str, PathTrace], ho
     corrected = own wall clock - (own - reference)."""
     m = (ev["host"] == host).to_numpy()
     t = ev.loc[m, "t_ns"].to_numpy(np.int64)
-    ev.loc[m, "t_ns"] = t - np.round(line.at(t)).astype(np.int64)
+    ev.loc[m, "t_ns"] = line.to_reference(t)
     _correct_traces(exp, traces, host_of, host, line)
 
 
@@ -295,7 +329,7 @@ def _correct_traces(exp: Experiment, traces: dict[str, PathTrace], host_of: dict
             if host_of[name] == host:
                 col = pt.times[:, j]
                 seen = col >= 0
-                col[seen] = col[seen] - np.round(line.at(col[seen])).astype(np.int64)
+                col[seen] = line.to_reference(col[seen])
 
 
 def _trace_offset(exp: Experiment, traces: dict[str, PathTrace], host_of: dict[str, str], ref: str,

@@ -121,6 +121,44 @@ def packet_keys(ev: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
     return np.asarray(ev["flow_hash"], np.uint64) ^ (np.asarray(ev["packet_id"], np.uint64) * MIX)
 
 
+def rough_offsets(keys: np.ndarray, t: np.ndarray, host: np.ndarray, ref: int, min_ns: int = 10_000_000,
+                  sample: int = 1 << 20) -> dict[int, int]:
+    """Per host (index), how far its clock is from the reference host's, roughly: the median over
+    packets seen on both of (first sighting there - first sighting at the reference). Off by about
+    a one-way delay, which is all correlation needs: a clock seconds off (a VM without NTP) would
+    otherwise put every packet's sightings on the two hosts more than the matching window apart.
+    Only offsets over min_ns; a host with no packet in common with the reference gets none. At most
+    `sample` events per host are looked at (those whose key's low bits are 0: whole packets)."""
+    per_host, step = (int(np.bincount(host).max()) if len(host) else 0), 1
+    while per_host // step > sample:
+        step <<= 1
+    pick = (keys & np.uint64(step - 1)) == 0
+    firsts = {}
+    for h in np.unique(host):
+        m = pick & (host == h)
+        order = np.argsort(t[m], kind="stable")
+        k, first = np.unique(keys[m][order], return_index=True)
+        firsts[int(h)] = (k, t[m][order][first])
+    if ref not in firsts:
+        return {}
+    out = {}
+    for h, (k, first) in firsts.items():
+        if h == ref:
+            continue
+        _, i, j = np.intersect1d(k, firsts[ref][0], assume_unique=True, return_indices=True)
+        if len(i):
+            off = int(np.median(first[i] - firsts[ref][1][j]))
+            if abs(off) > min_ns:
+                out[h] = off
+    return out
+
+
+def shift_hooks(pt: PathTrace, per_hook: np.ndarray) -> None:
+    """Add per_hook[j] to hook j's sightings (not to the -1 of hooks not seen)."""
+    seen = pt.seen
+    pt.times[seen] += np.broadcast_to(per_hook, pt.times.shape)[seen]
+
+
 @dataclass
 class Elsewhere:
     """Sightings at hooks outside a path (other paths' branches): key, corrected time, tracepoint."""

@@ -29,7 +29,7 @@ import pandas as pd
 from vnettracer.agent.record import IDENTITY_NAMES
 from vnettracer.agent.spool import iter_spool
 from vnettracer.analysis.clock import Line, ktime_to_wall, to_wall
-from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, key_time_order, packet_keys, shares
+from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, key_time_order, packet_keys, rough_offsets, shares, shift_hooks
 
 COLUMNS = {"t_ns": np.int64, "packet_id": np.uint64, "flow_hash": np.uint64, "len": np.uint32,
            "tracepoint": np.uint16, "flags": np.uint8, "l4proto": np.uint8, "host": np.uint8}
@@ -174,41 +174,66 @@ class OffPath:
     hosts: list
 
 
+def rough_shift(parts: Partitions, hosts: int, ref: int | None) -> np.ndarray:
+    """Per host index, its clock's rough offset from the reference's (correlate.rough_offsets; 0
+    where none), from the first partition that has events: every partition holds whole packets,
+    a sample of all of them."""
+    shift = np.zeros(max(hosts, 1), np.int64)
+    if ref is None:
+        return shift
+    for k in range(parts.n):
+        ev = read_partition(parts.dir, k, {c: COLUMNS[c] for c in ("t_ns", "packet_id", "flow_hash", "host")})
+        if len(ev["t_ns"]):
+            for h, off in rough_offsets(packet_keys(ev), ev["t_ns"], ev["host"], ref).items():
+                shift[h] = off
+            break
+    return shift
+
+
 def correlate_all(parts: Partitions, paths: dict[str, list[str]], ids: dict[str, int], window_ns: int,
-                  progress: Callable[[str], None], workers: int | None = None
-                  ) -> tuple[dict[str, PathTrace], dict[str, OffPath], int, set[int]]:
+                  progress: Callable[[str], None], workers: int | None = None, shift: np.ndarray | None = None,
+                  hook_host: dict[str, list[int]] | None = None
+                  ) -> tuple[dict[str, PathTrace], dict[str, OffPath], dict[int, int]]:
     """Pass 2: per-path traces (paths: name -> tracepoint names) over all partitions; the
-    sightings off each path of its packets that left it; the earliest (uncorrected) time; the
-    hosts (indexes) that have events. Partitions are correlated by `workers` processes (default:
-    one per core, at most 4), their results merged in partition order."""
+    sightings off each path of its packets that left it; per host (index) that has events, its
+    earliest time on its own clock. Partitions are correlated by `workers`
+    processes (default: one per core, at most 4), their results merged in partition order.
+    shift (per host index, rough_shift) moves a host's times by it for the matching only; hook_host
+    (per path, each hook's host index) takes it off the traces again."""
     pieces: dict[str, list[PathTrace]] = {name: [] for name in paths}
     off = {name: OffPath([], [], [], []) for name in paths}
-    starts, hosts = [], set()
+    firsts: dict[int, int] = {}
     # worker processes hand their traces back as files (a pipe would copy them twice)
-    jobs = [(parts.dir, k, paths, ids, window_ns, _workers(parts.n, workers) > 1)
+    moves = None
+    if shift is not None and shift.any() and hook_host is not None:
+        moves = (shift, {name: shift[np.asarray(hook_host[name], np.int64)] for name in paths})
+    jobs = [(parts.dir, k, paths, ids, window_ns, _workers(parts.n, workers) > 1, moves)
             for k in range(parts.n)]
     with _pool(len(jobs), workers) as run:
         for k, res in enumerate(run(_correlate_partition, jobs)):
             if res is not None:
-                traces, kept, start, hs = res
-                starts.append(start)
-                hosts |= hs
+                traces, kept, got = res
+                for h, t in got.items():
+                    firsts[h] = min(t, firsts.get(h, t))
                 for name in paths:
                     pieces[name].append(traces[name])
                     for f, v in zip(("keys", "times", "tracepoints", "hosts"), kept[name]):
                         getattr(off[name], f).append(v)
             progress(f"analysis: correlated partition {k + 1}/{parts.n}")
-    return {name: merge(ps, paths[name]) for name, ps in pieces.items()}, off, min(starts, default=0), hosts
+    return {name: merge(ps, paths[name]) for name, ps in pieces.items()}, off, firsts
 
 
 def _correlate_partition(job: tuple) -> tuple | None:
     """One partition: its events in (packet key, time) order once, then every path's trace and the
     off-path sightings of the packets that left it. In a worker process (to_files), the traces'
     arrays go to files beside the partition and come back as their paths."""
-    folder, k, paths, ids, window_ns, to_files = job
+    folder, k, paths, ids, window_ns, to_files, moves = job
     ev = read_partition(folder, k)
     if not len(ev["t_ns"]):
         return None
+    firsts = {int(h): int(ev["t_ns"][ev["host"] == h].min()) for h in np.unique(ev["host"])}
+    if moves is not None:  # hosts far off the reference's clock, moved near it for the matching
+        ev["t_ns"] = ev["t_ns"] - moves[0][ev["host"]]
     keys = packet_keys(ev)
     order = key_time_order(keys, ev["t_ns"])  # once for every path: each takes its rows in this order
     ev = {c: a[order] for c, a in ev.items()}
@@ -217,12 +242,15 @@ def _correlate_partition(job: tuple) -> tuple | None:
     for i, (name, tps) in enumerate(paths.items()):
         traces[name] = correlate(ev, name, tps, ids, window_ns, presorted=True)
         kept[name] = _off_path(ev, keys, traces[name], [ids[n] for n in tps])
+        if moves is not None:  # back on each host's own wall clock
+            shift_hooks(traces[name], moves[1][name])
+            kept[name] = (kept[name][0], kept[name][1] + moves[0][kept[name][3]], *kept[name][2:])
         if to_files:
             for f in BULKY:
                 path = folder / f"trace-{k:04d}-{i}.{f}.npy"
                 np.save(path, getattr(traces[name], f))
                 setattr(traces[name], f, str(path))
-    return traces, kept, int(ev["t_ns"].min()), {int(h) for h in np.unique(ev["host"])}
+    return traces, kept, firsts
 
 
 def _off_path(ev: dict[str, np.ndarray], keys: np.ndarray, pt: PathTrace, path_ids: list[int]) -> tuple:
@@ -291,7 +319,7 @@ def correct(t: np.ndarray, host_idx: np.ndarray, hosts: list[str], corrections: 
     for i, h in enumerate(hosts):
         if h in corrections:
             m = host_idx == i
-            t[m] = t[m] - np.round(corrections[h].at(t[m])).astype(np.int64)
+            t[m] = corrections[h].to_reference(t[m])
     return t
 
 
