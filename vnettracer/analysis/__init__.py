@@ -143,17 +143,20 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
 
     # 1. each host's ktime -> its own wall clock
     ev["t_ns"] = np.int64(0)
+    firsts = {}  # per host, its first event on its own clock
     for host, pairs in clocks.items():
         m = (ev["host"] == host).to_numpy()
-        ev.loc[m, "t_ns"] = to_wall(ev.loc[m, "ts_ns"].to_numpy(np.uint64), ktime_to_wall(pairs))
+        wall = to_wall(ev.loc[m, "ts_ns"].to_numpy(np.uint64), ktime_to_wall(pairs))
+        ev.loc[m, "t_ns"] = wall
+        if len(wall):
+            firsts[host] = int(wall.min())
 
     # 2. correlate on each host's wall clock (one far off the reference's moved near it for this only)
     traces = correlate_paths(exp, ev, window_ns)
 
     # 3. clocks: every host against the reference (Experiment.reference_host), corrected
     rejected: dict[str, int] = {}
-    start = _clock_start({h: int(t) for h, t in ev.groupby("host", observed=True)["t_ns"].min().items()}, exp.reference_host)
-    clock_rep, corrections = _estimate_clocks(exp, start, set(ev["host"]), traces, host_of,
+    clock_rep, corrections = _estimate_clocks(exp, _clock_start(firsts, exp.reference_host), set(ev["host"]), traces, host_of,
                                               load_probes(run_dir, rejected))
     for host, line in corrections.items():
         _correct(exp, ev, traces, host_of, host, line)
