@@ -1,6 +1,7 @@
 """The tc program's time per packet by how it finds its hook, and when sampling drops the packet.
 
-One libbpf tracer (build/bpf/trace.bpf.o) in this process; its ingress program runs under
+One libbpf tracer (build/bpf/trace.bpf.o; with --against, a second one of the other build) in this
+process; its ingress program runs under
 BPF_PROG_TEST_RUN on lo of this namespace, on a tagged TCP segment and on the same segment inside
 VXLAN (what the quickstart's underlay hooks see). Modes, alternated within each round (order
 rotated):
