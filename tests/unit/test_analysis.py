@@ -78,6 +78,20 @@ def test_clock_seconds_off_still_correlates(tmp_path, offset_s):
     assert json.dumps(b.summary, sort_keys=True) == json.dumps(a.summary, sort_keys=True)
 
 
+def test_clock_offset_is_told_at_the_runs_start(tmp_path):
+    """Another host's first event (its container's router solicitations) comes seconds before the
+    reference host's: each estimate's offset at start is its offset at the summary's start_ns."""
+    d = tmp_path / "run"
+    truth = make_run(d, packets=2000, seconds=10, drift_ppm=20, loss=0.0, dup=0.0, quiet_s=3.0)
+    for parts in (0, 2):
+        s = analyze(d, partitions=parts).summary
+        assert s["paths"]["reply"]["group"] == 3 and s["paths"]["reply"]["lost"] == 0
+        start = s["start_ns"] - EPOCH
+        assert start < 1_000_000  # host2's first solicitation, not host1's first packet 3 s later
+        h2 = s["clock"]["hosts"]["host2"]
+        assert h2["trace"]["offset_at_start_ns"] == pytest.approx(truth.theta(np.array([start]))[0], abs=1000)
+
+
 def test_segments_sum_to_end_to_end(synth):
     _, _, a = synth
     for pt in a.traces.values():

@@ -143,22 +143,17 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
 
     # 1. each host's ktime -> its own wall clock
     ev["t_ns"] = np.int64(0)
-    firsts = {}  # per host, its first event on its own clock
     for host, pairs in clocks.items():
         m = (ev["host"] == host).to_numpy()
-        wall = to_wall(ev.loc[m, "ts_ns"].to_numpy(np.uint64), ktime_to_wall(pairs))
-        ev.loc[m, "t_ns"] = wall
-        if len(wall):
-            firsts[host] = int(wall.min())
+        ev.loc[m, "t_ns"] = to_wall(ev.loc[m, "ts_ns"].to_numpy(np.uint64), ktime_to_wall(pairs))
 
     # 2. correlate on each host's wall clock (one far off the reference's moved near it for this only)
     traces = correlate_paths(exp, ev, window_ns)
 
     # 3. clocks: every host against the reference (Experiment.reference_host), corrected
     rejected: dict[str, int] = {}
-    clock_rep, corrections = _estimate_clocks(exp, _clock_start(firsts, exp.reference_host), set(ev["host"]), traces, host_of,
-                                              load_probes(run_dir, rejected))
-    for host, line in corrections.items():
+    clocks_ = _estimate_clocks(exp, set(ev["host"]), traces, host_of, load_probes(run_dir, rejected))
+    for host, line in clocks_.applied.items():
         _correct(exp, ev, traces, host_of, host, line)
 
     # 4. decompose, throughput
@@ -167,8 +162,8 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
     t = ev["t_ns"].to_numpy(np.int64)
     span = (int(t.min()), int(t.max()))
     bins = _bins(t, ev["tracepoint"].to_numpy(np.int64), ev["len"].to_numpy(np.float64), span)
-    summary = _summary(run_dir, exp, traces, off, span, int(len(ev)), bins, window_ns, workload_results, clock_rep,
-                       {"unreadable": unreadable, "probes_rejected": rejected})
+    summary = _summary(run_dir, exp, traces, off, span, int(len(ev)), bins, window_ns, workload_results,
+                       clocks_.told_at(span[0]), {"unreadable": unreadable, "probes_rejected": rejected})
     return Analysis(summary, traces, ev, host_of, off)
 
 
@@ -192,29 +187,22 @@ def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workloa
         index = {h: i for i, h in enumerate(hosts)}
         shift = partition.rough_shift(parts, len(hosts), index.get(exp.reference_host))
         hook_host = {p.name: [index.get(host_of[n], 0) for n in p.tracepoints] for p in exp.paths}
-        traces, kept, firsts = partition.correlate_all(
+        traces, kept, with_events = partition.correlate_all(
             parts, {p.name: p.tracepoints for p in exp.paths}, exp.tracepoint_ids, window_ns, progress,
             shift=shift, hook_host=hook_host)
         rejected: dict[str, int] = {}
-        start = _clock_start({hosts[i]: t for i, t in firsts.items()}, exp.reference_host)
-        clock_rep, corrections = _estimate_clocks(exp, start, {hosts[i] for i in firsts}, traces, host_of,
-                                                  load_probes(run_dir, rejected))
-        for host, line in corrections.items():
+        clocks_ = _estimate_clocks(exp, {hosts[i] for i in with_events}, traces, host_of,
+                                   load_probes(run_dir, rejected))
+        for host, line in clocks_.applied.items():
             _correct_traces(exp, traces, host_of, host, line)
-        off = {name: partition.elsewhere(o, hosts, corrections) for name, o in kept.items()}
-        lo, hi, pkts, byts = partition.span_and_bins(parts, hosts, corrections, BIN_NS)
+        off = {name: partition.elsewhere(o, hosts, clocks_.applied) for name, o in kept.items()}
+        lo, hi, pkts, byts = partition.span_and_bins(parts, hosts, clocks_.applied, BIN_NS)
         events = parts.events
     finally:
         parts.remove()
-    summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results, clock_rep,
-                       {"unreadable": unreadable, "probes_rejected": rejected})
+    summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results,
+                       clocks_.told_at(lo), {"unreadable": unreadable, "probes_rejected": rejected})
     return Analysis(summary, traces, None, host_of, off)
-
-
-def _clock_start(firsts: dict[str, int], ref: str) -> int:
-    """Where the clock estimates are told at (offset_at_start_ns): the reference host's first event
-    (another host's own clock may be seconds off), else the earliest event of any host."""
-    return firsts.get(ref, min(firsts.values(), default=0))
 
 
 def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: dict[str, Elsewhere],
@@ -238,14 +226,27 @@ def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: 
             "integrity": {**integrity, "not_recorded": not_recorded(run_dir)}}
 
 
-def _estimate_clocks(exp: Experiment, start_ns: int, hosts: set[str], traces: dict[str, PathTrace],
-                     host_of: dict[str, str], probes: dict[str, pd.DataFrame]) -> tuple[dict, dict[str, Line]]:
+@dataclass
+class Clocks:
+    """The clocks' record (summary.json "clock"), the line applied per host, and every estimate,
+    whose offset is told at the run's start once the corrected span is known (told_at)."""
+    record: dict
+    applied: dict[str, Line]
+    lines: dict[tuple[str, str], Line]
+
+    def told_at(self, start_ns: int) -> dict:
+        start = np.array([start_ns], np.int64)  # reference time: the lines are functions of it
+        for (host, kind), line in self.lines.items():
+            self.record["hosts"][host][kind]["offset_at_start_ns"] = float(line.at(start)[0])
+        return self.record
+
+
+def _estimate_clocks(exp: Experiment, hosts: set[str], traces: dict[str, PathTrace],
+                     host_of: dict[str, str], probes: dict[str, pd.DataFrame]) -> Clocks:
     """Every host's offset and drift against the reference, from the trace and from probes; the
     report's record of both, and the line to apply per host."""
     ref = exp.reference_host
-    rep_all: dict = {"reference": ref, "method": exp.report.clock, "hosts": {}}
-    corrections: dict[str, Line] = {}
-    start = np.array([start_ns], np.int64)
+    clocks = Clocks({"reference": ref, "method": exp.report.clock, "hosts": {}}, {}, {})
     for host in sorted(hosts - {ref}):
         by_trace = _trace_offset(exp, traces, host_of, ref, host)
         by_probe = offset_from_probes(probes.get(host)) if host in probes else None
@@ -253,17 +254,19 @@ def _estimate_clocks(exp: Experiment, start_ns: int, hosts: set[str], traces: di
         applied = want or by_trace or by_probe
         rep: dict[str, Any] = {"applied": applied.method if applied else "none"}
         for kind, line in (("trace", by_trace), ("probe", by_probe)):
-            rep[kind] = {**line.as_dict(), "offset_at_start_ns": float(line.at(start)[0])} if line else None
+            rep[kind] = line.as_dict() if line else None
+            if line:
+                clocks.lines[host, kind] = line
         if by_trace and by_probe:
             t = np.array([by_trace.t0_ns], np.int64)
             rep["disagreement_ns"] = float(by_trace.at(t)[0] - by_probe.at(t)[0])
             # each is within its bound of the truth, so they cannot differ by more than both bounds
             # unless a timestamp is wrong (a clock stepped, hooks on unrelated paths)
             rep["consistent"] = abs(rep["disagreement_ns"]) <= (by_trace.bound_ns or 0) + (by_probe.bound_ns or 0)
-        rep_all["hosts"][host] = rep
+        clocks.record["hosts"][host] = rep
         if applied:
-            corrections[host] = applied
-    return rep_all, corrections
+            clocks.applied[host] = applied
+    return clocks
 
 
 def correlate_paths(exp: Experiment, ev: pd.DataFrame, window_ns: int) -> dict[str, PathTrace]:

@@ -193,16 +193,15 @@ def rough_shift(parts: Partitions, hosts: int, ref: int | None) -> np.ndarray:
 def correlate_all(parts: Partitions, paths: dict[str, list[str]], ids: dict[str, int], window_ns: int,
                   progress: Callable[[str], None], workers: int | None = None, shift: np.ndarray | None = None,
                   hook_host: dict[str, list[int]] | None = None
-                  ) -> tuple[dict[str, PathTrace], dict[str, OffPath], dict[int, int]]:
+                  ) -> tuple[dict[str, PathTrace], dict[str, OffPath], set[int]]:
     """Pass 2: per-path traces (paths: name -> tracepoint names) over all partitions; the
-    sightings off each path of its packets that left it; per host (index) that has events, its
-    earliest time on its own clock. Partitions are correlated by `workers`
+    sightings off each path of its packets that left it; the hosts (indexes) that have events. Partitions are correlated by `workers`
     processes (default: one per core, at most 4), their results merged in partition order.
     shift (per host index, rough_shift) moves a host's times by it for the matching only; hook_host
     (per path, each hook's host index) takes it off the traces again."""
     pieces: dict[str, list[PathTrace]] = {name: [] for name in paths}
     off = {name: OffPath([], [], [], []) for name in paths}
-    firsts: dict[int, int] = {}
+    with_events: set[int] = set()
     # worker processes hand their traces back as files (a pipe would copy them twice)
     moves = None
     if shift is not None and shift.any() and hook_host is not None:
@@ -213,14 +212,13 @@ def correlate_all(parts: Partitions, paths: dict[str, list[str]], ids: dict[str,
         for k, res in enumerate(run(_correlate_partition, jobs)):
             if res is not None:
                 traces, kept, got = res
-                for h, t in got.items():
-                    firsts[h] = min(t, firsts.get(h, t))
+                with_events |= got
                 for name in paths:
                     pieces[name].append(traces[name])
                     for f, v in zip(("keys", "times", "tracepoints", "hosts"), kept[name]):
                         getattr(off[name], f).append(v)
             progress(f"analysis: correlated partition {k + 1}/{parts.n}")
-    return {name: merge(ps, paths[name]) for name, ps in pieces.items()}, off, firsts
+    return {name: merge(ps, paths[name]) for name, ps in pieces.items()}, off, with_events
 
 
 def _correlate_partition(job: tuple) -> tuple | None:
@@ -231,7 +229,7 @@ def _correlate_partition(job: tuple) -> tuple | None:
     ev = read_partition(folder, k)
     if not len(ev["t_ns"]):
         return None
-    firsts = {int(h): int(ev["t_ns"][ev["host"] == h].min()) for h in np.unique(ev["host"])}
+    hosts = {int(h) for h in np.unique(ev["host"])}
     if moves is not None:  # hosts far off the reference's clock, moved near it for the matching
         ev["t_ns"] = ev["t_ns"] - moves[0][ev["host"]]
     keys = packet_keys(ev)
@@ -250,7 +248,7 @@ def _correlate_partition(job: tuple) -> tuple | None:
                 path = folder / f"trace-{k:04d}-{i}.{f}.npy"
                 np.save(path, getattr(traces[name], f))
                 setattr(traces[name], f, str(path))
-    return traces, kept, firsts
+    return traces, kept, hosts
 
 
 def _off_path(ev: dict[str, np.ndarray], keys: np.ndarray, pt: PathTrace, path_ids: list[int]) -> tuple:

@@ -3,7 +3,9 @@
 The quickstart topology: request path host1 -> host2 and reply path back, 10 hooks each. Every
 segment has a known base delay plus exponential noise; host2's clock is off by a known offset and
 drift; a known share of request packets is lost at one hop; some are seen twice at one hook; the
-rows of each host's spool are shuffled (events out of order across CPUs).
+rows of each host's spool are shuffled (events out of order across CPUs). With `quiet_s`, the
+conversation starts that late and host2's container only sends its router solicitations (group
+addressed, once a second) before it, so host2's first event is seconds before the reference host's.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import yaml
 
-from vnettracer.agent.record import EVENT, EVENT_FIELDS, F_EGRESS, F_ENCAP, ID_HASH
+from vnettracer.agent.record import EVENT, EVENT_FIELDS, F_EGRESS, F_ENCAP, F_GROUP, ID_HASH
 from vnettracer.agent.spool import SCHEMA, WRITE_OPTIONS
 from vnettracer.spec import load
 
@@ -39,7 +41,7 @@ class Truth:
 
 def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset_us: float = 1500.0,
              drift_ppm: float = 20.0, loss: float = 0.01, dup: float = 0.005, slow_segment: float = 0.0,
-             seed: int = 1) -> Truth:
+             seed: int = 1, quiet_s: float = 0.0) -> Truth:
     """Write a run folder; returns the truth. `slow_segment` adds that many ns to request segment 3."""
     rng = np.random.default_rng(seed)
     exp = load("quickstart")[0].experiment
@@ -52,7 +54,8 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
     # base delay per segment (ns); the wire between the hosts is the same both ways
     base = [2_000, 3_000, 4_000, 8_000, 30_000, 6_000, 4_000, 3_000, 2_000]
     rows: dict[str, list[np.ndarray]] = {"host1": [], "host2": []}
-    t_send = np.sort(rng.uniform(0, seconds * 1e9, packets)).astype(np.int64)
+    quiet = int(quiet_s * 1e9)
+    t_send = quiet + np.sort(rng.uniform(0, seconds * 1e9, packets)).astype(np.int64)
     lost_hop = 4  # request packets lost between hook 4 (h1-eth0-eg) and 5 (h2-eth0-in): on the wire
     for pi, path in enumerate(exp.paths):
         n = packets
@@ -83,9 +86,14 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
             # ktime is the host's monotonic clock: wall - epoch + boot base (host2's pairs carry theta)
             rows[host].append(_hook_events(name, ids[name], np.r_[t, t[dup_rows] + 1_000] + kboot[host],
                                            np.r_[pid[m], pid[m][dup_rows]], flow))
+    if quiet:
+        rs = _hook_events("h2c1-eth0-eg", ids["h2c1-eth0-eg"], np.arange(0, quiet, 1_000_000_000) + kboot["host2"],
+                          rng.integers(0, 2**63, -(-quiet // 1_000_000_000), dtype=np.uint64), np.uint64(0x2222))
+        rs["flags"] |= F_GROUP
+        rows["host2"].append(rs)
     for host, parts in rows.items():
         _write_host(folder / "events" / host, np.concatenate(parts), rng, truth if host == "host2" else None,
-                    kboot[host], seconds)
+                    kboot[host], seconds + quiet_s)
     return truth
 
 
