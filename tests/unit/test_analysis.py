@@ -12,7 +12,8 @@ from conftest import vnettracer
 
 from vnettracer.analysis import analyze
 from vnettracer.analysis.clock import offset_from_probes
-from vnettracer.analysis.synth import EPOCH, make_run
+from vnettracer.analysis.report import markdown
+from vnettracer.analysis.synth import EPOCH, make_chain_run, make_run
 
 
 @pytest.fixture(scope="module")
@@ -90,6 +91,28 @@ def test_clock_offset_is_told_at_the_runs_start(tmp_path):
         assert start < 1_000_000  # host2's first solicitation, not host1's first packet 3 s later
         h2 = s["clock"]["hosts"]["host2"]
         assert h2["trace"]["offset_at_start_ns"] == pytest.approx(truth.theta(np.array([start]))[0], abs=1000)
+
+
+def test_clock_of_a_host_joined_to_the_reference_only_through_another(tmp_path):
+    """host1 <-> host2 <-> host3 (a proxy on host2): host3 shares no packet with the reference and
+    its clock is 4 s off, yet its packets are matched and its clock found through host2's, and the
+    report says through which host."""
+    d = tmp_path / "run"
+    truth = make_chain_run(d, {"host2": (1500, 20), "host3": (-4e6, -10)})
+    a = analyze(d, partitions=0)
+    s = a.summary
+    assert {n: (p["complete"], p["lost"]) for n, p in s["paths"].items()} == {
+        n: (3000, 0) for n in ("host1-host2", "host2-host1", "host2-host3", "host3-host2")}
+    start = np.array([s["start_ns"] - EPOCH])
+    for host, via in (("host2", []), ("host3", ["host2"])):
+        c = s["clock"]["hosts"][host]
+        assert c["applied"] == "trace" and c["trace"]["via"] == via
+        assert c["trace"]["offset_at_start_ns"] == pytest.approx(truth[host].theta(start)[0], abs=1000)
+        assert c["trace"]["drift_ppm"] == pytest.approx(truth[host].drift_ppm, abs=0.5)
+    assert all(seg["negative"] == 0 for p in s["paths"].values() for seg in p["segments"])
+    assert "| host3 | trace via host2 |" in markdown(s)
+    b = analyze(d, partitions=3)
+    assert json.dumps(b.summary, sort_keys=True) == json.dumps(s, sort_keys=True)
 
 
 def test_segments_sum_to_end_to_end(synth):

@@ -247,8 +247,9 @@ def _estimate_clocks(exp: Experiment, hosts: set[str], traces: dict[str, PathTra
     report's record of both, and the line to apply per host."""
     ref = exp.reference_host
     clocks = Clocks({"reference": ref, "method": exp.report.clock, "hosts": {}}, {}, {})
+    by_traces = _trace_lines(exp, traces, host_of, hosts)
     for host in sorted(hosts - {ref}):
-        by_trace = _trace_offset(exp, traces, host_of, ref, host)
+        by_trace = by_traces.get(host)
         by_probe = offset_from_probes(probes.get(host)) if host in probes else None
         want = by_trace if exp.report.clock == "trace" else by_probe
         applied = want or by_trace or by_probe
@@ -301,8 +302,9 @@ def window(exp: Experiment, ev: pd.DataFrame, window_ns: int = 1_000_000_000) ->
     traces = correlate_paths(exp, ev, window_ns)
     ref = exp.reference_host
     uncorrected = set()
+    lines = _trace_lines(exp, traces, host_of, set(ev["host"]))
     for host in sorted(set(ev["host"]) - {ref}):
-        line = _trace_offset(exp, traces, host_of, ref, host)
+        line = lines.get(host)
         if line is None:
             uncorrected.add(host)  # too few two-way packets in the window to see its offset
         else:
@@ -338,9 +340,28 @@ def _correct_traces(exp: Experiment, traces: dict[str, PathTrace], host_of: dict
                 col[seen] = line.to_reference(col[seen])
 
 
+def _trace_lines(exp: Experiment, traces: dict[str, PathTrace], host_of: dict[str, str],
+                 hosts: set[str]) -> dict[str, Line]:
+    """Every host's trace-based line against the reference: from the segments between the two where
+    paths join them both ways, else chained through hosts that are (paths host1 <-> host2 and
+    host2 <-> host3 give host3's clock through host2's, a proxy's in the middle). Breadth first:
+    the shortest chain is taken."""
+    ref = exp.reference_host
+    found: dict[str, Line] = {}
+    placed = [ref]
+    for via in placed:  # grows as hosts are placed
+        for host in sorted(hosts - set(placed)):
+            line = _trace_offset(exp, traces, host_of, via, host)
+            if line is not None:
+                found[host] = line if via == ref else found[via].then(line, via)
+                placed.append(host)
+    return found
+
+
 def _trace_offset(exp: Experiment, traces: dict[str, PathTrace], host_of: dict[str, str], ref: str,
                   host: str) -> Line | None:
-    """Cross-host segments ref -> host and host -> ref, over all paths, into one estimate."""
+    """Cross-host segments ref -> host and host -> ref, over all paths, into one estimate (a
+    function of ref's time; ref may be any host)."""
     tf, df, tr, dr = [], [], [], []
     for p in exp.paths:
         times = traces[p.name].times

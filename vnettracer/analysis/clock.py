@@ -27,6 +27,7 @@ class Line:
     # half the minimum round trip the estimate rests on: the most that delays unequal both ways could
     # have moved it (at t0_ns), since no packet arrives before it was sent
     bound_ns: float | None = None
+    via: tuple[str, ...] = ()  # hosts between the reference and this one, when no path joins the two
 
     def at(self, t_ns: np.ndarray) -> np.ndarray:
         return self.offset_ns + self.drift * (np.asarray(t_ns, dtype=np.int64) - self.t0_ns).astype(np.float64)
@@ -40,9 +41,20 @@ class Line:
         r = t - np.round(self.at(t)).astype(np.int64)
         return t - np.round(self.at(r)).astype(np.int64)
 
+    def then(self, nxt: Line, via: str) -> Line:
+        """This line (host `via` against the reference) followed by nxt (another host against `via`,
+        a function of via's time): that other host against the reference. Offsets and bounds add."""
+        t0 = nxt.t0_ns - int(round(float(self.at(np.array([nxt.t0_ns]))[0])))  # nxt's middle, on the reference's clock
+        here = float(self.at(np.array([t0]))[0])
+        offset = here + float(nxt.at(np.array([t0 + int(round(here))]))[0])
+        bound = None if self.bound_ns is None or nxt.bound_ns is None else self.bound_ns + nxt.bound_ns
+        return Line(offset, self.drift + nxt.drift * (1 + self.drift), t0, min(self.samples, nxt.samples), nxt.method,
+                    bound, (*self.via, via))
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["drift_ppm"] = self.drift * 1e6
+        d["via"] = list(self.via)
         return d
 
 

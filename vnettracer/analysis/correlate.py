@@ -127,7 +127,8 @@ def rough_offsets(keys: np.ndarray, t: np.ndarray, host: np.ndarray, ref: int, m
     packets seen on both of (first sighting there - first sighting at the reference). Off by about
     a one-way delay, which is all correlation needs: a clock seconds off (a VM without NTP) would
     otherwise put every packet's sightings on the two hosts more than the matching window apart.
-    Only offsets over min_ns; a host with no packet in common with the reference gets none. At most
+    A host with no packet in common with the reference gets its offset through one that has (a
+    chain host1 -> host2 -> host3), none when no chain joins them. Only offsets over min_ns. At most
     `sample` events per host are looked at (those whose key's low bits are 0: whole packets)."""
     per_host, step = (int(np.bincount(host).max()) if len(host) else 0), 1
     while per_host // step > sample:
@@ -141,16 +142,14 @@ def rough_offsets(keys: np.ndarray, t: np.ndarray, host: np.ndarray, ref: int, m
         firsts[int(h)] = (k, t[m][order][first])
     if ref not in firsts:
         return {}
-    out = {}
-    for h, (k, first) in firsts.items():
-        if h == ref:
-            continue
-        _, i, j = np.intersect1d(k, firsts[ref][0], assume_unique=True, return_indices=True)
-        if len(i):
-            off = int(np.median(first[i] - firsts[ref][1][j]))
-            if abs(off) > min_ns:
-                out[h] = off
-    return out
+    found, placed = {ref: 0}, [ref]
+    for via in placed:  # grows as hosts are placed: breadth first
+        for h in sorted(set(firsts) - set(found)):
+            _, i, j = np.intersect1d(firsts[h][0], firsts[via][0], assume_unique=True, return_indices=True)
+            if len(i):
+                found[h] = found[via] + int(np.median(firsts[h][1][i] - firsts[via][1][j]))
+                placed.append(h)
+    return {h: off for h, off in found.items() if abs(off) > min_ns}
 
 
 def shift_hooks(pt: PathTrace, per_hook: np.ndarray) -> None:

@@ -91,7 +91,8 @@ def _clocks(c: dict) -> list[str]:
     odd = []
     for h, r in c["hosts"].items():
         t, p = r.get("trace") or {}, r.get("probe") or {}
-        out.append(f"| {h} | {r['applied']} | {us(t.get('offset_at_start_ns'))} | {us(t.get('bound_ns'))} | "
+        via = f" via {', '.join(t['via'])}" if r["applied"] == "trace" and t.get("via") else ""
+        out.append(f"| {h} | {r['applied']}{via} | {us(t.get('offset_at_start_ns'))} | {us(t.get('bound_ns'))} | "
                    f"{ppm(t.get('drift_ppm'))} | {us(p.get('offset_at_start_ns'))} | {us(p.get('bound_ns'))} | "
                    f"{ppm(p.get('drift_ppm'))} | {us(r.get('disagreement_ns'))} |")
         if r.get("consistent") is False:

@@ -120,3 +120,38 @@ def _write_host(hd: Path, ev: np.ndarray, rng: np.random.Generator, truth: Truth
     with open(hd / "clock.jsonl", "w") as f:
         for k, r in zip(tk + kboot, real):
             f.write(json.dumps({"ktime_ns": int(k), "realtime_ns": int(r), "uncertainty_ns": 0}) + "\n")
+
+
+def make_chain_run(folder: Path, clocks: dict[str, tuple[float, float]], packets: int = 3000,
+                   seconds: float = 20.0, seed: int = 1) -> dict[str, Truth]:
+    """A chain of hosts, host1 (the reference) first, then `clocks`' hosts in order, each with its
+    clock's (offset_us, drift_ppm): every pair of neighbours has a path each way (two hooks, 20 us
+    of wire and queueing noise), and only neighbours share packets, as through a proxy in the middle."""
+    rng = np.random.default_rng(seed)
+    hosts = ["host1", *clocks]
+    truth = {h: Truth(o * 1000, d) for h, (o, d) in clocks.items()}
+    tps: list[dict] = []
+    paths: list[dict] = []
+    for a, b in zip(hosts, hosts[1:]):
+        for src, dst in ((a, b), (b, a)):
+            hooks = [f"{src}-to-{dst}", f"{dst}-from-{src}"]
+            tps += [{"name": hooks[0], "host": src, "device": "eth0", "direction": "egress"},
+                    {"name": hooks[1], "host": dst, "device": "eth0", "direction": "ingress"}]
+            paths.append({"name": f"{src}-{dst}", "tracepoints": hooks})
+    spec = {"name": "chain", "tracepoints": tps, "paths": paths}
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.yml").write_text(yaml.safe_dump(spec, sort_keys=False))
+    ids = {tp["name"]: i for i, tp in enumerate(tps, start=1)}
+    kboot = {h: (3 + 2 * i) * 1_000_000_000 for i, h in enumerate(hosts)}
+    rows: dict[str, list[np.ndarray]] = {h: [] for h in hosts}
+    for pi, p in enumerate(paths):
+        t = np.sort(rng.uniform(0, seconds * 1e9, packets)).astype(np.int64)
+        arrive = t + 20_000 + rng.exponential(2_000, packets).astype(np.int64)
+        pid = rng.integers(0, 2**63, packets, dtype=np.uint64)
+        for name, at in zip(p["tracepoints"], (t, arrive)):
+            host = tps[ids[name] - 1]["host"]
+            rows[host].append(_hook_events(name, ids[name], at + kboot[host], pid, np.uint64(0x3000 + pi)))
+    for h in hosts:
+        _write_host(folder / "events" / h, np.concatenate(rows[h]), rng, truth.get(h), kboot[h], seconds)
+    return truth
+
