@@ -10,6 +10,7 @@ import json
 import shlex
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -19,11 +20,14 @@ from vnettracer.errors import VntError
 from vnettracer.runtime import Target, connect
 from vnettracer.spec import Run
 
+CLOCK_SAMPLES = 16  # a host's clock offset is taken from its last this many stats readings
+
 
 @dataclass
 class Sample:
     time: float
     stats: dict[str, dict]  # per host: the agent's stats ({} where none runs)
+    offsets: dict[str, int] = field(default_factory=dict)  # per host: its clock minus ours (Agents)
 
 
 @dataclass
@@ -41,6 +45,7 @@ class Agents:
         self.targets = {h: targets[h] for h in hosts}
         self.conns = {h: connect(t) for h, t in self.targets.items()}
         self.state_dir = state_dir
+        self.clocks: dict[str, deque] = {h: deque(maxlen=CLOCK_SAMPLES) for h in hosts}
 
     def sample(self) -> Sample:
         out: dict[str, dict] = {}
@@ -49,8 +54,12 @@ class Agents:
             cmd = (f"{shlex.quote(self.targets[host].python)} -m vnettracer.hostcli agent ctl stats "
                    f"--state-dir {shlex.quote(self.state_dir)}")
             try:
+                t1 = time.time_ns()
                 r = self.conns[host].run(cmd, hide=True, warn=True, timeout=10, in_stream=False)
+                t2 = time.time_ns()
                 out[host] = json.loads(r.stdout).get("stats") or {} if r.exited == 0 else {}
+                if "wall_ns" in out[host]:  # read between t1 and t2: its clock minus ours, within (t2 - t1) / 2
+                    self.clocks[host].append((t2 - t1, int(out[host]["wall_ns"]) - (t1 + t2) // 2))
             except Exception:  # noqa: BLE001 - ssh down, timed out, not JSON: no answer this time
                 out[host] = {}
 
@@ -59,7 +68,12 @@ class Agents:
             th.start()
         for th in threads:
             th.join(20)
-        return Sample(time.time(), out)
+        return Sample(time.time(), out, self.offsets())
+
+    def offsets(self) -> dict[str, int]:
+        """Per host, its clock minus ours from the recent reading with the shortest round trip (a
+        VM's clock may be seconds off: its events' times are on it)."""
+        return {h: min(c)[1] for h, c in self.clocks.items() if c}
 
     def close(self) -> None:
         for c in self.conns.values():
@@ -67,8 +81,8 @@ class Agents:
 
 
 def rates(prev: Sample, cur: Sample) -> tuple[list[dict], list[dict]]:
-    """Per tracepoint packets/s and new drops since the previous sample; per agent its ring in use
-    and CPU share."""
+    """Per tracepoint packets/s and new drops since the previous sample; per agent its ring in use,
+    CPU share and clock against ours."""
     dt = max(cur.time - prev.time, 1e-3)
     per_tp, per_agent = [], []
     for host, st in sorted(cur.stats.items()):
@@ -81,18 +95,26 @@ def rates(prev: Sample, cur: Sample) -> tuple[list[dict], list[dict]]:
         if st:
             per_agent.append({"host": host, "run_id": st.get("run_id"), "ring_used": st.get("ring_used_bytes"),
                               "ring_size": st.get("ring_bytes"),
-                              "cpu": (float(st.get("cpu_s", 0)) - float(before.get("cpu_s", 0))) / dt if before else None})
+                              "cpu": (float(st.get("cpu_s", 0)) - float(before.get("cpu_s", 0))) / dt if before else None,
+                              "clock_ns": cur.offsets.get(host)})  # its clock minus ours, +- half an ssh round trip
     return per_tp, per_agent
 
 
-def recent_events(db, run_id: str, ids: dict[str, int], seconds: float, lag_s: float = 1.0) -> pd.DataFrame:
+def recent_events(db, run_id: str, ids: dict[str, int], seconds: float, lag_s: float = 1.0,
+                  offsets: dict[str, int] | None = None) -> pd.DataFrame:
     """The last `seconds` of raw events (ending lag_s ago: what agents have sent by now), as the
-    analysis reads events: host, tracepoint id, t_ns, packet_id, flow_hash, len, flags."""
-    end = time.time_ns() - int(lag_s * 1e9)
-    df = db.select("vnt_event", end - int(seconds * 1e9), end, fields='"pid", "flow", "len", "flags"',
-                   where={"run": run_id}, group_by='"host", "tracepoint"')
+    analysis reads events: host, tracepoint id, t_ns, packet_id, flow_hash, len, flags. Each host's
+    window is taken on its own clock (offsets: its clock minus ours), so that hosts seconds apart
+    give the same packets."""
+    offsets = offsets or {}
+    end, span = time.time_ns() - int(lag_s * 1e9), int(seconds * 1e9)
+    df = db.select("vnt_event", end - span + min(0, *offsets.values()), end + max(0, *offsets.values()),
+                   fields='"pid", "flow", "len", "flags"', where={"run": run_id}, group_by='"host", "tracepoint"')
     if df.empty:
         return df
+    t_end = end + df["host"].map(offsets).fillna(0).to_numpy(np.int64)
+    t = df["time"].astype("int64").to_numpy()
+    df = df[(t > t_end - span) & (t <= t_end)]
     return pd.DataFrame({
         "host": df["host"].to_numpy(), "tracepoint": df["tracepoint"].map(ids).fillna(0).to_numpy(np.uint16),
         "t_ns": df["time"].astype("int64").to_numpy(), "packet_id": df["pid"].to_numpy(np.int64).view(np.uint64),

@@ -149,6 +149,8 @@ class Agent:
         ru = resource.getrusage(resource.RUSAGE_SELF)
         return {
             "host": self.cfg.host, "run_id": self.cfg.run_id, "pid": os.getpid(), "time": time.time(),
+            # this host's wall clock as its events are stamped (emulated on the lab): `top` reads it
+            "wall_ns": self.clock.wall.now() if self.clock else time.time_ns(),
             "attached": sorted(self.tps),
             "tracepoints": {self.names.get(tp, str(tp)): {"id": tp, **c} for tp, c in counters.items()},
             "spooled_events": self.spool.events if self.spool else 0,

@@ -23,10 +23,11 @@ def render(view, title: str) -> Group:
         style = "red" if r["dropped"] or r["parse_fail"] else None
         tps.add_row(r["host"], r["tracepoint"], _num(r["pkts_per_s"]), _num(r["emitted_per_s"]), _num(r["dropped"]),
                     _num(r["parse_fail"]), style=style)
-    agents = Table("agent", "run", "ring in use", "CPU")
+    agents = Table("agent", "run", "ring in use", "CPU", "clock offset ms")
     for a in view.agents:
         ring = "-" if a["ring_used"] is None else f"{a['ring_used'] / max(a['ring_size'] or 1, 1):.1%}"
-        agents.add_row(a["host"], str(a["run_id"]), ring, _num(a["cpu"], "{:.0%}"))
+        clock = None if a.get("clock_ns") is None else a["clock_ns"] / 1e6
+        agents.add_row(a["host"], str(a["run_id"]), ring, _num(a["cpu"], "{:.0%}"), _num(clock, "{:+,.0f}"))
     segs = Table("path", "segment", "packets", "p50 us", "p99 us", "lost")
     for s in view.segments:
         segs.add_row(s["path"], s["segment"], _num(s["count"]), _num(s["p50_us"], "{:.1f}"), _num(s["p99_us"], "{:.1f}"),
@@ -61,7 +62,7 @@ def top(experiment: str = experiment_arg(),
                 if db is None:
                     view.note = "segments: need sinks.influxdb with raw_events in the experiment"
                 elif run_ids:
-                    ev = live.recent_events(db, sorted(run_ids)[0], ids, seconds)
+                    ev = live.recent_events(db, sorted(run_ids)[0], ids, seconds, offsets=cur.offsets)
                     view.segments = live.segments(run, ev) if len(ev) else []
                     view.note = "" if len(ev) else f"no events in InfluxDB over the last {seconds:g} s"
                 else:
