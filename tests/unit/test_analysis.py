@@ -115,6 +115,28 @@ def test_clock_of_a_host_joined_to_the_reference_only_through_another(tmp_path):
     assert json.dumps(b.summary, sort_keys=True) == json.dumps(s, sort_keys=True)
 
 
+def test_clock_stepped_during_the_run(tmp_path):
+    """host2's wall clock is stepped 50 ms forward 6 s into a 20 s run (NTP at a VM's boot): its
+    events keep ktime's rate, so the drift found is the clock's own, nothing is lost or negative,
+    and the report names the step."""
+    d = tmp_path / "run"
+    truth = make_run(d, packets=4000, seconds=20, drift_ppm=20, loss=0.0, dup=0.0, step=(6.0, 50_000))
+    for parts in (0, 2):
+        a = analyze(d, partitions=parts)
+        s = a.summary
+        assert [(p["complete"], p["lost"]) for p in s["paths"].values()] == [(4000, 0), (4000, 0)]
+        assert all(seg["negative"] == 0 for p in s["paths"].values() for seg in p["segments"])
+        h2 = s["clock"]["hosts"]["host2"]
+        # on the clock after its step (the longest stretch): the truth plus 50 ms
+        start = np.array([s["start_ns"] - EPOCH])
+        assert h2["trace"]["offset_at_start_ns"] == pytest.approx(truth.theta(start)[0] + 50e6, abs=1000)
+        assert h2["trace"]["drift_ppm"] == pytest.approx(20, abs=0.5)
+        (st,) = s["integrity"]["clock_steps"]["host2"]
+        assert st["step_ns"] == pytest.approx(50e6, abs=1000)
+        assert st["at_ns"] - EPOCH - 50e6 - truth.theta(np.array([6e9]))[0] == pytest.approx(6e9, abs=1e4)
+        assert "## Clock steps" in markdown(s) and "| host2 |" in markdown(s)
+
+
 def test_segments_sum_to_end_to_end(synth):
     _, _, a = synth
     for pt in a.traces.values():

@@ -18,7 +18,7 @@ import pandas as pd
 
 from vnettracer.agent.spool import read_spool
 from vnettracer.analysis import inputs, partition
-from vnettracer.analysis.clock import Line, ktime_to_wall, offset_from_probes, offset_from_trace, to_wall
+from vnettracer.analysis.clock import Line, clock_steps, ktime_to_wall, offset_from_probes, offset_from_trace, to_wall
 from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, decompose, packet_keys, rough_offsets, shift_hooks
 from vnettracer.analysis.workloads import flow_table, per_workload
 from vnettracer.errors import DataError, VntError
@@ -163,7 +163,8 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
     span = (int(t.min()), int(t.max()))
     bins = _bins(t, ev["tracepoint"].to_numpy(np.int64), ev["len"].to_numpy(np.float64), span)
     summary = _summary(run_dir, exp, traces, off, span, int(len(ev)), bins, window_ns, workload_results,
-                       clocks_.told_at(span[0]), {"unreadable": unreadable, "probes_rejected": rejected})
+                       clocks_.told_at(span[0]), {"unreadable": unreadable, "probes_rejected": rejected,
+                                                  "clock_steps": _stepped(clocks)})
     return Analysis(summary, traces, ev, host_of, off)
 
 
@@ -201,8 +202,14 @@ def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workloa
     finally:
         parts.remove()
     summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results,
-                       clocks_.told_at(lo), {"unreadable": unreadable, "probes_rejected": rejected})
+                       clocks_.told_at(lo), {"unreadable": unreadable, "probes_rejected": rejected,
+                                             "clock_steps": _stepped(clocks)})
     return Analysis(summary, traces, None, host_of, off)
+
+
+def _stepped(clocks: dict[str, pd.DataFrame]) -> dict[str, list[dict]]:
+    """Per host whose wall clock was stepped during the run, where and by how much."""
+    return {h: steps for h, pairs in clocks.items() if len(pairs) and (steps := clock_steps(pairs))}
 
 
 def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: dict[str, Elsewhere],

@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import pandas as pd
 
+from vnettracer.agent.clock import MAX_RATE
+
 MIN_DRIFT_SPAN_NS = 5_000_000_000  # drift is only fitted over at least this much time ...
 MIN_DRIFT_WINDOWS = 10  # ... with this many windows holding samples in each direction
 
@@ -61,14 +63,15 @@ class Line:
 def ktime_to_wall(pairs: pd.DataFrame) -> tuple[int, int, float]:
     """Fit wall = r0 + slope * (ktime - k0) to a host's (ktime, realtime) pairs.
     Returns (k0, r0, slope). One pair: slope 1. Pairs read while the agent was preempted (an
-    uncertainty over 3x the median) are left out."""
-    if "uncertainty_ns" in pairs and len(pairs) > 2:
-        u = pairs["uncertainty_ns"].to_numpy(np.float64)
-        tight = u <= 3 * max(float(np.median(u)), 1.0)
-        if tight.sum() >= 2:
-            pairs = pairs[tight]
-    k = pairs["ktime_ns"].to_numpy(np.int64)
-    r = pairs["realtime_ns"].to_numpy(np.int64)
+    uncertainty over 3x the median) are left out. A wall clock stepped during the run (clock_steps)
+    is fitted over its longest stretch without a step: its events keep ktime's continuity and
+    rate, on that stretch's wall clock (the cross-host estimates take out the offset)."""
+    k, r = _tight(pairs)
+    cuts = _steps_before(k, r)
+    if len(cuts):
+        bounds = np.r_[0, cuts, len(k)]
+        i = int(np.argmax(k[bounds[1:] - 1] - k[bounds[:-1]]))
+        k, r = k[bounds[i]:bounds[i + 1]], r[bounds[i]:bounds[i + 1]]
     k0, r0 = int(k[0]), int(r[0])
     if len(k) < 2:
         return k0, r0, 1.0
@@ -76,6 +79,31 @@ def ktime_to_wall(pairs: pd.DataFrame) -> tuple[int, int, float]:
     dr = (r - r0).astype(np.float64)
     slope, intercept = np.polyfit(dk, dr, 1)
     return k0, r0 + int(round(intercept)), float(slope)
+
+
+def clock_steps(pairs: pd.DataFrame) -> list[dict]:
+    """Where a host's wall clock was stepped during the run (NTP at a VM's boot, a person): at which
+    time (on the clock ktime_to_wall puts its events on) and by how much."""
+    k, r = _tight(pairs)
+    fit = ktime_to_wall(pairs)  # its slope: the clock's own rate, taken out of the step
+    return [{"at_ns": int(to_wall(k[i:i + 1], fit)[0]), "step_ns": int(round(r[i] - r[i - 1] - fit[2] * (k[i] - k[i - 1])))}
+            for i in _steps_before(k, r)]
+
+
+def _tight(pairs: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """ktime and realtime of the pairs read without preemption (uncertainty within 3x the median)."""
+    if "uncertainty_ns" in pairs and len(pairs) > 2:
+        u = pairs["uncertainty_ns"].to_numpy(np.float64)
+        tight = u <= 3 * max(float(np.median(u)), 1.0)
+        if tight.sum() >= 2:
+            pairs = pairs[tight]
+    return pairs["ktime_ns"].to_numpy(np.int64), pairs["realtime_ns"].to_numpy(np.int64)
+
+
+def _steps_before(k: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Indexes i where the wall clock was stepped between pairs i - 1 and i: it moved off ktime by
+    more than MAX_RATE of the time between them (NTP slews at most 500 ppm)."""
+    return np.flatnonzero(np.abs(np.diff(r - k)) > MAX_RATE * np.maximum(np.diff(k), 1)) + 1
 
 
 def to_wall(ktime: np.ndarray, fit: tuple[int, int, float]) -> np.ndarray:

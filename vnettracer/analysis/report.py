@@ -140,6 +140,13 @@ def _integrity(i: dict) -> list[str]:
                 "| host | not written to the spool | why | dropped in the ring buffer |", "|---|---|---|---|"]
         out += [f"| {h} | {d['spool']} | {d['reason']} | {d['ring']} |" for h, d in i["not_recorded"].items()]
         out.append("")
+    if i.get("clock_steps"):
+        out += ["## Clock steps", "", "These hosts' wall clocks were stepped during the run (NTP, a person). Their events "
+                "keep their clock's rate (ktime) from its longest stretch without a step; the cross-host correction "
+                "takes out its offset.", "", "| host | at (its clock, UTC) | step ms |", "|---|---|---|"]
+        out += [f"| {h} | {pd.Timestamp(st['at_ns'], unit='ns'):%Y-%m-%d %H:%M:%S.%f} | {st['step_ns'] / 1e6:+.3f} |"
+                for h, steps in i["clock_steps"].items() for st in steps]
+        out.append("")
     if i.get("probes_rejected"):
         out += ["Clock probe rows rejected as impossible: "
                 + ", ".join(f"{f} {n}" for f, n in i["probes_rejected"].items()) + ".", ""]

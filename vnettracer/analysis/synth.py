@@ -41,8 +41,9 @@ class Truth:
 
 def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset_us: float = 1500.0,
              drift_ppm: float = 20.0, loss: float = 0.01, dup: float = 0.005, slow_segment: float = 0.0,
-             seed: int = 1, quiet_s: float = 0.0) -> Truth:
-    """Write a run folder; returns the truth. `slow_segment` adds that many ns to request segment 3."""
+             seed: int = 1, quiet_s: float = 0.0, step: tuple[float, float] | None = None) -> Truth:
+    """Write a run folder; returns the truth. `slow_segment` adds that many ns to request segment 3;
+    `step` (at_s, by_us) steps host2's wall clock during the run (its events' ktime goes on)."""
     rng = np.random.default_rng(seed)
     exp = load("quickstart")[0].experiment
     ids = exp.tracepoint_ids
@@ -93,7 +94,7 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
         rows["host2"].append(rs)
     for host, parts in rows.items():
         _write_host(folder / "events" / host, np.concatenate(parts), rng, truth if host == "host2" else None,
-                    kboot[host], seconds + quiet_s)
+                    kboot[host], seconds + quiet_s, step if host == "host2" else None)
     return truth
 
 
@@ -106,9 +107,9 @@ def _hook_events(name: str, tp: int, ts: np.ndarray, pid: np.ndarray, flow: np.u
 
 
 def _write_host(hd: Path, ev: np.ndarray, rng: np.random.Generator, truth: Truth | None, kboot: int,
-                seconds: float) -> None:
+                seconds: float, step: tuple[float, float] | None = None) -> None:
     """One host's spool (rows out of order, as from several CPUs) and clock pairs every second;
-    `truth`: this host's realtime is off by truth.theta(t)."""
+    `truth`: this host's realtime is off by truth.theta(t); `step`: (at_s, by_us) more from then on."""
     ev = ev[rng.permutation(len(ev))]
     hd.mkdir(parents=True, exist_ok=True)
     with pa.OSFile(str(hd / "events-000001.arrows"), "wb") as sink, ipc.new_stream(sink, SCHEMA, options=WRITE_OPTIONS) as w:
@@ -117,6 +118,8 @@ def _write_host(hd: Path, ev: np.ndarray, rng: np.random.Generator, truth: Truth
                                                      schema=SCHEMA))
     tk = np.arange(0, int(seconds * 1e9) + 2_000_000_000, 1_000_000_000, dtype=np.int64)
     real = EPOCH + tk + (np.round(truth.theta(tk)).astype(np.int64) if truth else 0)
+    if step:
+        real += np.where(tk >= step[0] * 1e9, int(step[1] * 1000), 0)
     with open(hd / "clock.jsonl", "w") as f:
         for k, r in zip(tk + kboot, real):
             f.write(json.dumps({"ktime_ns": int(k), "realtime_ns": int(r), "uncertainty_ns": 0}) + "\n")
