@@ -12,7 +12,8 @@ PYTEST_ARGS ?=
 # Debian packages, by what needs them. The controller and the netns lab (its hosts share this root
 # fs): every command. The patched kernel's build: `make kernel`, the kernel and VM tests. The VM lab
 # (topology vms): QEMU, a debootstrap root, busybox for the boot test's initramfs. The tests: also
-# chromium (the HTML report is rendered), tmux (`vnettracer top` is watched in it) and all of the above.
+# chromium (the HTML report is rendered), tmux (`vnettracer top` is watched in it), nftables (a
+# service NAT on the lab) and all of the above.
 APT_BASE   := openssh-server openssh-client iproute2 tcpdump python3 python3-apt python3-venv \
               clang llvm libbpf-dev libbpf1 bpftool \
               socat iperf3 sockperf redis-server redis-tools procps psmisc ethtool influxdb
@@ -22,7 +23,7 @@ APT_VMS    := $(APT_KERNEL) qemu-system-x86 qemu-utils busybox-static debootstra
 # bcc (the tracer's bcc backend, the overhead experiment's 2018 tracer) and kernel headers to compile
 # with (any kernel's on a kernel with BTF: vnettracer/agent/bcc.py)
 APT_BCC    := python3-bpfcc linux-headers-$(shell dpkg --print-architecture 2>/dev/null || echo amd64)
-APT_TEST   := $(APT_VMS) $(APT_BCC) chromium tmux
+APT_TEST   := $(APT_VMS) $(APT_BCC) chromium tmux nftables
 # an experiment on the VM lab needs the VM packages too; one that uses bcc, bcc's
 EXP_FILE   := $(if $(wildcard $(NAME)),$(NAME),experiments/$(NAME).yml)
 EXP_APT    := $(if $(shell grep -qs 'topology: *vms' $(EXP_FILE) && echo vms),apt-vms) \

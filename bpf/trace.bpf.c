@@ -287,22 +287,27 @@ static __always_inline int handle(struct __sk_buff *skb, __u32 egress)
 		return TC_ACT_UNSPEC;
 	}
 
+	/* what sampling hashes: a tag alone, since NAT (a service's DNAT, a published port) changes
+	 * the flow hash, not the tag, and every hook must keep the same packets; else id and flow */
+	__u64 fh = flow_hash(&p);
 	__u8 kind = p.flags & VNT_F_IDENTITY;
-	__u64 packet_id;
+	__u64 packet_id, sample_key;
 	if (kind == VNT_ID_TAG) {
 		packet_id = p.tag;
+		sample_key = packet_id;
 	} else if (p.proto == IPPROTO_UDP) {
 		kind = VNT_ID_PAYLOAD;
 		packet_id = payload_hash(&p);
+		sample_key = packet_id ^ fh;
 	} else {
 		kind = VNT_ID_HASH;
 		packet_id = packet_hash(&p);
+		sample_key = packet_id ^ fh;
 	}
-	__u64 fh = flow_hash(&p);
 	/* 1 in n: a 32-bit hash of the identity scaled to [0, n) by a multiply (a modulo is a
 	 * division, 20-40 ns); 0 keeps the packet */
 	__u32 n = hook->sample_n;
-	__u32 x = (packet_id ^ fh) * 0x9E3779B97F4A7C15ULL >> 32;
+	__u32 x = sample_key * 0x9E3779B97F4A7C15ULL >> 32;
 	if (n > 1 && ((__u64)x * n) >> 32) {
 		cnt->c[VNT_C_SAMPLED_OUT]++;
 		return TC_ACT_UNSPEC;

@@ -335,6 +335,31 @@ def test_sampling_is_coherent_across_hooks(tracer):
         t.set_hook(cookie, 1, True, TP_OUT, 1)
 
 
+def test_tagged_packets_are_sampled_alike_across_nat(tracer):
+    """A tagged packet is sampled by its tag alone: after a DNAT (other address and port, the same
+    tag) every hook keeps the same packets; untagged packets are sampled by their flow too."""
+    t = tracer
+    cookie = netns_cookie()
+    t.set_hook(cookie, 1, False, TP_IN, 4)
+    t.set_hook(cookie, 1, True, TP_OUT, 4)
+
+    def tagged(dst: str, dport: int, i: int):
+        opt = (253, bytes.fromhex("564e") + (0x1000 + i).to_bytes(4, "big"))
+        return Ether() / IP(src=A, dst=dst, id=i) / TCP(sport=1, dport=dport, options=[opt]) / b"s"
+
+    try:
+        before = {int(e["packet_id"]) for i in range(2000) for e in run(t, tagged("10.96.0.10", 80, i))}
+        after = {int(e["packet_id"]) for i in range(2000) for e in run(t, tagged(B, 8080, i), egress=True)}
+        assert before == after and 400 < len(before) < 600
+        plain = [Ether() / IP(src=A, dst=d, id=i) / TCP(sport=1, dport=2, seq=i) / b"s" for d in ("10.96.0.10", B)
+                 for i in range(500)]
+        kept = [sum(len(run(t, p)) for p in plain[k * 500:(k + 1) * 500]) for k in (0, 1)]
+        assert all(80 < n < 170 for n in kept), kept
+    finally:
+        t.set_hook(cookie, 1, False, TP_IN, 1)
+        t.set_hook(cookie, 1, True, TP_OUT, 1)
+
+
 def test_packets_at_unknown_hooks_are_ignored(tracer):
     libbpf.map_delete(tracer.hooks_fd, bytes(16))  # nothing registered for this key anyway
     t2 = Tracer(ring_bytes=1 << 20)  # a tracer with no hooks registered

@@ -7,11 +7,15 @@ import json
 import subprocess
 import sys
 
+import numpy as np
+import yaml
 from netutil import SERVER, Capture, in_netns, tag_id
 from scapy.all import IP, TCP, VXLAN, rdpcap  # noqa: F401 - scapy binds VXLAN to 4789 only
 from scapy.layers.inet import UDP
 from scapy.packet import bind_layers
 
+from vnettracer.agent.record import F_IDENTITY, ID_TAG
+from vnettracer.analysis.correlate import packet_keys
 from vnettracer.orchestrate import run_playbook
 from vnettracer.stages.tagging import TAG_OBJECT
 
@@ -29,6 +33,27 @@ print(n)
 
 SINK = SERVER.replace("data = c.recv(65536); c.sendall(data)",
                       "data = b''\n        while (d := c.recv(65536)): data += d\n        c.sendall(data[:10])")
+
+
+RR_SERVER = r"""
+import socket, sys
+srv = socket.socket(); srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+srv.bind(("0.0.0.0", int(sys.argv[1]))); srv.listen(1); srv.settimeout(20)
+print("ready", flush=True)
+c, _ = srv.accept(); c.settimeout(10); c.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+for _ in range(int(sys.argv[2])):
+    c.sendall(c.recv(64))
+"""
+
+RR_CLIENT = r"""
+import socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+n = 0
+for i in range(int(sys.argv[3])):
+    s.sendall(b"%032d" % i); n += len(s.recv(64))
+print(n)
+"""
 
 
 def _tagging(lab, wd, state, mode="auto", **more):
@@ -152,4 +177,66 @@ def test_tagging_cut_short_is_undone(lab, tmp_path):
     show = subprocess.run(["bpftool", "-j", "cgroup", "show", "/sys/fs/cgroup/vnt-lab/host1"],
                           capture_output=True, text=True).stdout
     assert "vnt_tag" not in show
+
+
+SERVICE = "10.244.250.10"  # a virtual service address (no host has it), DNATed on host1 to host2/c1: a ClusterIP
+
+
+def _nat(lab, c2_ip: str, port: int, present: bool) -> None:
+    ns = lab.plan.host("host1").netns
+    rules = (f"table ip vnt_test_nat {{\n chain pre {{\n type nat hook prerouting priority dstnat;\n"
+             f" ip daddr {SERVICE} tcp dport {port} dnat to {c2_ip}\n }}\n}}\n" if present else "delete table ip vnt_test_nat")
+    r = subprocess.run(["ip", "netns", "exec", ns, "nft", "-f", "-"], input=rules, capture_output=True, text=True)
+    assert r.returncode == 0 or not present, r.stderr
+
+
+def test_tagged_packets_are_followed_across_a_service_nat(lab, tmp_path):
+    """host1/c1 talks to a service address that host1 DNATs to host2/c1 (a Kubernetes ClusterIP): the
+    flow changes on the way (request after host1's cni0, reply before it), the tag does not, so every
+    tagged packet is followed over all 10 hooks of both paths, and the traced packets show the NAT."""
+    from vnettracer import ROOT, spec
+    from vnettracer.analysis import analyze
+    from vnettracer.stages import deploy
+    from vnettracer.stages.collect import collect
+    from vnettracer.stages.hosts import RunHosts
+
+    c1, c2 = lab.plan.host("host1").containers[0], lab.plan.host("host2").containers[0]
+    exp = yaml.safe_load((ROOT / "experiments" / "quickstart.yml").read_text())
+    exp["flows"].append({"src": f"{c1.ip.ip}/32", "dst": f"{SERVICE}/32", "both_directions": True})  # before the NAT
+    (tmp_path / "nat.yml").write_text(yaml.safe_dump(exp))
+    run = spec.load_one(str(tmp_path / "nat.yml"))
+    hosts, port, n = RunHosts(run), 40020, 300
+    wd, out = tmp_path / "ansible", tmp_path / "run"
+    out.mkdir()
+    srv = None
+    _tagging(lab, wd, "present", "sockops")
+    try:
+        _nat(lab, str(c2.ip.ip), port, True)
+        deploy.start(hosts, "nat", tmp_path)
+        srv = subprocess.Popen(lab.ssh_argv("host2", "ip", "netns", "exec", c2.netns, "python3", "-c", f"'{RR_SERVER}'",
+                                            str(port), str(n)), stdout=subprocess.PIPE, text=True)
+        assert srv.stdout.readline().strip() == "ready"
+        r = subprocess.run(lab.ssh_argv("host1", "ip", "netns", "exec", c1.netns, "python3", "-c", f"'{RR_CLIENT}'",
+                                        SERVICE, str(port), str(n)), capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and r.stdout.strip() == str(32 * n), r.stderr
+        srv.wait(timeout=20)
+    finally:
+        if srv is not None and srv.poll() is None:
+            srv.kill()
+            srv.wait()
+        collect(hosts, "nat", out, tmp_path)
+        _nat(lab, "", port, False)
+        _tagging(lab, wd, "absent")
+    (out / "spec.yml").write_text(yaml.safe_dump(run.experiment.model_dump(mode="json"), sort_keys=False))
+    a = analyze(out, partitions=0)
+    ev, ids = a.events, run.experiment.tracepoint_ids
+    for path in run.experiment.paths:
+        first = ev[(ev["tracepoint"] == ids[path.tracepoints[0]]) & ((ev["flags"] & F_IDENTITY) == ID_TAG)]
+        tagged = set(packet_keys(first).tolist())
+        pt = a.traces[path.name]
+        rows = np.isin(pt.keys, list(tagged))
+        assert rows.sum() == len(tagged) >= n, path.name  # each request and each answer, tagged
+        assert (pt.times[rows] >= 0).all(), f"{path.name}: a tagged packet not followed across the NAT"
+        flows = ev[np.isin(packet_keys(ev), list(tagged))].groupby("tracepoint")["flow_hash"].first()
+        assert flows[ids[path.tracepoints[0]]] != flows[ids[path.tracepoints[-1]]], "no NAT on the way?"
 

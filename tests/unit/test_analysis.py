@@ -137,6 +137,20 @@ def test_clock_stepped_during_the_run(tmp_path):
         assert "## Clock steps" in markdown(s) and "| host2 |" in markdown(s)
 
 
+def test_tagged_packets_are_followed_across_nat(tmp_path):
+    """A DNAT on the way (a service address, a published port) changes the flow from hook 3 on;
+    tagged packets keep their tag and are followed across it: only the run's real losses."""
+    d = tmp_path / "run"
+    truth = make_run(d, packets=3000, seconds=10, loss=0.01, dup=0.0, nat_at=3)
+    a = analyze(d, partitions=0)
+    req, rep = a.summary["paths"]["request"], a.summary["paths"]["reply"]
+    assert (req["complete"], req["lost"], rep["complete"], rep["lost"]) == (3000 - truth.lost, truth.lost, 3000, 0)
+    assert req["identity"] == {"tag": 1.0}
+    assert all(seg["negative"] == 0 for p in (req, rep) for seg in p["segments"])
+    b = analyze(d, partitions=4)
+    assert json.dumps(b.summary, sort_keys=True) == json.dumps(a.summary, sort_keys=True)
+
+
 def test_segments_sum_to_end_to_end(synth):
     _, _, a = synth
     for pt in a.traces.values():

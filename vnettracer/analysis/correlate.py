@@ -117,8 +117,12 @@ def correlate(ev: pd.DataFrame | dict[str, np.ndarray], name: str, tracepoints: 
 
 
 def packet_keys(ev: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
-    """One identity key per event: flow and packet id together."""
-    return np.asarray(ev["flow_hash"], np.uint64) ^ (np.asarray(ev["packet_id"], np.uint64) * MIX)
+    """One identity key per event: flow and packet id together; a tag (TCP option, UDP trailer)
+    alone, since NAT (a service's DNAT, a published port, masquerade) changes the flow hash on the
+    way and not the tag: a tagged packet is followed across it (the tracer samples tags alike)."""
+    pid = np.asarray(ev["packet_id"], np.uint64) * MIX
+    tag = (np.asarray(ev["flags"], np.uint8) & F_IDENTITY) == ID_TAG
+    return np.where(tag, pid, np.asarray(ev["flow_hash"], np.uint64) ^ pid)
 
 
 def rough_offsets(keys: np.ndarray, t: np.ndarray, host: np.ndarray, ref: int, min_ns: int = 10_000_000,

@@ -182,7 +182,7 @@ def rough_shift(parts: Partitions, hosts: int, ref: int | None) -> np.ndarray:
     if ref is None:
         return shift
     for k in range(parts.n):
-        ev = read_partition(parts.dir, k, {c: COLUMNS[c] for c in ("t_ns", "packet_id", "flow_hash", "host")})
+        ev = read_partition(parts.dir, k, {c: COLUMNS[c] for c in ("t_ns", "packet_id", "flow_hash", "flags", "host")})
         if len(ev["t_ns"]):
             for h, off in rough_offsets(packet_keys(ev), ev["t_ns"], ev["host"], ref).items():
                 shift[h] = off

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.ipc as ipc
 import yaml
 
-from vnettracer.agent.record import EVENT, EVENT_FIELDS, F_EGRESS, F_ENCAP, F_GROUP, ID_HASH
+from vnettracer.agent.record import EVENT, EVENT_FIELDS, F_EGRESS, F_ENCAP, F_GROUP, F_IDENTITY, ID_HASH, ID_TAG
 from vnettracer.agent.spool import SCHEMA, WRITE_OPTIONS
 from vnettracer.spec import load
 
@@ -41,9 +41,11 @@ class Truth:
 
 def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset_us: float = 1500.0,
              drift_ppm: float = 20.0, loss: float = 0.01, dup: float = 0.005, slow_segment: float = 0.0,
-             seed: int = 1, quiet_s: float = 0.0, step: tuple[float, float] | None = None) -> Truth:
+             seed: int = 1, quiet_s: float = 0.0, step: tuple[float, float] | None = None, nat_at: int = 0) -> Truth:
     """Write a run folder; returns the truth. `slow_segment` adds that many ns to request segment 3;
-    `step` (at_s, by_us) steps host2's wall clock during the run (its events' ktime goes on)."""
+    `step` (at_s, by_us) steps host2's wall clock during the run (its events' ktime goes on);
+    `nat_at`: packets carry tags (32-bit ids) and from that hook on every path's flow is another
+    (NAT on the way)."""
     rng = np.random.default_rng(seed)
     exp = load("quickstart")[0].experiment
     ids = exp.tracepoint_ids
@@ -57,25 +59,12 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
     rows: dict[str, list[np.ndarray]] = {"host1": [], "host2": []}
     quiet = int(quiet_s * 1e9)
     t_send = quiet + np.sort(rng.uniform(0, seconds * 1e9, packets)).astype(np.int64)
-    lost_hop = 4  # request packets lost between hook 4 (h1-eth0-eg) and 5 (h2-eth0-in): on the wire
     for pi, path in enumerate(exp.paths):
-        n = packets
-        delays = np.stack([b + rng.exponential(500, n) for b in base], axis=1).astype(np.int64)
-        if path.name == "request" and slow_segment:
-            delays[:, 3] += int(slow_segment)
-        start = t_send if pi == 0 else t_send + 100_000 + delays.sum(axis=1)  # reply after the request
-        times = np.concatenate([start[:, None], start[:, None] + np.cumsum(delays, axis=1)], axis=1)
-        seen = np.ones_like(times, dtype=bool)
-        if path.name == "request" and loss:
-            gone = rng.random(n) < loss
-            seen[gone, lost_hop + 1:] = False
-            truth.lost, truth.lost_at = int(gone.sum()), f"{path.tracepoints[lost_hop]} -> {path.tracepoints[lost_hop + 1]}"
-        for j in range(len(base)):
-            ok = seen[:, j] & seen[:, j + 1]
-            truth.seg_delays[f"{path.name}/{j}"] = delays[ok, j]
-        pid = rng.integers(0, 2**63, n, dtype=np.uint64)
-        flow = np.uint64(0x1111 + pi)
+        times, seen = _path_times(rng, truth, path, pi, t_send, base, slow_segment if path.name == "request" else 0.0,
+                                  loss if path.name == "request" else 0.0)
+        pid = rng.integers(0, 2**63, packets, dtype=np.uint64) >> np.uint64(31 if nat_at else 0)
         for j, name in enumerate(path.tracepoints):
+            flow = np.uint64(0x1111 + pi + (0x100 if nat_at and j >= nat_at else 0))
             host = host_of[name]
             m = seen[:, j]
             t = times[m, j]
@@ -85,8 +74,11 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
                 truth.duplicates += int(d.sum()) if pi == 0 else 0
                 dup_rows = np.flatnonzero(d)
             # ktime is the host's monotonic clock: wall - epoch + boot base (host2's pairs carry theta)
-            rows[host].append(_hook_events(name, ids[name], np.r_[t, t[dup_rows] + 1_000] + kboot[host],
-                                           np.r_[pid[m], pid[m][dup_rows]], flow))
+            ev = _hook_events(name, ids[name], np.r_[t, t[dup_rows] + 1_000] + kboot[host],
+                              np.r_[pid[m], pid[m][dup_rows]], flow)
+            if nat_at:
+                ev["flags"] = (ev["flags"] & (0xFF ^ F_IDENTITY)) | ID_TAG
+            rows[host].append(ev)
     if quiet:
         rs = _hook_events("h2c1-eth0-eg", ids["h2c1-eth0-eg"], np.arange(0, quiet, 1_000_000_000) + kboot["host2"],
                           rng.integers(0, 2**63, -(-quiet // 1_000_000_000), dtype=np.uint64), np.uint64(0x2222))
@@ -96,6 +88,26 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
         _write_host(folder / "events" / host, np.concatenate(parts), rng, truth if host == "host2" else None,
                     kboot[host], seconds + quiet_s, step if host == "host2" else None)
     return truth
+
+
+def _path_times(rng: np.random.Generator, truth: Truth, path, pi: int, t_send: np.ndarray, base: list[int],
+                slow_segment: float, loss: float) -> tuple[np.ndarray, np.ndarray]:
+    """One path's packets x hooks: true times, and where each was seen (`loss` of them lost on the
+    wire, between hooks 4 and 5); the truth's segment delays and losses filled in."""
+    n, lost_hop = len(t_send), 4
+    delays = np.stack([b + rng.exponential(500, n) for b in base], axis=1).astype(np.int64)
+    delays[:, 3] += int(slow_segment)
+    start = t_send if pi == 0 else t_send + 100_000 + delays.sum(axis=1)  # reply after the request
+    times = np.concatenate([start[:, None], start[:, None] + np.cumsum(delays, axis=1)], axis=1)
+    seen = np.ones_like(times, dtype=bool)
+    if loss:
+        gone = rng.random(n) < loss
+        seen[gone, lost_hop + 1:] = False
+        truth.lost, truth.lost_at = int(gone.sum()), f"{path.tracepoints[lost_hop]} -> {path.tracepoints[lost_hop + 1]}"
+    for j in range(len(base)):
+        ok = seen[:, j] & seen[:, j + 1]
+        truth.seg_delays[f"{path.name}/{j}"] = delays[ok, j]
+    return times, seen
 
 
 def _hook_events(name: str, tp: int, ts: np.ndarray, pid: np.ndarray, flow: np.uint64) -> np.ndarray:
