@@ -193,7 +193,8 @@ def _nat(lab, c2_ip: str, port: int, present: bool) -> None:
 def test_tagged_packets_are_followed_across_a_service_nat(lab, tmp_path):
     """host1/c1 talks to a service address that host1 DNATs to host2/c1 (a Kubernetes ClusterIP): the
     flow changes on the way (request after host1's cni0, reply before it), the tag does not, so every
-    tagged packet is followed over all 10 hooks of both paths, and the traced packets show the NAT."""
+    tagged packet is followed over all 10 hooks of both paths, and the traced packets show the NAT;
+    the untagged ones (handshake, FIN) are not followed across it and not counted lost."""
     from vnettracer import ROOT, spec
     from vnettracer.analysis import analyze
     from vnettracer.stages import deploy
@@ -239,4 +240,9 @@ def test_tagged_packets_are_followed_across_a_service_nat(lab, tmp_path):
         assert (pt.times[rows] >= 0).all(), f"{path.name}: a tagged packet not followed across the NAT"
         flows = ev[np.isin(packet_keys(ev), list(tagged))].groupby("tracepoint")["flow_hash"].first()
         assert flows[ids[path.tracepoints[0]]] != flows[ids[path.tracepoints[-1]]], "no NAT on the way?"
+        # the handshake and FINs carry no tag: not followed across the NAT, and not lost
+        p = a.summary["paths"][path.name]
+        untagged = int((ev["tracepoint"] == ids[path.tracepoints[0]]).sum()) - len(first)
+        assert (p["lost"], p["across_nat"]) == (0, untagged) and untagged > 0, p
+        assert sum(seg["renamed"] > 0 for seg in p["segments"]) == 1, p["segments"]
 

@@ -31,11 +31,15 @@ class PathTrace:
     flows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint64))  # packets: flow hash
     identity_counts: dict[str, int] = field(default_factory=dict)  # events per identity kind
     group: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # packets: to a multicast/broadcast address
+    tagged: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # packets: identified by a tag
+    # per segment: packets whose flow changed between its hooks (a NAT there; only a tag shows it)
+    renamed: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
 
     def subset(self, rows: np.ndarray) -> "PathTrace":
         """The same path, only the packets `rows` (a mask or indexes): e.g. one workload's."""
         return PathTrace(self.name, self.tracepoints, self.times[rows], self.lengths[rows], np.zeros_like(self.duplicates),
-                         self.identity, 0, self.keys[rows], self.flows[rows], group=self.group[rows])
+                         self.identity, 0, self.keys[rows], self.flows[rows], group=self.group[rows],
+                         tagged=self.tagged[rows], renamed=self.renamed)
 
     @property
     def seen(self) -> np.ndarray:
@@ -107,13 +111,35 @@ def correlate(ev: pd.DataFrame | dict[str, np.ndarray], name: str, tracepoints: 
     c = cell[by_cell]
     firsts = np.r_[True, c[1:] != c[:-1]] if len(c) else np.zeros(0, bool)
     times.reshape(-1)[c[firsts]] = t[by_cell][firsts]
+    renamed = _renamed(c[firsts], flow[by_cell][firsts], nh)
     counts = np.bincount(cell, minlength=npk * nh).reshape(npk, nh)
     dups = (counts - 1).clip(min=0).sum(axis=0) if npk else np.zeros(nh, np.int64)
     lengths = np.zeros(npk, np.uint32)
     pk_first = np.r_[True, packet[1:] != packet[:-1]] if len(packet) else np.zeros(0, bool)
     lengths[packet[pk_first]] = length[pk_first]
     return PathTrace(name, tracepoints, times, lengths, dups, shares(id_counts), int(gap.sum()), key[pk_first],
-                     flow[pk_first], id_counts, (flags[pk_first] & F_GROUP) > 0)
+                     flow[pk_first], id_counts, (flags[pk_first] & F_GROUP) > 0,
+                     (flags[pk_first] & F_IDENTITY) == ID_TAG, renamed)
+
+
+def _renamed(cells: np.ndarray, flows: np.ndarray, nh: int) -> np.ndarray:
+    """Per segment (hook j to j + 1), packets whose flow at j + 1 is not their flow at j: a NAT
+    between them. cells: each packet's first sighting per hook (packet * nh + hook), in order."""
+    step = (cells[1:] == cells[:-1] + 1) & (cells[:-1] % nh != nh - 1) & (flows[1:] != flows[:-1])
+    return np.bincount(cells[:-1][step] % nh, minlength=nh)[:nh - 1] if len(cells) else np.zeros(max(nh - 1, 0), np.int64)
+
+
+def across_nat(pt: PathTrace) -> np.ndarray:
+    """Per packet: without a tag and last seen where a NAT is (tagged packets' flow changed right
+    after that hook). Its identity hashes its addresses, so after the NAT it is another packet to
+    the tracer: not followed, not lost."""
+    seen = pt.seen
+    if not len(seen) or not len(pt.renamed) or not pt.renamed.any():
+        return np.zeros(len(seen), bool)
+    nh = len(pt.tracepoints)
+    last = nh - 1 - np.argmax(seen[:, ::-1], axis=1)
+    nat = np.r_[pt.renamed > 0, False]
+    return seen.any(axis=1) & ~pt.tagged & nat[last]
 
 
 def packet_keys(ev: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
@@ -222,7 +248,8 @@ def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_
     when the capture ended (last seen less than twice the path's p99 before the end), and where it
     went if it left the path: the index into `elsewhere` of its next sighting outside the path
     (-1: none). A packet that left the path is diverted, not lost; one sent to a group address
-    (multicast, broadcast: neighbour discovery, say) ends where its link ends and is neither."""
+    (multicast, broadcast: neighbour discovery, say) ends where its link ends and is neither; nor
+    is one without a tag that ends where a NAT is (across_nat)."""
     times, seen = pt.times, pt.seen
     nh = len(pt.tracepoints)
     # how far each packet got: last hook seen; packets seen at the last hook are complete
@@ -233,7 +260,7 @@ def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_
     e2e = (times[:, -1] - times[:, 0])[complete] if len(times) else np.zeros(0, np.int64)
     horizon = 2 * float(np.percentile(e2e, 99)) if len(e2e) else float(window_ns)
     in_flight = (t_last > end_ns - horizon) & ~complete if end_ns is not None else np.zeros(len(times), bool)
-    gone = (last < nh - 1) & (first == 0) & ~pt.group
+    gone = (last < nh - 1) & (first == 0) & ~pt.group & ~across_nat(pt)
     went = np.full(len(times), -1, np.int64)
     if elsewhere is not None and gone.any():
         went[gone] = elsewhere.next_after(pt.keys[gone], t_last[gone], window_ns)
@@ -263,7 +290,7 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
         s = {"name": f"{pt.tracepoints[j]} -> {pt.tracepoints[j + 1]}", "from": pt.tracepoints[j],
              "to": pt.tracepoints[j + 1], **_stats(lat), "lost": lost,
              "loss_rate": lost / reached if reached else 0.0, "diverted": int((diverted_after == j).sum()),
-             "negative": int((lat < 0).sum()),
+             "negative": int((lat < 0).sum()), "renamed": int(pt.renamed[j]) if len(pt.renamed) else 0,
              "duplicates_at_to": int(pt.duplicates[j + 1])}
         if len(lat) >= 30:  # rose over the run: last third's median vs first third's
             tt = times[both, j]
@@ -286,6 +313,8 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
         "joined": int((~seen[:, 0]).sum()),  # first seen after the path's first hook: came from another branch
         # to a multicast/broadcast address, seen at the first hook, not at the last: what loss would have counted
         "group": int((pt.group & seen[:, 0] & ~seen[:, -1]).sum()) if len(times) else 0,
+        # without a tag, last seen where a NAT is: not followed across it (across_nat), not lost
+        "across_nat": int((across_nat(pt) & seen[:, 0]).sum()),
         "diverted": int((went >= 0).sum()), "diverted_to": _diverted_to(went, elsewhere, names or {}),
         "identity": pt.identity, "duplicates": int(pt.duplicates.sum()), "id_repeats": pt.id_repeats,
         "ambiguity_rate": float((pt.duplicates.sum() + pt.id_repeats) / max(seen.sum(), 1)),

@@ -35,7 +35,7 @@ COLUMNS = {"t_ns": np.int64, "packet_id": np.uint64, "flow_hash": np.uint64, "le
            "tracepoint": np.uint16, "flags": np.uint8, "l4proto": np.uint8, "host": np.uint8}
 IDENTITY_ORDER = [IDENTITY_NAMES[k] for k in sorted(IDENTITY_NAMES)] + ["trailer"]
 FLUSH_EVENTS = 4_000_000  # events gathered from a spool before they are split into the partitions
-BULKY = ("times", "lengths", "keys", "flows", "group")  # a trace's per-packet arrays
+BULKY = ("times", "lengths", "keys", "flows", "group", "tagged")  # a trace's per-packet arrays
 
 
 class Partitions:
@@ -282,7 +282,8 @@ def merge(pieces: list[PathTrace], tracepoints: list[str]) -> PathTrace:
     bulky = {f: _stack([getattr(p, f) for p in pieces]) for f in BULKY}
     return PathTrace(pieces[0].name, tracepoints, bulky["times"], bulky["lengths"],
                      np.sum([p.duplicates for p in pieces], axis=0), shares(counts), sum(p.id_repeats for p in pieces),
-                     bulky["keys"], bulky["flows"], counts, bulky["group"])
+                     bulky["keys"], bulky["flows"], counts, bulky["group"], bulky["tagged"],
+                     np.sum([p.renamed for p in pieces], axis=0))
 
 
 def _stack(parts: list) -> np.ndarray:

@@ -60,7 +60,7 @@ def markdown(s: dict) -> str:
         out += ["", f"## Path {name}", "",
                 f"{p['packets']} packets, {p['complete']} seen at every hook, {p['lost']} lost, "
                 f"{p.get('diverted', 0)} diverted{_where(p.get('diverted_to'))}, {p.get('joined', 0)} joined mid-path, "
-                f"{p['in_flight_at_end']} in flight at the end{_group(p.get('group', 0))}. "
+                f"{p['in_flight_at_end']} in flight at the end{_group(p.get('group', 0))}{_nat(p)}. "
                 f"Identity: {ident}; ambiguity {p['ambiguity_rate']:.3%} "
                 f"({p['duplicates']} duplicate sightings, {p['id_repeats']} repeated ids).", "",
                 f"End to end: p50 {us(e.get('p50_ns'))} us, p99 {us(e.get('p99_ns'))} us, max {us(e.get('max_ns'))} us.",
@@ -120,6 +120,15 @@ def _workloads(per: dict) -> list[str]:
 
 def _group(n: int) -> str:
     return f", {n} to a multicast or broadcast address ended on their link (not lost)" if n else ""
+
+
+def _nat(p: dict) -> str:
+    """Packets without a tag that a NAT made into other packets (correlate.across_nat)."""
+    at = [s["name"] for s in p["segments"] if s.get("renamed")]
+    if not at:
+        return ""
+    return (f"; a NAT at {', '.join(at)} (the flow changes there): {p.get('across_nat', 0)} packets without a tag "
+            "were not followed across it (not lost: their identity holds the addresses; they count as joined after it)")
 
 
 def _where(to: dict | None) -> str:

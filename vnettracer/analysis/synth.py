@@ -34,6 +34,7 @@ class Truth:
     lost_at: str = ""
     lost: int = 0
     duplicates: int = 0
+    untagged: dict[str, int] = field(default_factory=dict)  # nat_at: per path, packets without a tag
 
     def theta(self, t_ns: np.ndarray) -> np.ndarray:
         return self.offset_ns + self.drift_ppm * 1e-6 * t_ns
@@ -44,8 +45,8 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
              seed: int = 1, quiet_s: float = 0.0, step: tuple[float, float] | None = None, nat_at: int = 0) -> Truth:
     """Write a run folder; returns the truth. `slow_segment` adds that many ns to request segment 3;
     `step` (at_s, by_us) steps host2's wall clock during the run (its events' ktime goes on);
-    `nat_at`: packets carry tags (32-bit ids) and from that hook on every path's flow is another
-    (NAT on the way)."""
+    `nat_at`: packets carry tags (32-bit ids), but 2 % (the handshakes) hashed ids, which hold the
+    addresses; from that hook on every path's flow is another (NAT on the way)."""
     rng = np.random.default_rng(seed)
     exp = load("quickstart")[0].experiment
     ids = exp.tracepoint_ids
@@ -63,6 +64,8 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
         times, seen = _path_times(rng, truth, path, pi, t_send, base, slow_segment if path.name == "request" else 0.0,
                                   loss if path.name == "request" else 0.0)
         pid = rng.integers(0, 2**63, packets, dtype=np.uint64) >> np.uint64(31 if nat_at else 0)
+        hashed = rng.random(packets) < 0.02 if nat_at else np.ones(packets, bool)
+        truth.untagged[path.name] = int(hashed.sum()) if nat_at else 0
         for j, name in enumerate(path.tracepoints):
             flow = np.uint64(0x1111 + pi + (0x100 if nat_at and j >= nat_at else 0))
             host = host_of[name]
@@ -74,10 +77,13 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
                 truth.duplicates += int(d.sum()) if pi == 0 else 0
                 dup_rows = np.flatnonzero(d)
             # ktime is the host's monotonic clock: wall - epoch + boot base (host2's pairs carry theta)
+            # a hashed id holds the addresses: another one after the NAT
+            ids_j = np.where(hashed & (j >= nat_at > 0), pid ^ np.uint64(0x5A5A5A5A), pid)
             ev = _hook_events(name, ids[name], np.r_[t, t[dup_rows] + 1_000] + kboot[host],
-                              np.r_[pid[m], pid[m][dup_rows]], flow)
+                              np.r_[ids_j[m], ids_j[m][dup_rows]], flow)
             if nat_at:
-                ev["flags"] = (ev["flags"] & (0xFF ^ F_IDENTITY)) | ID_TAG
+                tag = ~np.r_[hashed[m], hashed[m][dup_rows]]
+                ev["flags"][tag] = (ev["flags"][tag] & (0xFF ^ F_IDENTITY)) | ID_TAG
             rows[host].append(ev)
     if quiet:
         rs = _hook_events("h2c1-eth0-eg", ids["h2c1-eth0-eg"], np.arange(0, quiet, 1_000_000_000) + kboot["host2"],
