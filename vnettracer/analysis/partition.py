@@ -195,8 +195,9 @@ def correlate_all(parts: Partitions, paths: dict[str, list[str]], ids: dict[str,
                   hook_host: dict[str, list[int]] | None = None
                   ) -> tuple[dict[str, PathTrace], dict[str, OffPath], set[int]]:
     """Pass 2: per-path traces (paths: name -> tracepoint names) over all partitions; the
-    sightings off each path of its packets that left it; the hosts (indexes) that have events. Partitions are correlated by `workers`
-    processes (default: one per core, at most 4), their results merged in partition order.
+    sightings off each path of its packets that left it; the hosts (indexes) that have events.
+    Partitions are correlated by `workers` processes (default: one per core, at most 4), their
+    results merged in partition order.
     shift (per host index, rough_shift) moves a host's times by it for the matching only; hook_host
     (per path, each hook's host index) takes it off the traces again."""
     pieces: dict[str, list[PathTrace]] = {name: [] for name in paths}
