@@ -319,3 +319,26 @@ def test_clocks_of_three_hosts_under_load(root, tmp_path):
     # the containers' neighbour discovery (group-addressed, ends at the bridge) is not loss either
     assert [p["lost"] for p in s["paths"].values()] == [0, 0, 0, 0], {n: (p["lost"], p["group"]) for n, p in s["paths"].items()}
     assert leftovers() == []
+
+
+def test_clock_of_a_host_behind_another(root, tmp_path):
+    """experiments/clocks-chain.yml: host3 talks only to host2 (a proxy's backend) and its clock is
+    4 s behind: its packets are matched, its clock is found through host2's within 2 us of the
+    truth (and of the probes, which reach it directly), and nothing is lost on any path."""
+    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
+    r = vnettracer("experiment", "run", "clocks-chain", env=env)
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "clocks-chain").iterdir()
+    emu = json.loads((run / "meta.json").read_text())["clock_emulation"]
+    s = json.loads((run / "summary.json").read_text())
+    for host, via in (("host2", []), ("host3", ["host2"])):
+        e, c = emu["hosts"][host], s["clock"]["hosts"][host]
+        truth = e["offset_ns"] + e["drift_ppm"] * 1e-6 * (s["start_ns"] - emu["t0_ns"])
+        assert c["applied"] == "trace" and c["trace"]["via"] == via, c
+        assert abs(c["trace"]["offset_at_start_ns"] - truth) < 2_000, (host, c, truth)
+        assert abs(c["probe"]["offset_at_start_ns"] - truth) < 20_000, (host, c, truth)
+        assert abs(c["trace"]["drift_ppm"] - e["drift_ppm"]) < 0.5 and c["consistent"], c
+    assert "| host3 | trace via host2 |" in (run / "report.md").read_text()
+    assert all(p["complete"] > 5000 and p["lost"] == 0 for p in s["paths"].values()), s["paths"]
+    assert leftovers() == []
+
