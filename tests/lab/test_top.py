@@ -65,7 +65,8 @@ def test_top_shows_a_run_live_in_a_terminal(lab, tmp_path):
         assert 0 < p50 < 1000, screen
         assert "ring in use" in screen and any("│ live " in ln and "%" in ln for ln in screen.splitlines()), screen
         agent = next(ln for ln in screen.splitlines() if ln.startswith("│ host2 ") and "│ live " in ln)
-        assert abs(float(agent.split("│")[5].replace(",", "")) + 4000) < 100, agent  # its clock: 4 s behind ours
+        # its clock: 4 s behind ours, within half an ssh round trip of `ctl stats` (a loaded machine: 100s of ms)
+        assert abs(float(agent.split("│")[5].replace(",", "")) + 4000) < 1000, agent
         subprocess.run(["tmux", "send-keys", "-t", session, "C-c"], check=True)
         deadline = time.monotonic() + 30
         while subprocess.run(["tmux", "has-session", "-t", session], capture_output=True).returncode == 0:
