@@ -518,6 +518,25 @@ def test_cdf_is_drawn_at_quantiles_exactly_and_quietly(synth, tmp_path, drawn):
             assert x[report.CDF_POINTS // 2] == pytest.approx(np.median(lat)) and y[report.CDF_POINTS // 2] == 0.5
 
 
+def test_figures_of_many_paths_stay_readable(synth, tmp_path, drawn, monkeypatch):
+    """A run of 7 paths (16 hosts have 16): cdf.png puts its panels two a row (a request beside its
+    reply), not all in one row 6 inches each (a 16-path run drew 10,560 pixels wide, which a page
+    shrinks to 68 pixels a panel); each panel titled with its path, no empty panel left."""
+    from vnettracer.analysis import report
+
+    d, truth, a = synth
+    many = {f"{name}-{i}": pt for i in range(4) for name, pt in a.traces.items()}
+    monkeypatch.setattr(a, "traces", dict(list(many.items())[:7]))
+    report.segment_figures(a, [report.cdf_figure(tmp_path / "cdf.png"),
+                               report.over_time_figure(a, tmp_path / "over_time.png")])
+    fig = drawn["cdf.png"]
+    assert tuple(fig.get_size_inches()) == (12, 16)
+    assert [ax.get_title().split(":")[0] for ax in fig.axes] == list(a.traces)
+    places = {(round(ax.get_position().x0, 2), round(ax.get_position().y0, 2)) for ax in fig.axes}
+    assert len(places) == 7 and len({x for x, _ in places}) == 2 and len({y for _, y in places}) == 4
+    assert len(drawn["over_time.png"].axes) == 7
+
+
 def test_key_time_order_is_lexsort_with_ties_kept():
     """The fast (key, time) order is np.lexsort's, equal (key, time) rows in their own order, and
     falls back to lexsort when the key ranks and the time span do not fit one int64 together."""

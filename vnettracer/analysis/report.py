@@ -256,14 +256,19 @@ class SegmentFigure:
     legend_loc: str = "upper right"  # fixed: "best" walks every point of every line
 
 
+SIDE_BY_SIDE = 2  # panels a row in a figure that is not stacked: a request and its reply side by side
+
+
 def segment_figures(a: Analysis, figures: list[SegmentFigure]) -> list[Path]:
     """Draw the figures path by path: each path's segment latencies are made once for all of them
     and dropped before the next path's (one path's packets in memory at a time)."""
     n = max(len(a.traces), 1)
     panels = []
     for f in figures:
-        fig, axes = (plt.subplots(n, 1, figsize=(9, 3.5 * n), squeeze=False) if f.stacked
-                     else plt.subplots(1, n, figsize=(6 * n, 4), squeeze=False))
+        rows, cols = (n, 1) if f.stacked else (-(-n // SIDE_BY_SIDE), min(n, SIDE_BY_SIDE))
+        fig, axes = plt.subplots(rows, cols, figsize=(9, 3.5 * n) if f.stacked else (6 * cols, 4 * rows), squeeze=False)
+        for ax in axes.flat[n:]:  # the last row's empty place
+            ax.remove()
         panels.append((fig, axes.flat))
     for i, name in enumerate(a.traces):
         segs = _segment_latencies(a, name)
