@@ -189,7 +189,8 @@ def ssh_session() -> Iterator[str]:
 
 # What a playbook run inherits from the controller's environment: nothing else (runner records its
 # whole environment in the artifacts, and Ansible's local facts would carry it into the fact cache).
-PASS_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "SSH_AUTH_SOCK")
+PASS_ENV = ("HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "SSH_AUTH_SOCK",
+            "ANSIBLE_FORKS")  # a controller too small for ansible.cfg's 64 workers at once
 
 
 def run_env() -> dict[str, str]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from vnettracer import ROOT, hostpkg, runtime
 from vnettracer.spec import load
 
@@ -83,3 +85,24 @@ def test_ssh_session_folder_removed_and_a_killed_runs_swept(tmp_path, monkeypatc
         with orchestrate.ssh_session() as inner:
             assert inner == cp
     assert not left.exists() and live.is_dir() and not Path(cp).exists()
+
+
+@pytest.mark.parametrize("given", [None, "7"])
+def test_ansible_runs_64_hosts_at_once_unless_told(tmp_path, monkeypatch, given):
+    """Ansible as vnettracer runs it (the checkout's ansible.cfg, the run's environment) takes a task
+    to 64 hosts at once, so a cluster of 21 to 64 hosts is not run in waves of 20 (the old setting);
+    ANSIBLE_FORKS in the user's environment wins (a small controller)."""
+    import subprocess
+    import sys
+
+    from vnettracer import orchestrate
+
+    if given is None:
+        monkeypatch.delenv("ANSIBLE_FORKS", raising=False)
+    else:
+        monkeypatch.setenv("ANSIBLE_FORKS", given)
+    env = orchestrate._ansible_env(tmp_path, str(tmp_path / "cp"))
+    r = subprocess.run([str(Path(sys.executable).parent / "ansible-config"), "dump", "--only-changed"], env=env,
+                       capture_output=True, text=True, check=True)
+    forks = [line for line in r.stdout.splitlines() if line.startswith("DEFAULT_FORKS")]
+    assert forks and forks[0].endswith(f"= {given or 64}"), r.stdout
