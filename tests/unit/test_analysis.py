@@ -115,6 +115,62 @@ def test_clock_of_a_host_joined_to_the_reference_only_through_another(tmp_path):
     assert json.dumps(b.summary, sort_keys=True) == json.dumps(s, sort_keys=True)
 
 
+@pytest.mark.parametrize("probed", [(), ("host2", "host3", "host4")], ids=["no-probes", "probes"])
+def test_clocks_of_pairs_that_talk_only_among_themselves(tmp_path, probed):
+    """Two pairs that share no packet (the 16-host bench is eight such pairs): host1 <-> host2 and
+    host3 <-> host4, host3 3 s ahead of the reference and host4 2 s behind. The second pair's
+    packets are matched although its clocks are 5 s apart, and host4's clock is found from the
+    trace against host3's: with probes host3 is placed by them and host4 through it, without them
+    host4 is put on host3's clock (the report says so). Either way the second pair's segments are
+    right, in memory and out of core alike. Before, nothing of that pair was matched."""
+    d = tmp_path / "run"
+    truth = make_chain_run(d, {"host2": (1500, 20), "host3": (3e6, 5), "host4": (-2e6, -10)},
+                           links=[("host1", "host2"), ("host3", "host4")], probed=probed)
+    s = analyze(d, partitions=0).summary
+    assert {n: (p["complete"], p["lost"]) for n, p in s["paths"].items()} == {
+        n: (3000, 0) for n in ("host1-host2", "host2-host1", "host3-host4", "host4-host3")}
+    for p in s["paths"].values():
+        for seg in p["segments"]:  # 20 us of wire and exponential queueing of 2 us mean: median 21.4
+            assert seg["negative"] == 0 and seg["p50_ns"] == pytest.approx(21_390, abs=300), seg["name"]
+    c = s["clock"]["hosts"]
+    start = s["start_ns"] - EPOCH
+    assert c["host4"]["applied"] == "trace" and c["host4"]["trace"]["via"] == ["host3"]
+    if probed:
+        assert c["host3"]["applied"] == "probe" and c["host4"]["trace"]["anchor"] == "probe"
+        assert c["host4"]["trace"]["offset_at_start_ns"] == pytest.approx(truth["host4"].theta(start), abs=2000)
+        assert "| host4 | trace via host3 (host3 by its probes) |" in markdown(s)
+    else:
+        assert c["host3"]["applied"] == "none" and c["host4"]["trace"]["anchor"] == "none"
+        at = start - truth["host3"].theta(start)  # host4's line is told when host3's clock reads start_ns
+        rel = truth["host4"].theta(at) - truth["host3"].theta(at)
+        assert c["host4"]["trace"]["offset_at_start_ns"] == pytest.approx(rel, abs=1000)
+        assert "| host4 | trace via host3 (against host3's clock) |" in markdown(s)
+        assert "segments among them are right" in markdown(s)
+    b = analyze(d, partitions=2)
+    assert json.dumps(b.summary, sort_keys=True) == json.dumps(s, sort_keys=True)
+
+
+def test_top_has_the_figures_of_pairs_that_talk_only_among_themselves(tmp_path):
+    """`vnettracer top`'s window (analysis.window, on each host's own wall clock): the segments
+    between host3 and host4, 5 s apart and sharing no packet with the reference, are corrected
+    against each other and get figures; before, host4 was never matched to anything."""
+    from vnettracer.analysis import inputs, load_events, window
+    from vnettracer.analysis.clock import ktime_to_wall, to_wall
+
+    d = tmp_path / "run"
+    make_chain_run(d, {"host2": (1500, 20), "host3": (3e6, 5), "host4": (-2e6, -10)},
+                   links=[("host1", "host2"), ("host3", "host4")])
+    ev, clocks = load_events(d)
+    ev["t_ns"] = np.int64(0)
+    for host, pairs in clocks.items():
+        m = (ev["host"] == host).to_numpy()
+        ev.loc[m, "t_ns"] = to_wall(ev.loc[m, "ts_ns"].to_numpy(np.uint64), ktime_to_wall(pairs))
+    out = window(inputs.read_spec(d), ev[["host", "tracepoint", "t_ns", "packet_id", "flow_hash", "len", "flags"]])
+    for name in ("host3-host4", "host4-host3"):
+        (seg,) = out[name]["segments"]
+        assert seg["clock_corrected"] and seg["count"] == 3000 and seg["p50_ns"] == pytest.approx(21_390, abs=300)
+
+
 def test_clock_stepped_during_the_run(tmp_path):
     """host2's wall clock is stepped 50 ms forward 6 s into a 20 s run (NTP at a VM's boot): its
     events keep ktime's rate, so the drift found is the clock's own, nothing is lost or negative,

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -254,10 +255,10 @@ def _estimate_clocks(exp: Experiment, hosts: set[str], traces: dict[str, PathTra
     report's record of both, and the line to apply per host."""
     ref = exp.reference_host
     clocks = Clocks({"reference": ref, "method": exp.report.clock, "hosts": {}}, {}, {})
-    by_traces = _trace_lines(exp, traces, host_of, hosts)
-    for host in sorted(hosts - {ref}):
-        by_trace = by_traces.get(host)
-        by_probe = offset_from_probes(probes.get(host)) if host in probes else None
+    by_probes = {h: line for h in hosts - {ref} if (line := offset_from_probes(probes.get(h))) is not None}
+    by_traces = _trace_lines(exp, traces, host_of, hosts, by_probes)
+    for host in sorted(hosts - {ref}, key=_natural):
+        by_trace, by_probe = by_traces.get(host), by_probes.get(host)
         want = by_trace if exp.report.clock == "trace" else by_probe
         applied = want or by_trace or by_probe
         rep: dict[str, Any] = {"applied": applied.method if applied else "none"}
@@ -308,20 +309,18 @@ def window(exp: Experiment, ev: pd.DataFrame, window_ns: int = 1_000_000_000) ->
     host_of = {tp.name: tp.host for tp in exp.tracepoints}
     traces = correlate_paths(exp, ev, window_ns)
     ref = exp.reference_host
-    uncorrected = set()
     lines = _trace_lines(exp, traces, host_of, set(ev["host"]))
-    for host in sorted(set(ev["host"]) - {ref}):
-        line = lines.get(host)
-        if line is None:
-            uncorrected.add(host)  # too few two-way packets in the window to see its offset
-        else:
-            _correct(exp, ev, traces, host_of, host, line)
+    for host, line in lines.items():
+        _correct(exp, ev, traces, host_of, host, line)
+    # whose clock each host's times are on: the reference's, that of the first host of its chain
+    # (pairs no chain joins to the reference), or its own (too few two-way packets in the window)
+    clock_of = {h: (line.via[0] if line.anchor == "none" else ref) for h, line in lines.items()}
     end = int(ev["t_ns"].max()) if len(ev) else 0
     out = {p.name: decompose(traces[p.name], end, window_ns) for p in exp.paths}
     for d in out.values():
         for s in d["segments"]:
-            hosts = {host_of[s["from"]], host_of[s["to"]]}
-            s["clock_corrected"] = len(hosts) == 1 or not hosts & uncorrected
+            a, b = host_of[s["from"]], host_of[s["to"]]
+            s["clock_corrected"] = clock_of.get(a, a) == clock_of.get(b, b)
     return out
 
 
@@ -348,21 +347,42 @@ def _correct_traces(exp: Experiment, traces: dict[str, PathTrace], host_of: dict
 
 
 def _trace_lines(exp: Experiment, traces: dict[str, PathTrace], host_of: dict[str, str],
-                 hosts: set[str]) -> dict[str, Line]:
+                 hosts: set[str], anchors: dict[str, Line] | None = None) -> dict[str, Line]:
     """Every host's trace-based line against the reference: from the segments between the two where
     paths join them both ways, else chained through hosts that are (paths host1 <-> host2 and
     host2 <-> host3 give host3's clock through host2's, a proxy's in the middle). Breadth first:
-    the shortest chain is taken."""
+    the shortest chain is taken. Hosts no chain joins to the reference (pairs that talk only among
+    themselves) are chained from one of them, one with an anchor (its probes' line) first: their
+    lines follow the anchor, or without one are against that host's clock (Line.anchor)."""
     ref = exp.reference_host
+    anchors = anchors or {}
     found: dict[str, Line] = {}
-    placed = [ref]
-    for via in placed:  # grows as hosts are placed
-        for host in sorted(hosts - set(placed)):
-            line = _trace_offset(exp, traces, host_of, via, host)
-            if line is not None:
-                found[host] = line if via == ref else found[via].then(line, via)
+    done = {ref}
+    for root in [ref, *sorted(hosts - {ref}, key=lambda h: (h not in anchors, _natural(h)))]:
+        if root in done and root != ref:
+            continue
+        done.add(root)
+        placed = [root]
+        for via in placed:  # grows as hosts are placed
+            for host in sorted(hosts - done):
+                line = _trace_offset(exp, traces, host_of, via, host)
+                if line is None:
+                    continue
+                if via != root:
+                    line = found[via].then(line, via)
+                elif root in anchors:
+                    line = replace(anchors[root].then(line, root), anchor="probe")
+                elif root != ref:
+                    line = replace(line, via=(root,), anchor="none")
+                found[host] = line
+                done.add(host)
                 placed.append(host)
     return found
+
+
+def _natural(name: str) -> list:
+    """host2 before host10."""
+    return [int(x) if x.isdigit() else x for x in re.split(r"(\d+)", name)]
 
 
 def _trace_offset(exp: Experiment, traces: dict[str, PathTrace], host_of: dict[str, str], ref: str,

@@ -30,6 +30,9 @@ class Line:
     # have moved it (at t0_ns), since no packet arrives before it was sent
     bound_ns: float | None = None
     via: tuple[str, ...] = ()  # hosts between the reference and this one, when no path joins the two
+    # a host no chain joins to the reference: via[0], the first host of its chain, is placed by its
+    # probes ("probe"), or not at all ("none": this line is against via[0]'s clock, left as it is)
+    anchor: str = ""
 
     def at(self, t_ns: np.ndarray) -> np.ndarray:
         return self.offset_ns + self.drift * (np.asarray(t_ns, dtype=np.int64) - self.t0_ns).astype(np.float64)
@@ -51,7 +54,7 @@ class Line:
         offset = here + float(nxt.at(np.array([t0 + int(round(here))]))[0])
         bound = None if self.bound_ns is None or nxt.bound_ns is None else self.bound_ns + nxt.bound_ns
         return Line(offset, self.drift + nxt.drift * (1 + self.drift), t0, min(self.samples, nxt.samples), nxt.method,
-                    bound, (*self.via, via))
+                    bound, (*self.via, via), self.anchor)
 
     def as_dict(self) -> dict:
         d = asdict(self)

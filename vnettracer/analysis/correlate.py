@@ -160,8 +160,10 @@ def rough_offsets(keys: np.ndarray, t: np.ndarray, host: np.ndarray, ref: int, m
     a one-way delay, which is all correlation needs: a clock seconds off (a VM without NTP) would
     otherwise put every packet's sightings on the two hosts more than the matching window apart.
     A host with no packet in common with the reference gets its offset through one that has (a
-    chain host1 -> host2 -> host3), none when no chain joins them. Only offsets over min_ns. At most
-    `sample` events per host are looked at (those whose key's low bits are 0: whole packets)."""
+    chain host1 -> host2 -> host3); hosts no chain joins to the reference (pairs that talk only
+    among themselves) get theirs against one of them, which is all their matching needs. Only
+    offsets over min_ns. At most `sample` events per host are looked at (those whose key's low bits
+    are 0: whole packets)."""
     per_host, step = (int(np.bincount(host).max()) if len(host) else 0), 1
     while per_host // step > sample:
         step <<= 1
@@ -174,13 +176,17 @@ def rough_offsets(keys: np.ndarray, t: np.ndarray, host: np.ndarray, ref: int, m
         firsts[int(h)] = (k, t[m][order][first])
     if ref not in firsts:
         return {}
-    found, placed = {ref: 0}, [ref]
-    for via in placed:  # grows as hosts are placed: breadth first
-        for h in sorted(set(firsts) - set(found)):
-            _, i, j = np.intersect1d(firsts[h][0], firsts[via][0], assume_unique=True, return_indices=True)
-            if len(i):
-                found[h] = found[via] + int(np.median(firsts[h][1][i] - firsts[via][1][j]))
-                placed.append(h)
+    found: dict[int, int] = {}
+    for root in [ref, *sorted(firsts)]:
+        if root in found:
+            continue
+        found[root], placed = 0, [root]
+        for via in placed:  # grows as hosts are placed: breadth first
+            for h in sorted(set(firsts) - set(found)):
+                _, i, j = np.intersect1d(firsts[h][0], firsts[via][0], assume_unique=True, return_indices=True)
+                if len(i):
+                    found[h] = found[via] + int(np.median(firsts[h][1][i] - firsts[via][1][j]))
+                    placed.append(h)
     return {h: off for h, off in found.items() if abs(off) > min_ns}
 
 

@@ -88,15 +88,23 @@ def _clocks(c: dict) -> list[str]:
            "| host | applied | trace offset at start us | ± us | trace drift ppm | probe offset at start us | ± us "
            "| probe drift ppm | disagreement us |",
            "|---|---|---|---|---|---|---|---|---|"]
-    odd = []
+    odd, unplaced = [], []
     for h, r in c["hosts"].items():
         t, p = r.get("trace") or {}, r.get("probe") or {}
         via = f" via {', '.join(t['via'])}" if r["applied"] == "trace" and t.get("via") else ""
+        if via and t.get("anchor"):
+            via += f" ({t['via'][0]} by its probes)" if t["anchor"] == "probe" else f" (against {t['via'][0]}'s clock)"
+            if t["anchor"] == "none":
+                unplaced.append(h)
         out.append(f"| {h} | {r['applied']}{via} | {us(t.get('offset_at_start_ns'))} | {us(t.get('bound_ns'))} | "
                    f"{ppm(t.get('drift_ppm'))} | {us(p.get('offset_at_start_ns'))} | {us(p.get('bound_ns'))} | "
                    f"{ppm(p.get('drift_ppm'))} | {us(r.get('disagreement_ns'))} |")
         if r.get("consistent") is False:
             odd.append(h)
+    if unplaced:
+        out += ["", f"{', '.join(unplaced)}: no packet joins them to the reference and the first host of their "
+                "chain has no probes: their times are put on that host's clock, so segments among them are "
+                "right, but their times against the reference's are not corrected."]
     if odd:
         out += ["", f"**Warning**: on {', '.join(odd)} trace and probes disagree by more than both bounds together: "
                 "a timestamp is wrong (a clock stepped during the run?), or the hooks of a cross-host segment "

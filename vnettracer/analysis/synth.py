@@ -144,16 +144,18 @@ def _write_host(hd: Path, ev: np.ndarray, rng: np.random.Generator, truth: Truth
 
 
 def make_chain_run(folder: Path, clocks: dict[str, tuple[float, float]], packets: int = 3000,
-                   seconds: float = 20.0, seed: int = 1) -> dict[str, Truth]:
+                   seconds: float = 20.0, seed: int = 1, links: list[tuple[str, str]] | None = None,
+                   probed: tuple[str, ...] = ()) -> dict[str, Truth]:
     """A chain of hosts, host1 (the reference) first, then `clocks`' hosts in order, each with its
     clock's (offset_us, drift_ppm): every pair of neighbours has a path each way (two hooks, 20 us
-    of wire and queueing noise), and only neighbours share packets, as through a proxy in the middle."""
+    of wire and queueing noise), and only neighbours share packets, as through a proxy in the middle.
+    `links`: the pairs of neighbours instead of the chain; `probed`: hosts the clock stage probed."""
     rng = np.random.default_rng(seed)
     hosts = ["host1", *clocks]
     truth = {h: Truth(o * 1000, d) for h, (o, d) in clocks.items()}
     tps: list[dict] = []
     paths: list[dict] = []
-    for a, b in zip(hosts, hosts[1:]):
+    for a, b in links or list(zip(hosts, hosts[1:])):
         for src, dst in ((a, b), (b, a)):
             hooks = [f"{src}-to-{dst}", f"{dst}-from-{src}"]
             tps += [{"name": hooks[0], "host": src, "device": "eth0", "direction": "egress"},
@@ -174,5 +176,23 @@ def make_chain_run(folder: Path, clocks: dict[str, tuple[float, float]], packets
             rows[host].append(_hook_events(name, ids[name], at + kboot[host], pid, np.uint64(0x3000 + pi)))
     for h in hosts:
         _write_host(folder / "events" / h, np.concatenate(rows[h]), rng, truth.get(h), kboot[h], seconds)
+    for h in probed:
+        _write_probes(folder / "clock" / f"probes-{h}.before.csv", truth[h], seconds, rng)
     return truth
+
+
+def _write_probes(path: Path, truth: Truth, seconds: float, rng: np.random.Generator) -> None:
+    """The clock stage's exchanges of the reference (true clock) with a host: ten a second, 50 us
+    each way plus queueing, the host replying 10 us after it received."""
+    t = np.arange(0, int(seconds * 1e9), 100_000_000, dtype=np.int64)
+    there, back = (50_000 + rng.exponential(3_000, (2, len(t)))).astype(np.int64)
+    t2 = t + there
+    t3 = t2 + 10_000
+
+    def host_clock(x: np.ndarray) -> np.ndarray:
+        return EPOCH + x + np.round(truth.theta(x)).astype(np.int64)
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = np.stack([EPOCH + t, host_clock(t2), host_clock(t3), EPOCH + t3 + back], axis=1)
+    path.write_text("t1,t2,t3,t4\n" + "".join(",".join(map(str, r)) + "\n" for r in rows.tolist()))
 
