@@ -394,6 +394,8 @@ def _trace_offset(exp: Experiment, traces: dict[str, PathTrace], host_of: dict[s
         times = traces[p.name].times
         for j in range(len(p.tracepoints) - 1):
             a, b = host_of[p.tracepoints[j]], host_of[p.tracepoints[j + 1]]
+            if {a, b} != {ref, host}:
+                continue
             both = (times[:, j] >= 0) & (times[:, j + 1] >= 0)
             if (a, b) == (ref, host):
                 tf.append(times[both, j])
