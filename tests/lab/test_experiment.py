@@ -342,3 +342,34 @@ def test_clock_of_a_host_behind_another(root, tmp_path):
     assert all(p["complete"] > 5000 and p["lost"] == 0 for p in s["paths"].values()), s["paths"]
     assert leftovers() == []
 
+
+
+def test_clocks_of_pairs_that_share_no_packet(root, tmp_path):
+    """experiments/clocks-pairs.yml: host3's container talks only to host4's, their clocks 3 s ahead
+    and 2 s behind the reference: the pair's packets are matched, host3 is placed by its probes
+    and host4 through host3 from the trace, so host4 against host3 is within 2 us of the truth and
+    the segments between them are what the first pair's are (nothing negative, nothing lost)."""
+    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
+    r = vnettracer("experiment", "run", "clocks-pairs", env=env)
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / "clocks-pairs").iterdir()
+    emu = json.loads((run / "meta.json").read_text())["clock_emulation"]
+    s = json.loads((run / "summary.json").read_text())
+    c = s["clock"]["hosts"]
+
+    def truth(host: str) -> float:
+        e = emu["hosts"][host]
+        return e["offset_ns"] + e["drift_ppm"] * 1e-6 * (s["start_ns"] - emu["t0_ns"])
+
+    assert c["host3"]["applied"] == "probe" and abs(c["host3"]["probe"]["offset_at_start_ns"] - truth("host3")) < 20_000, c
+    h4 = c["host4"]
+    assert h4["applied"] == "trace" and h4["trace"]["via"] == ["host3"] and h4["trace"]["anchor"] == "probe", h4
+    apart = h4["trace"]["offset_at_start_ns"] - c["host3"]["probe"]["offset_at_start_ns"]
+    assert abs(apart - (truth("host4") - truth("host3"))) < 2_000, (apart, c)
+    assert abs(h4["trace"]["drift_ppm"] - emu["hosts"]["host4"]["drift_ppm"]) < 0.5 and h4["consistent"], h4
+    assert "| host4 | trace via host3 (host3 by its probes) |" in (run / "report.md").read_text()
+    assert all(p["complete"] > 5000 and p["lost"] == 0 for p in s["paths"].values()), s["paths"]
+    wire = {n: s["paths"][n]["segments"][1]["p50_ns"] for n in ("to-host2", "to-host4", "from-host2", "from-host4")}
+    assert all(0 < w < 100_000 for w in wire.values()), wire  # uncorrected, 5 s apart
+    assert all(g["negative"] == 0 for p in s["paths"].values() for g in p["segments"]), s["paths"]
+    assert leftovers() == []

@@ -23,7 +23,7 @@ def complete(*words: str) -> list[str]:
 def test_shell_completion_of_commands_and_experiment_names():
     assert complete("tr") == ["trace"]
     assert "quickstart" in complete("experiment", "run", "q") and "bottleneck" not in complete("experiment", "run", "q")
-    assert complete("trace", "status", "clocks-") == ["clocks-3hosts", "clocks-chain"]
+    assert complete("trace", "status", "clocks-") == ["clocks-3hosts", "clocks-chain", "clocks-pairs"]
     script = subprocess.run([EXE, "--show-completion", "bash"], capture_output=True, text=True, timeout=60).stdout
     assert "_vnettracer_completion" in script and "complete " in script
 
