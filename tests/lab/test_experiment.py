@@ -321,27 +321,33 @@ def test_clocks_of_three_hosts_under_load(root, tmp_path):
     assert leftovers() == []
 
 
+def _clock_run(name: str, tmp_path: Path) -> tuple[Path, dict, dict[str, tuple[float, float]]]:
+    """Run experiments/NAME.yml: its folder, its summary, and per host the emulated clock's truth
+    (offset at the run's start, drift ppm) from meta.json."""
+    r = vnettracer("experiment", "run", name, env={**os.environ, "VNT_RESULTS_DIR": str(tmp_path)})
+    assert r.returncode == 0, r.stderr
+    (run,) = (tmp_path / name).iterdir()
+    s = json.loads((run / "summary.json").read_text())
+    emu = json.loads((run / "meta.json").read_text())["clock_emulation"]
+    return run, s, {h: (e["offset_ns"] + e["drift_ppm"] * 1e-6 * (s["start_ns"] - emu["t0_ns"]), e["drift_ppm"])
+                    for h, e in emu["hosts"].items()}
+
+
 def test_clock_of_a_host_behind_another(root, tmp_path):
     """experiments/clocks-chain.yml: host3 talks only to host2 (a proxy's backend) and its clock is
     4 s behind: its packets are matched, its clock is found through host2's within 2 us of the
     truth (and of the probes, which reach it directly), and nothing is lost on any path."""
-    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
-    r = vnettracer("experiment", "run", "clocks-chain", env=env)
-    assert r.returncode == 0, r.stderr
-    (run,) = (tmp_path / "clocks-chain").iterdir()
-    emu = json.loads((run / "meta.json").read_text())["clock_emulation"]
-    s = json.loads((run / "summary.json").read_text())
+    run, s, truth = _clock_run("clocks-chain", tmp_path)
     for host, via in (("host2", []), ("host3", ["host2"])):
-        e, c = emu["hosts"][host], s["clock"]["hosts"][host]
-        truth = e["offset_ns"] + e["drift_ppm"] * 1e-6 * (s["start_ns"] - emu["t0_ns"])
+        c = s["clock"]["hosts"][host]
         assert c["applied"] == "trace" and c["trace"]["via"] == via, c
-        assert abs(c["trace"]["offset_at_start_ns"] - truth) < 2_000, (host, c, truth)
-        assert abs(c["probe"]["offset_at_start_ns"] - truth) < 20_000, (host, c, truth)
-        assert abs(c["trace"]["drift_ppm"] - e["drift_ppm"]) < 0.5 and c["consistent"], c
+        offset, drift = truth[host]
+        assert abs(c["trace"]["offset_at_start_ns"] - offset) < 2_000, (host, c, offset)
+        assert abs(c["probe"]["offset_at_start_ns"] - offset) < 20_000, (host, c, offset)
+        assert abs(c["trace"]["drift_ppm"] - drift) < 0.5 and c["consistent"], c
     assert "| host3 | trace via host2 |" in (run / "report.md").read_text()
     assert all(p["complete"] > 5000 and p["lost"] == 0 for p in s["paths"].values()), s["paths"]
     assert leftovers() == []
-
 
 
 def test_clocks_of_pairs_that_share_no_packet(root, tmp_path):
@@ -349,24 +355,14 @@ def test_clocks_of_pairs_that_share_no_packet(root, tmp_path):
     and 2 s behind the reference: the pair's packets are matched, host3 is placed by its probes
     and host4 through host3 from the trace, so host4 against host3 is within 2 us of the truth and
     the segments between them are what the first pair's are (nothing negative, nothing lost)."""
-    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path)}
-    r = vnettracer("experiment", "run", "clocks-pairs", env=env)
-    assert r.returncode == 0, r.stderr
-    (run,) = (tmp_path / "clocks-pairs").iterdir()
-    emu = json.loads((run / "meta.json").read_text())["clock_emulation"]
-    s = json.loads((run / "summary.json").read_text())
+    run, s, truth = _clock_run("clocks-pairs", tmp_path)
     c = s["clock"]["hosts"]
-
-    def truth(host: str) -> float:
-        e = emu["hosts"][host]
-        return e["offset_ns"] + e["drift_ppm"] * 1e-6 * (s["start_ns"] - emu["t0_ns"])
-
-    assert c["host3"]["applied"] == "probe" and abs(c["host3"]["probe"]["offset_at_start_ns"] - truth("host3")) < 20_000, c
+    assert c["host3"]["applied"] == "probe" and abs(c["host3"]["probe"]["offset_at_start_ns"] - truth["host3"][0]) < 20_000, c
     h4 = c["host4"]
     assert h4["applied"] == "trace" and h4["trace"]["via"] == ["host3"] and h4["trace"]["anchor"] == "probe", h4
     apart = h4["trace"]["offset_at_start_ns"] - c["host3"]["probe"]["offset_at_start_ns"]
-    assert abs(apart - (truth("host4") - truth("host3"))) < 2_000, (apart, c)
-    assert abs(h4["trace"]["drift_ppm"] - emu["hosts"]["host4"]["drift_ppm"]) < 0.5 and h4["consistent"], h4
+    assert abs(apart - (truth["host4"][0] - truth["host3"][0])) < 2_000, (apart, c)
+    assert abs(h4["trace"]["drift_ppm"] - truth["host4"][1]) < 0.5 and h4["consistent"], h4
     assert "| host4 | trace via host3 (host3 by its probes) |" in (run / "report.md").read_text()
     assert all(p["complete"] > 5000 and p["lost"] == 0 for p in s["paths"].values()), s["paths"]
     wire = {n: s["paths"][n]["segments"][1]["p50_ns"] for n in ("to-host2", "to-host4", "from-host2", "from-host4")}
