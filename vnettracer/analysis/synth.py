@@ -195,4 +195,3 @@ def _write_probes(path: Path, truth: Truth, seconds: float, rng: np.random.Gener
     path.parent.mkdir(parents=True, exist_ok=True)
     rows = np.stack([EPOCH + t, host_clock(t2), host_clock(t3), EPOCH + t3 + back], axis=1)
     path.write_text("t1,t2,t3,t4\n" + "".join(",".join(map(str, r)) + "\n" for r in rows.tolist()))
-
