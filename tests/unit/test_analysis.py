@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -591,6 +592,56 @@ def test_figures_of_many_paths_stay_readable(synth, tmp_path, drawn, monkeypatch
     places = {(round(ax.get_position().x0, 2), round(ax.get_position().y0, 2)) for ax in fig.axes}
     assert len(places) == 7 and len({x for x, _ in places}) == 2 and len({y for _, y in places}) == 4
     assert len(drawn["over_time.png"].axes) == 7
+
+
+@pytest.mark.parametrize("cores", [2, 1])
+def test_figures_drawn_beside_the_rest_and_here_if_that_failed(tmp_path, monkeypatch, cores):
+    """report._alongside: the figures it is given are drawn in a forked child while the rest are
+    drawn here; a child that failed, or hangs past its grace, has them drawn again here (where its
+    error would come out); an error here ends the child at once (nothing left running); on one core
+    they are drawn here."""
+    import functools
+    import time
+
+    from vnettracer.analysis import report
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    me, log = os.getpid(), tmp_path / "drawn"
+
+    def draw(fail_in_child: bool) -> None:
+        with open(log, "a") as f:
+            f.write("here\n" if os.getpid() == me else "child\n")
+        if fail_in_child and os.getpid() != me:
+            raise RuntimeError("a figure failed in the child")
+
+    for fail, drawn in ((False, ["child"]), (True, ["child", "here"])):
+        log.unlink(missing_ok=True)
+        with report._alongside(functools.partial(draw, fail)):
+            pass
+        assert log.read_text().split() == (drawn if cores > 1 else ["here"])
+    if cores == 1:
+        return
+    pidfile = tmp_path / "child.pid"
+
+    def slow() -> None:
+        pidfile.write_text(str(os.getpid()))
+        time.sleep(30)
+
+    log.unlink()
+    monkeypatch.setattr(report, "CHILD_GRACE_S", 0.5)
+    t0 = time.monotonic()
+    with report._alongside(lambda: draw(False) if os.getpid() == me else (draw(False), time.sleep(30))):
+        pass  # a child that hangs (a lock held at the fork) is ended and its figures drawn here
+    assert log.read_text().split() == ["child", "here"] and time.monotonic() - t0 < 10
+
+    t0 = time.monotonic()
+    with pytest.raises(ValueError), report._alongside(slow):
+        while not pidfile.exists() and time.monotonic() < t0 + 10:
+            time.sleep(0.01)
+        raise ValueError("the report failed here")
+    assert time.monotonic() - t0 < 10
+    with pytest.raises(ProcessLookupError):  # killed and reaped
+        os.kill(int(pidfile.read_text()), 0)
 
 
 def test_key_time_order_is_lexsort_with_ties_kept():
