@@ -155,17 +155,13 @@ def test_top_has_the_figures_of_pairs_that_talk_only_among_themselves(tmp_path):
     """`vnettracer top`'s window (analysis.window, on each host's own wall clock): the segments
     between host3 and host4, 5 s apart and sharing no packet with the reference, are corrected
     against each other and get figures; before, host4 was never matched to anything."""
-    from vnettracer.analysis import inputs, load_events, window
-    from vnettracer.analysis.clock import ktime_to_wall, to_wall
+    from vnettracer.analysis import inputs, load_events, on_own_clocks, window
 
     d = tmp_path / "run"
     make_chain_run(d, {"host2": (1500, 20), "host3": (3e6, 5), "host4": (-2e6, -10)},
                    links=[("host1", "host2"), ("host3", "host4")])
     ev, clocks = load_events(d)
-    ev["t_ns"] = np.int64(0)
-    for host, pairs in clocks.items():
-        m = (ev["host"] == host).to_numpy()
-        ev.loc[m, "t_ns"] = to_wall(ev.loc[m, "ts_ns"].to_numpy(np.uint64), ktime_to_wall(pairs))
+    on_own_clocks(ev, clocks)
     out = window(inputs.read_spec(d), ev[["host", "tracepoint", "t_ns", "packet_id", "flow_hash", "len", "flags"]])
     for name in ("host3-host4", "host4-host3"):
         (seg,) = out[name]["segments"]

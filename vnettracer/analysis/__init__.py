@@ -143,10 +143,7 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
     host_of = {tp.name: tp.host for tp in exp.tracepoints}
 
     # 1. each host's ktime -> its own wall clock
-    ev["t_ns"] = np.int64(0)
-    for host, pairs in clocks.items():
-        m = (ev["host"] == host).to_numpy()
-        ev.loc[m, "t_ns"] = to_wall(ev.loc[m, "ts_ns"].to_numpy(np.uint64), ktime_to_wall(pairs))
+    on_own_clocks(ev, clocks)
 
     # 2. correlate on each host's wall clock (one far off the reference's moved near it for this only)
     traces = correlate_paths(exp, ev, window_ns)
@@ -167,6 +164,14 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
                        clocks_.told_at(span[0]), {"unreadable": unreadable, "probes_rejected": rejected,
                                                   "clock_steps": _stepped(clocks)})
     return Analysis(summary, traces, ev, host_of, off)
+
+
+def on_own_clocks(ev: pd.DataFrame, clocks: dict[str, pd.DataFrame]) -> None:
+    """Column t_ns: each event's ktime on its own host's wall clock (its clock pairs fitted)."""
+    ev["t_ns"] = np.int64(0)
+    for host, pairs in clocks.items():
+        m = (ev["host"] == host).to_numpy()
+        ev.loc[m, "t_ns"] = to_wall(ev.loc[m, "ts_ns"].to_numpy(np.uint64), ktime_to_wall(pairs))
 
 
 def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workload_results: list[dict] | None,
