@@ -116,7 +116,7 @@ def _per_workload(exp: Experiment, traces: dict[str, PathTrace], results: list[d
 
 
 # Runs up to this many events are analysed in memory; larger ones out of core, which is also faster
-# from a few million on (bench/analysis.py: 10 M events in 4.5-4.8 s in 4 partitions, 13.8 s in memory)
+# from about 1 M events on (bench/analysis.py: 10 M events in 4-5 s in 4 partitions, 25 s in memory)
 IN_MEMORY_EVENTS = 2_000_000
 PARTITION_EVENTS = 2_500_000  # events per partition out of core
 

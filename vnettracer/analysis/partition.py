@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import os
+import resource
 import shutil
 import tempfile
 from concurrent.futures import ProcessPoolExecutor
@@ -34,7 +35,13 @@ from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, key_t
 COLUMNS = {"t_ns": np.int64, "packet_id": np.uint64, "flow_hash": np.uint64, "len": np.uint32,
            "tracepoint": np.uint16, "flags": np.uint8, "l4proto": np.uint8, "host": np.uint8}
 IDENTITY_ORDER = [IDENTITY_NAMES[k] for k in sorted(IDENTITY_NAMES)] + ["trailer"]
-FLUSH_EVENTS = 4_000_000  # events gathered from a spool before they are split into the partitions
+# Events gathered from a spool before they are split into the partitions: enough for about 62 k
+# events per partition file and write, 1 M to 4 M. A few partitions: 8 MB columns, reused from the
+# heap flush after flush; at 4 M (32 MB columns, mapped afresh each time) the split of 5 M events
+# into 4 took 1.4-3.2 s instead of 0.3 s, mostly page faults. Many partitions: fewer, larger writes
+# (bench/analysis.py, docs/benchmarks.md).
+FLUSH_EVENTS = (1_000_000, 62_500, 4_000_000)  # least, per partition, most
+FD_MARGIN = 64  # open files left to the rest of the process while a host's partitions are written
 BULKY = ("times", "lengths", "keys", "flows", "group", "tagged")  # a trace's per-packet arrays
 
 
@@ -65,13 +72,27 @@ class Partitions:
 
 
 class _HostWriter:
-    """One host's events appended to their partitions' files under its own folder."""
+    """One host's events appended to their partitions' files under its own folder: n partitions x
+    8 columns, held open while they fit well inside the process's open-file limit (a default of
+    1024 holds 120 partitions), else each opened for its write (an open and a close cost 150-230
+    us on the bench machine)."""
 
     def __init__(self, folder: Path, bits: int):
         folder.mkdir()
-        self.bits, self.n = bits, 1 << bits
-        self._files = {(p, c): open(folder / f"{p:04d}.{c}", "wb") for p in range(self.n) for c in COLUMNS}
+        self.folder, self.bits, self.n = folder, bits, 1 << bits
+        held = self.n * len(COLUMNS) + FD_MARGIN <= resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        self._files = {(p, c): open(self._path(p, c), "wb") for p in range(self.n) for c in COLUMNS} if held else None
         self.events = 0
+
+    def _path(self, p: int, c: str) -> Path:
+        return self.folder / f"{p:04d}.{c}"
+
+    def _write(self, p: int, c: str, data: memoryview) -> None:
+        if self._files is not None:
+            self._files[p, c].write(data)
+            return
+        with open(self._path(p, c), "ab") as f:
+            f.write(data)
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
         """Append events (the COLUMNS, t_ns already on the host's wall clock) to their partitions."""
@@ -82,12 +103,17 @@ class _HostWriter:
             col = cols[c][order]
             for p in range(self.n):
                 if bounds[p + 1] > bounds[p]:
-                    self._files[p, c].write(col[bounds[p]:bounds[p + 1]].tobytes())
+                    self._write(p, c, col[bounds[p]:bounds[p + 1]].data)  # a contiguous slice: no copy
         self.events += len(part)
 
     def close(self) -> None:
-        for f in self._files.values():
-            f.close()
+        """Every partition's files exist, empty where the host had none of its events."""
+        for p in range(self.n):
+            for c in COLUMNS:
+                if self._files is not None:
+                    self._files[p, c].close()
+                else:
+                    self._path(p, c).touch()
 
 
 def read_partition(folder: Path, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
@@ -120,6 +146,8 @@ def _split_host(job: tuple) -> tuple[int, list[dict]]:
     """One host's spool into its partition files; (events, unreadable files)."""
     spool, folder, bits, host, fit = job
     out = _HostWriter(folder, bits)
+    least, per_partition, most = FLUSH_EVENTS
+    flush_at = min(most, max(least, per_partition << bits))
     problems: list[dict] = []
     pending: list = []
     try:
@@ -127,7 +155,7 @@ def _split_host(job: tuple) -> tuple[int, list[dict]]:
             if fit is None:
                 raise ValueError(f"{spool / 'clock.jsonl'} is missing: events of {spool.name} cannot be put on a clock")
             pending.append(batch)
-            if sum(b.num_rows for b in pending) >= FLUSH_EVENTS:
+            if sum(b.num_rows for b in pending) >= flush_at:
                 _flush(out, pending, fit, host)
         if pending:
             _flush(out, pending, fit, host)
