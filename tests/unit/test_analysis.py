@@ -436,7 +436,8 @@ def test_out_of_core_analysis_equals_in_memory(synth):
 
 def test_out_of_core_analysis_within_a_default_open_file_limit(synth):
     """A run split into many partitions (8 column files each per host) is analysed under the usual
-    default of 1024 open files: the split holds a file open only while it writes to it."""
+    default of 1024 open files, to the same summary: past what the limit holds, the split opens
+    each file for its write."""
     import subprocess
     import sys
 
