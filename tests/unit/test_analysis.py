@@ -316,6 +316,26 @@ def test_short_sparse_trace_gives_offset_without_drift():
     assert line.at(np.array([0]))[0] == pytest.approx(theta, abs=2_000)
 
 
+def test_window_minima_are_each_windows_least_delay_and_when():
+    """Per window: the least delay and the time of its first point with it (ties in input order);
+    NaN for an empty window; points before the first edge or past the last are left out."""
+    from vnettracer.analysis.clock import window_minima
+
+    rng = np.random.default_rng(5)
+    edges = np.arange(0, 10_001, 1000, dtype=np.int64)
+    t = rng.integers(-500, 11_000, 5000).astype(np.int64)
+    t = t[(t < 3000) | (t >= 4000)]  # window 3 empty
+    d = rng.integers(0, 50, len(t)).astype(np.float64)  # many ties
+    mins, at = window_minima(t, d, edges)
+    for w in range(len(edges) - 1):
+        inside = np.flatnonzero((t >= edges[w]) & (t < edges[w + 1]))
+        if not len(inside):
+            assert w == 3 and np.isnan(mins[w]) and np.isnan(at[w])
+            continue
+        least = d[inside].min()
+        assert mins[w] == least and at[w] == t[inside[d[inside] == least][0]], w
+
+
 @pytest.mark.parametrize("seconds", [2, 60])  # offset alone; offset and drift
 def test_clock_bounds_cover_unequal_delays(seconds):
     """Minimum delays of 30 us one way and 170 us the other move both estimates by 70 us; each

@@ -126,16 +126,19 @@ def _fit_line(t: np.ndarray, y: np.ndarray, method: str, samples: int, bound_ns:
 
 def window_minima(t: np.ndarray, d: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per time window: the minimum of d and the time it occurred (NaN where a window is empty)."""
+    w = len(edges) - 1
     idx = np.searchsorted(edges, t, side="right") - 1
-    ok = (idx >= 0) & (idx < len(edges) - 1)
+    ok = (idx >= 0) & (idx < w)
     idx, t, d = idx[ok], t[ok], d[ok]
-    order = np.lexsort((d, idx))
-    idx, t, d = idx[order], t[order], d[order]
-    first = np.r_[True, idx[1:] != idx[:-1]]
-    mins = np.full(len(edges) - 1, np.nan)
-    at = np.full(len(edges) - 1, np.nan)
-    mins[idx[first]] = d[first]
-    at[idx[first]] = t[first]
+    mins = np.full(w, np.inf)
+    np.minimum.at(mins, idx, d)  # one pass, no sort of the points (a sort was 6 % of a large analysis)
+    hit = np.flatnonzero(d == mins[idx])  # the time of the window's minimum: its first point in order
+    first = np.full(w, len(d))
+    np.minimum.at(first, idx[hit], hit)
+    at = np.full(w, np.nan)
+    seen = first < len(d)
+    at[seen] = t[first[seen]]
+    mins[~seen] = np.nan
     return mins, at
 
 
