@@ -54,6 +54,7 @@ class Partitions:
         self.n = 1 << self.bits
         self.dir = Path(tempfile.mkdtemp(prefix="vnt-partitions-", dir=folder))
         self.events = 0
+        self.first, self.last = _no_times()  # per host index: its events' least and greatest time
 
     def add_host(self, cols: dict[str, np.ndarray]) -> None:
         """One more host's events (the COLUMNS, t_ns on its wall clock) at once."""
@@ -62,7 +63,13 @@ class Partitions:
             w.add(cols)
         finally:
             w.close()
-        self.events += w.events
+        self.took(w.events, w.first, w.last)
+
+    def took(self, events: int, first: np.ndarray, last: np.ndarray) -> None:
+        """A writer's count and times, once its host is written."""
+        self.events += events
+        np.minimum(self.first, first, out=self.first)
+        np.maximum(self.last, last, out=self.last)
 
     def read(self, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
         return read_partition(self.dir, p, columns)
@@ -80,6 +87,7 @@ class _HostWriter:
     def __init__(self, folder: Path, bits: int):
         folder.mkdir()
         self.folder, self.bits, self.n = folder, bits, 1 << bits
+        self.first, self.last = _no_times()
         held = self.n * len(COLUMNS) + FD_MARGIN <= resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self._files = {(p, c): open(self._path(p, c), "wb") for p in range(self.n) for c in COLUMNS} if held else None
         self.events = 0
@@ -97,6 +105,8 @@ class _HostWriter:
     def add(self, cols: dict[str, np.ndarray]) -> None:
         """Append events (the COLUMNS, t_ns already on the host's wall clock) to their partitions."""
         part = (packet_keys(cols) >> np.uint64(64 - self.bits)).astype(np.uint16)  # bits <= 16
+        np.minimum.at(self.first, cols["host"], cols["t_ns"])
+        np.maximum.at(self.last, cols["host"], cols["t_ns"])
         order = np.argsort(part, kind="stable")  # a radix sort for 16-bit keys
         bounds = np.searchsorted(part[order], np.arange(self.n + 1))
         for c in COLUMNS:
@@ -132,8 +142,8 @@ def split(run_dir: Path, clocks: dict[str, pd.DataFrame], hosts: list[str], n: i
             for i, h in enumerate(hosts)]
     try:
         with _pool(len(jobs)) as run:
-            for host, (events, problems) in zip(hosts, run(_split_host, jobs)):
-                parts.events += events
+            for host, (events, first, last, problems) in zip(hosts, run(_split_host, jobs)):
+                parts.took(events, first, last)
                 unreadable += problems
                 progress(f"analysis: {host}: {events:,} events split into {parts.n} partitions")
     except BaseException:
@@ -142,8 +152,9 @@ def split(run_dir: Path, clocks: dict[str, pd.DataFrame], hosts: list[str], n: i
     return parts
 
 
-def _split_host(job: tuple) -> tuple[int, list[dict]]:
-    """One host's spool into its partition files; (events, unreadable files)."""
+def _split_host(job: tuple) -> tuple[int, np.ndarray, np.ndarray, list[dict]]:
+    """One host's spool into its partition files; (events, least and greatest time per host index,
+    unreadable files)."""
     spool, folder, bits, host, fit = job
     out = _HostWriter(folder, bits)
     least, per_partition, most = FLUSH_EVENTS
@@ -161,7 +172,12 @@ def _split_host(job: tuple) -> tuple[int, list[dict]]:
             _flush(out, pending, fit, host)
     finally:
         out.close()
-    return out.events, problems
+    return out.events, out.first, out.last, problems
+
+
+def _no_times() -> tuple[np.ndarray, np.ndarray]:
+    """Least and greatest time per host index (the host column is uint8), before any event."""
+    return np.full(256, np.iinfo(np.int64).max, np.int64), np.full(256, np.iinfo(np.int64).min, np.int64)
 
 
 def _workers(jobs: int, workers: int | None = None) -> int:
@@ -353,15 +369,11 @@ def correct(t: np.ndarray, host_idx: np.ndarray, hosts: list[str], corrections: 
 
 def span_and_bins(parts: Partitions, hosts: list[str], corrections: dict[str, Line], bin_ns: int
                   ) -> tuple[int, int, np.ndarray, np.ndarray]:
-    """Pass 3: the corrected span of the run, and per tracepoint and second, packets and bytes."""
-    lo, hi = None, None
-    for k in range(parts.n):
-        c = parts.read(k, ("t_ns", "host"))
-        if len(c["t_ns"]):
-            t = correct(c["t_ns"], c["host"], hosts, corrections)
-            lo = int(t.min()) if lo is None else min(lo, int(t.min()))
-            hi = int(t.max()) if hi is None else max(hi, int(t.max()))
-    lo, hi = lo or 0, hi or 0
+    """Pass 3: the corrected span of the run, and per tracepoint and second, packets and bytes. The
+    span is each host's first and last time corrected (a correction keeps the order of times)."""
+    had = np.flatnonzero(parts.first <= parts.last)
+    ends = [correct(np.array([parts.first[i], parts.last[i]]), np.array([i, i]), hosts, corrections) for i in had]
+    lo, hi = (min(int(e[0]) for e in ends), max(int(e[1]) for e in ends)) if ends else (0, 0)
     nb = (hi - lo) // bin_ns + 1
     pkts = np.zeros(256 * nb, np.int64)
     byts = np.zeros(256 * nb, np.float64)
