@@ -8,7 +8,8 @@ key order. Pass 2 correlates each partition with the same code as the in-memory 
 (correlate.correlate) and concatenates the per-path traces, which then equal the in-memory ones
 row for row. Sightings off a path are kept only for the packets that left it (what tells a
 diverted packet from a lost one). Pass 3, once clocks are corrected, reads the partitions again for
-the run's span and per-tracepoint throughput. Memory: one partition's events plus the traces.
+the per-tracepoint throughput; the run's span is each host's first and last time (kept by pass 1),
+corrected. Memory: one partition's events plus the traces.
 """
 
 from __future__ import annotations
