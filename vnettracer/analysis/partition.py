@@ -119,12 +119,13 @@ class _HostWriter:
 
     def close(self) -> None:
         """Every partition's files exist, empty where the host had none of its events."""
+        if self._files is not None:
+            for f in self._files.values():
+                f.close()
+            return
         for p in range(self.n):
             for c in COLUMNS:
-                if self._files is not None:
-                    self._files[p, c].close()
-                else:
-                    self._path(p, c).touch()
+                self._path(p, c).touch()
 
 
 def read_partition(folder: Path, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
@@ -372,9 +373,9 @@ def span_and_bins(parts: Partitions, hosts: list[str], corrections: dict[str, Li
                   ) -> tuple[int, int, np.ndarray, np.ndarray]:
     """Pass 3: the corrected span of the run, and per tracepoint and second, packets and bytes. The
     span is each host's first and last time corrected (a correction keeps the order of times)."""
-    had = np.flatnonzero(parts.first <= parts.last)
-    ends = [correct(np.array([parts.first[i], parts.last[i]]), np.array([i, i]), hosts, corrections) for i in had]
-    lo, hi = (min(int(e[0]) for e in ends), max(int(e[1]) for e in ends)) if ends else (0, 0)
+    had = np.flatnonzero(parts.first <= parts.last)  # host indexes with events
+    lo, hi = (int(correct(parts.first[had], had, hosts, corrections).min()),
+              int(correct(parts.last[had], had, hosts, corrections).max())) if len(had) else (0, 0)
     nb = (hi - lo) // bin_ns + 1
     pkts = np.zeros(256 * nb, np.int64)
     byts = np.zeros(256 * nb, np.float64)
