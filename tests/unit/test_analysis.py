@@ -454,6 +454,19 @@ def test_out_of_core_analysis_equals_in_memory(synth):
     assert set(Path(tempfile.gettempdir()).glob("vnt-partitions-*")) == before
 
 
+def test_paths_with_few_or_no_packets_in_memory_and_out_of_core(tmp_path):
+    """A path that saw no packet is reported with none (not a failed analysis); a path seldom used
+    leaves most partitions without any of its events: the partitioned analysis gives the same."""
+    d = tmp_path / "run"
+    make_run(d, packets=5, seconds=2, silent=("reply",))
+    a = analyze(d, partitions=0)
+    paths = a.summary["paths"]
+    assert (paths["request"]["packets"], paths["request"]["complete"]) == (5, 5)
+    assert (paths["reply"]["packets"], paths["reply"]["lost"], paths["reply"]["end_to_end"]["count"]) == (0, 0, 0)
+    assert "reply" in markdown(a.summary)
+    assert json.dumps(analyze(d, partitions=16).summary, sort_keys=True) == json.dumps(a.summary, sort_keys=True)
+
+
 def test_out_of_core_analysis_within_a_default_open_file_limit(synth):
     """A run split into many partitions (8 column files each per host) is analysed under the usual
     default of 1024 open files, to the same summary: past what the limit holds, the split opens

@@ -98,8 +98,10 @@ def correlate(ev: pd.DataFrame | dict[str, np.ndarray], name: str, tracepoints: 
     if not presorted:
         order = key_time_order(key, t)
         key, t, pos, length, flow, flags = key[order], t[order], pos[order], length[order], flow[order], flags[order]
-    new_key = np.r_[True, key[1:] != key[:-1]]
-    gap = np.r_[False, np.diff(t) > window_ns] & ~new_key
+    new_key = np.ones(len(key), bool)  # a path may have no rows (in a partition, or at all)
+    new_key[1:] = key[1:] != key[:-1]
+    gap = np.zeros(len(key), bool)
+    gap[1:] = (np.diff(t) > window_ns) & ~new_key[1:]
     packet = np.cumsum(new_key | gap) - 1
     npk, nh = (int(packet[-1]) + 1 if len(packet) else 0), len(hooks)
 

@@ -42,11 +42,13 @@ class Truth:
 
 def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset_us: float = 1500.0,
              drift_ppm: float = 20.0, loss: float = 0.01, dup: float = 0.005, slow_segment: float = 0.0,
-             seed: int = 1, quiet_s: float = 0.0, step: tuple[float, float] | None = None, nat_at: int = 0) -> Truth:
+             seed: int = 1, quiet_s: float = 0.0, step: tuple[float, float] | None = None, nat_at: int = 0,
+             silent: tuple[str, ...] = ()) -> Truth:
     """Write a run folder; returns the truth. `slow_segment` adds that many ns to request segment 3;
     `step` (at_s, by_us) steps host2's wall clock during the run (its events' ktime goes on);
     `nat_at`: packets carry tags (32-bit ids), but 2 % (the handshakes) hashed ids, which hold the
-    addresses; from that hook on every path's flow is another (NAT on the way)."""
+    addresses; from that hook on every path's flow is another (NAT on the way); `silent`: paths that
+    saw no packet."""
     rng = np.random.default_rng(seed)
     exp = load("quickstart")[0].experiment
     ids = exp.tracepoint_ids
@@ -61,6 +63,8 @@ def make_run(folder: Path, packets: int = 20_000, seconds: float = 100.0, offset
     quiet = int(quiet_s * 1e9)
     t_send = quiet + np.sort(rng.uniform(0, seconds * 1e9, packets)).astype(np.int64)
     for pi, path in enumerate(exp.paths):
+        if path.name in silent:
+            continue
         times, seen = _path_times(rng, truth, path, pi, t_send, base, slow_segment if path.name == "request" else 0.0,
                                   loss if path.name == "request" else 0.0)
         pid = rng.integers(0, 2**63, packets, dtype=np.uint64) >> np.uint64(31 if nat_at else 0)
