@@ -467,6 +467,29 @@ def test_paths_with_few_or_no_packets_in_memory_and_out_of_core(tmp_path):
     assert json.dumps(analyze(d, partitions=16).summary, sort_keys=True) == json.dumps(a.summary, sort_keys=True)
 
 
+def test_segments_across_a_clock_not_corrected_are_marked_not_ranked_and_fail_the_gate(tmp_path):
+    """One-way traffic and no clock probes: host2's clock cannot be estimated. The wire between the
+    hosts then holds the clocks' 1.5 ms offset: it is marked, has no share, is not the dominant
+    segment, and a baseline gate fails it instead of comparing it."""
+    from vnettracer.analysis.gate import compare
+
+    d = tmp_path / "run"
+    make_run(d, packets=50, seconds=2, offset_us=1500, silent=("reply",))
+    s = analyze(d).summary
+    assert s["clock"]["hosts"]["host2"]["applied"] == "none"
+    req = s["paths"]["request"]
+    wire = next(g for g in req["segments"] if g["from"] == "h1-eth0-eg")
+    assert wire["p50_ns"] > 1_000_000 and not wire["clock_corrected"] and wire["share"] is None
+    assert all(g["clock_corrected"] for g in req["segments"] if g is not wire) and not req["clock_corrected"]
+    assert req["dominant"] == "h1-flannel-eg -> h1-eth0-eg"  # the largest of the others (8 us)
+    assert sum(g["share"] for g in req["segments"] if g is not wire) == pytest.approx(1.0)
+    md = markdown(s)
+    assert "| h1-eth0-eg -> h2-eth0-in (clocks not corrected) |" in md and "**Not corrected**: host2" in md
+    failed = [c for c in compare(s, s, 0.2) if not c.ok and c.path == "request"]  # reply: never seen
+    assert [c.segment for c in failed] == [wire["name"]]
+    assert "not comparable" in failed[0].problems[0]
+
+
 def test_out_of_core_analysis_within_a_default_open_file_limit(synth):
     """A run split into many partitions (8 column files each per host) is analysed under the usual
     default of 1024 open files, to the same summary: past what the limit holds, the split opens

@@ -161,7 +161,7 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
     span = (int(t.min()), int(t.max()))
     bins = _bins(t, ev["tracepoint"].to_numpy(np.int64), ev["len"].to_numpy(np.float64), span)
     summary = _summary(run_dir, exp, traces, off, span, int(len(ev)), bins, window_ns, workload_results,
-                       clocks_.told_at(span[0]), {"unreadable": unreadable, "probes_rejected": rejected,
+                       clocks_, {"unreadable": unreadable, "probes_rejected": rejected,
                                                   "clock_steps": _stepped(clocks)})
     return Analysis(summary, traces, ev, host_of, off)
 
@@ -208,7 +208,7 @@ def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workloa
     finally:
         parts.remove()
     summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results,
-                       clocks_.told_at(lo), {"unreadable": unreadable, "probes_rejected": rejected,
+                       clocks_, {"unreadable": unreadable, "probes_rejected": rejected,
                                              "clock_steps": _stepped(clocks)})
     return Analysis(summary, traces, None, host_of, off)
 
@@ -220,7 +220,7 @@ def _stepped(clocks: dict[str, pd.DataFrame]) -> dict[str, list[dict]]:
 
 def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: dict[str, Elsewhere],
              span: tuple[int, int], events: int, bins: tuple[np.ndarray, np.ndarray], window_ns: int,
-             workload_results: list[dict] | None, clock: dict, integrity: dict) -> dict:
+             workload_results: list[dict] | None, clocks: Clocks, integrity: dict) -> dict:
     """What summary.json holds: decomposition per path (and per workload), throughput, with the
     clocks' record and what was unreadable or rejected on the way in."""
     ids = exp.tracepoint_ids
@@ -234,8 +234,9 @@ def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: 
     results = _workload_results(run_dir) if workload_results is None else workload_results
     for name, per in _per_workload(exp, traces, results, end, window_ns, off).items():
         paths[name]["workloads"] = per
+    mark_clocks(paths, {tp.name: tp.host for tp in exp.tracepoints}, clock_of(clocks.applied, exp.reference_host))
     return {"experiment": exp.name, "run": run_dir.name, "events": events, "start_ns": span[0], "end_ns": end,
-            "clock": clock, "paths": paths, "throughput": _throughput(*bins, names),
+            "clock": clocks.told_at(span[0]), "paths": paths, "throughput": _throughput(*bins, names),
             "integrity": {**integrity, "not_recorded": not_recorded(run_dir)}}
 
 
@@ -317,16 +318,36 @@ def window(exp: Experiment, ev: pd.DataFrame, window_ns: int = 1_000_000_000) ->
     lines = _trace_lines(exp, traces, host_of, set(ev["host"]))
     for host, line in lines.items():
         _correct(exp, ev, traces, host_of, host, line)
-    # whose clock each host's times are on: the reference's, that of the first host of its chain
-    # (pairs no chain joins to the reference), or its own (too few two-way packets in the window)
-    clock_of = {h: (line.via[0] if line.anchor == "none" else ref) for h, line in lines.items()}
     end = int(ev["t_ns"].max()) if len(ev) else 0
     out = {p.name: decompose(traces[p.name], end, window_ns) for p in exp.paths}
-    for d in out.values():
-        for s in d["segments"]:
-            a, b = host_of[s["from"]], host_of[s["to"]]
-            s["clock_corrected"] = clock_of.get(a, a) == clock_of.get(b, b)
+    mark_clocks(out, host_of, clock_of(lines, ref))
     return out
+
+
+def clock_of(lines: dict[str, Line], ref: str) -> dict[str, str]:
+    """Whose clock each host's corrected times are on: the reference's, or that of the first host
+    of its chain (anchor "none": pairs no chain joins to the reference). A host without a line (too
+    few packets both ways, no probes) keeps its own."""
+    return {h: (line.via[0] if line.anchor == "none" else ref) for h, line in lines.items()}
+
+
+def mark_clocks(paths: dict[str, dict], host_of: dict[str, str], on: dict[str, str]) -> None:
+    """Per segment, and per path for its end to end: clock_corrected, whether both ends' times are
+    on one clock (else they hold the clocks' offset). Shares of the path and its dominant segment are
+    among those that are; the others have no share."""
+    def same(a: str, b: str) -> bool:
+        ha, hb = host_of[a], host_of[b]
+        return on.get(ha, ha) == on.get(hb, hb)
+
+    for p in paths.values():
+        for s in p["segments"]:
+            s["clock_corrected"] = same(s["from"], s["to"])
+        p["clock_corrected"] = same(p["tracepoints"][0], p["tracepoints"][-1])
+        fair = [s for s in p["segments"] if s["clock_corrected"] and s["count"]]
+        p["dominant"] = max(fair, key=lambda s: s["p50_ns"])["name"] if fair else None
+        total = sum(s["p50_ns"] for s in fair) or 1.0
+        for s in p["segments"]:
+            s["share"] = s.get("p50_ns", 0.0) / total if s["clock_corrected"] else None
 
 
 def _correct(exp: Experiment, ev: pd.DataFrame, traces: dict[str, PathTrace], host_of: dict[str, str], host: str,

@@ -314,7 +314,7 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
     total = sum(s.get("p50_ns", 0.0) for s in segs) or 1.0
     for s in segs:
         s["share"] = s.get("p50_ns", 0.0) / total
-    dominant = max(segs, key=lambda s: s.get("p50_ns", -1))["name"] if segs else None
+    dominant = max((s for s in segs if s["count"]), key=lambda s: s["p50_ns"], default=None)
     return {
         "tracepoints": pt.tracepoints, "packets": int(len(times)), "complete": int(complete.sum()),
         "lost": int((lost_after >= 0).sum()), "in_flight_at_end": int(in_flight.sum()) if len(times) else 0,
@@ -326,5 +326,5 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
         "diverted": int((went >= 0).sum()), "diverted_to": _diverted_to(went, elsewhere, names or {}),
         "identity": pt.identity, "duplicates": int(pt.duplicates.sum()), "id_repeats": pt.id_repeats,
         "ambiguity_rate": float((pt.duplicates.sum() + pt.id_repeats) / max(seen.sum(), 1)),
-        "end_to_end": e2e_stats, "segments": segs, "dominant": dominant,
+        "end_to_end": e2e_stats, "segments": segs, "dominant": dominant and dominant["name"],
     }

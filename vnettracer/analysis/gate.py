@@ -2,7 +2,8 @@
 
 Per segment of every path: p50 and p99 latency may not grow by more than `max_regression`
 (relative, ignoring changes below `floor_ns`), and the loss rate may not grow by more than
-`max_regression` relative plus 0.1 % absolute. A segment missing from the run fails too.
+`max_regression` relative plus 0.1 % absolute. A segment missing from the run fails too, and so
+does one across hosts whose clocks the run could not correct (its times hold their offset).
 """
 
 from __future__ import annotations
@@ -44,6 +45,10 @@ def compare(now: dict, base: dict, max_regression: float, floor_ns: float = 500.
             s = segs.get(bs["name"])
             if s is None or not s.get("count"):
                 checks.append(Check(pname, bs["name"], ["segment missing or never seen in this run"], ""))
+                continue
+            if s.get("clock_corrected") is False:
+                checks.append(Check(pname, bs["name"], ["its hosts' clocks are not corrected in this run (too few "
+                                                        "packets both ways, no clock probes): not comparable"], ""))
                 continue
             problems = []
             for key in ("p50_ns", "p99_ns"):

@@ -112,15 +112,18 @@ def markdown(s: dict) -> str:
                 f"{p['in_flight_at_end']} in flight at the end{_group(p.get('group', 0))}{_nat(p)}. "
                 f"Identity: {ident}; ambiguity {p['ambiguity_rate']:.3%} "
                 f"({p['duplicates']} duplicate sightings, {p['id_repeats']} repeated ids).", "",
-                f"End to end: p50 {us(e.get('p50_ns'))} us, p99 {us(e.get('p99_ns'))} us, max {us(e.get('max_ns'))} us.",
-                f"Dominant segment: **{p['dominant']}**.", "",
+                f"End to end{_apart(p)}: p50 {us(e.get('p50_ns'))} us, p99 {us(e.get('p99_ns'))} us, max {us(e.get('max_ns'))} us.",
+                f"Dominant segment: **{p['dominant']}**." if p["dominant"] else "Dominant segment: none measured.", "",
                 "| segment | count | lost | loss | diverted | p50 us | p90 us | p99 us | mean us | max us | share | rising |",
                 "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for g in p["segments"]:
-            out.append(f"| {g['name']} | {g['count']} | {g['lost']} | {g['loss_rate']:.3%} | {g.get('diverted', 0)} | "
+            out.append(f"| {g['name']}{_apart(g)} | {g['count']} | {g['lost']} | {g['loss_rate']:.3%} | {g.get('diverted', 0)} | "
                        f"{us(g.get('p50_ns'))} | "
                        f"{us(g.get('p90_ns'))} | {us(g.get('p99_ns'))} | {us(g.get('mean_ns'))} | {us(g.get('max_ns'))} | "
-                       f"{g['share']:.1%} | {'yes' if g['rising'] else ''} |")
+                       f"{'-' if g['share'] is None else format(g['share'], '.1%')} | {'yes' if g['rising'] else ''} |")
+        if not all(g.get("clock_corrected", True) for g in p["segments"]):
+            out += ["", f"Marked{_apart({'clock_corrected': False})}: across hosts whose clocks are not corrected "
+                    "against each other (see Clocks); those times hold the clocks' offset."]
         out += _workloads(p.get("workloads") or {})
     out += ["", "## Throughput per tracepoint", "", "| tracepoint | pkts/s mean | pkts/s peak | MB/s mean | MB/s peak |",
             "|---|---|---|---|---|"]
@@ -150,6 +153,10 @@ def _clocks(c: dict) -> list[str]:
                    f"{ppm(p.get('drift_ppm'))} | {us(r.get('disagreement_ns'))} |")
         if r.get("consistent") is False:
             odd.append(h)
+    if lost := [h for h, r in c["hosts"].items() if r["applied"] == "none"]:
+        out += ["", f"**Not corrected**: {', '.join(lost)}: too few packets both ways with a host whose clock is "
+                "known, and no clock probes (the clock stage). Segments from or to them are marked: their times "
+                "hold the clocks' offset, and a baseline gate fails them."]
     if unplaced:
         out += ["", f"{', '.join(unplaced)}: no packet joins them to the reference and the first host of their "
                 "chain has no probes: their times are put on that host's clock, so segments among them are "
@@ -159,6 +166,11 @@ def _clocks(c: dict) -> list[str]:
                 "a timestamp is wrong (a clock stepped during the run?), or the hooks of a cross-host segment "
                 "are not on one path. Offsets there cannot be trusted."]
     return out
+
+
+def _apart(s: dict) -> str:
+    """The mark of a segment or path whose ends' clocks are not corrected against each other."""
+    return "" if s.get("clock_corrected", True) else " (clocks not corrected)"
 
 
 def _workloads(per: dict) -> list[str]:
@@ -339,7 +351,10 @@ def segment_figures(a: Analysis, figures: list[SegmentFigure]) -> list[Path]:
             ax.set_title(f"{name}: {f.title}")
             ax.set_xlabel(f.xlabel)
             ax.set_ylabel(f.ylabel)
-            ax.legend(fontsize=5, loc=f.legend_loc)
+            if ax.get_legend_handles_labels()[0]:
+                ax.legend(fontsize=5, loc=f.legend_loc)
+            else:
+                ax.text(0.5, 0.5, "no packet seen", transform=ax.transAxes, ha="center")
     return [_save(fig, f.path) for f, (fig, _) in zip(figures, panels)]
 
 

@@ -37,7 +37,7 @@ def report(
     a = analyze(run_dir, progress=err.print)
     files = write(a, run_dir)
     for name, p in a.summary["paths"].items():
-        out.print(f"{name}: {p['packets']} packets, {p['lost']} lost, dominant segment {p['dominant']}")
+        out.print(f"{name}: {p['packets']} packets, {p['lost']} lost, dominant segment {p['dominant'] or 'none measured'}")
     out.print(f"report: {files['markdown']} and {files['html']} ({time.monotonic() - t0:.1f} s)")
     a.raise_for_integrity()
     if baseline is None:
