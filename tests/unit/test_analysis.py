@@ -490,6 +490,23 @@ def test_segments_across_a_clock_not_corrected_are_marked_not_ranked_and_fail_th
     assert "not comparable" in failed[0].problems[0]
 
 
+def test_a_host_that_gave_no_event_is_named_first_in_the_report(tmp_path):
+    """host2's spool never reached the run folder: no request packet arrives past the wire,
+    so the report says first that host2 gave no event (both analyses)."""
+    import shutil
+
+    d = tmp_path / "run"
+    make_run(d, packets=200, seconds=2)
+    shutil.rmtree(d / "events" / "host2")
+    s = analyze(d).summary
+    assert s["integrity"]["silent"] == {"host2": "no events folder (not collected?)"}
+    req = s["paths"]["request"]
+    assert (req["complete"], req["lost"] + req["in_flight_at_end"], s["paths"]["reply"]["complete"]) == (0, 200, 0)
+    md = markdown(s)
+    assert md.index("## Hosts without events") < md.index("## Path request") and "| host2 |" in md
+    assert json.dumps(analyze(d, partitions=4).summary, sort_keys=True) == json.dumps(s, sort_keys=True)
+
+
 def test_out_of_core_analysis_within_a_default_open_file_limit(synth):
     """A run split into many partitions (8 column files each per host) is analysed under the usual
     default of 1024 open files, to the same summary: past what the limit holds, the split opens

@@ -161,8 +161,8 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
     span = (int(t.min()), int(t.max()))
     bins = _bins(t, ev["tracepoint"].to_numpy(np.int64), ev["len"].to_numpy(np.float64), span)
     summary = _summary(run_dir, exp, traces, off, span, int(len(ev)), bins, window_ns, workload_results,
-                       clocks_, {"unreadable": unreadable, "probes_rejected": rejected,
-                                                  "clock_steps": _stepped(clocks)})
+                       clocks_, {"unreadable": unreadable, "probes_rejected": rejected, "clock_steps": _stepped(clocks),
+                                 "silent": silent_hosts(run_dir, exp, set(ev["host"]))})
     return Analysis(summary, traces, ev, host_of, off)
 
 
@@ -208,9 +208,19 @@ def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workloa
     finally:
         parts.remove()
     summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results,
-                       clocks_, {"unreadable": unreadable, "probes_rejected": rejected,
-                                             "clock_steps": _stepped(clocks)})
+                       clocks_, {"unreadable": unreadable, "probes_rejected": rejected, "clock_steps": _stepped(clocks),
+                                 "silent": silent_hosts(run_dir, exp, {hosts[i] for i in with_events})})
     return Analysis(summary, traces, None, host_of, off)
+
+
+def silent_hosts(run_dir: Path, exp: Experiment, traced: set[str]) -> dict[str, str]:
+    """Hosts with tracepoints that gave no event (traced: the hosts that did): their agent traced
+    nothing, or its spool never reached the run folder. Packets into their hooks count as lost."""
+    out = {}
+    for host in dict.fromkeys(tp.host for tp in exp.tracepoints):
+        if host not in traced:
+            out[host] = "no events" if (run_dir / "events" / host).is_dir() else "no events folder (not collected?)"
+    return out
 
 
 def _stepped(clocks: dict[str, pd.DataFrame]) -> dict[str, list[dict]]:

@@ -218,6 +218,11 @@ def _integrity(i: dict) -> list[str]:
                 "| host | not written to the spool | why | dropped in the ring buffer |", "|---|---|---|---|"]
         out += [f"| {h} | {d['spool']} | {d['reason']} | {d['ring']} |" for h, d in i["not_recorded"].items()]
         out.append("")
+    if i.get("silent"):
+        out += ["## Hosts without events", "", "**These hosts have tracepoints but gave no event: packets into "
+                "their hooks count as lost.**", "", "| host | what the run folder has |", "|---|---|"]
+        out += [f"| {h} | {why} |" for h, why in i["silent"].items()]
+        out.append("")
     if i.get("clock_steps"):
         out += ["## Clock steps", "", "These hosts' wall clocks were stepped during the run (NTP, a person). Their events "
                 "keep their clock's rate (ktime) from its longest stretch without a step; the cross-host correction "
