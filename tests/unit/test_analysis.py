@@ -467,6 +467,17 @@ def test_paths_with_few_or_no_packets_in_memory_and_out_of_core(tmp_path):
     assert json.dumps(analyze(d, partitions=16).summary, sort_keys=True) == json.dumps(a.summary, sort_keys=True)
 
 
+def test_out_of_core_finds_a_far_clock_whose_packets_are_in_a_few_partitions(tmp_path):
+    """host4's clock is 7 s off and only 40 of its packets are in the run: most of the 64 partitions
+    hold none of them, yet out of core its packets are matched as in memory (its rough offset comes
+    from every partition's share of the sample, not from the first partition's)."""
+    d = tmp_path / "run"
+    make_chain_run(d, {"host2": (300, 10), "host3": (-4000, -20), "host4": (7e6, 0)}, packets=20)
+    a = analyze(d, partitions=0).summary
+    assert a["paths"]["host3-host4"]["complete"] == a["paths"]["host4-host3"]["complete"] == 20
+    assert json.dumps(analyze(d, partitions=64).summary, sort_keys=True) == json.dumps(a, sort_keys=True)
+
+
 def test_segments_across_a_clock_not_corrected_are_marked_not_ranked_and_fail_the_gate(tmp_path):
     """One-way traffic and no clock probes: host2's clock cannot be estimated. The wire between the
     hosts then holds the clocks' 1.5 ms offset: it is marked, has no share, is not the dominant

@@ -155,8 +155,20 @@ def packet_keys(ev: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
     return key
 
 
+ROUGH_SAMPLE = 1 << 20  # events per host at most that rough_offsets looks at
+
+
+def sample_step(per_host_max: int, sample: int = ROUGH_SAMPLE) -> int:
+    """The least power of two `step` such that the events whose key is a multiple of it (whole
+    packets) are about `sample` or fewer on the host with the most events."""
+    step = 1
+    while per_host_max // step > sample:
+        step <<= 1
+    return step
+
+
 def rough_offsets(keys: np.ndarray, t: np.ndarray, host: np.ndarray, ref: int, min_ns: int = 10_000_000,
-                  sample: int = 1 << 20) -> dict[int, int]:
+                  step: int | None = None) -> dict[int, int]:
     """Per host (index), how far its clock is from the reference host's, roughly: the median over
     packets seen on both of (first sighting there - first sighting at the reference). Off by about
     a one-way delay, which is all correlation needs: a clock seconds off (a VM without NTP) would
@@ -164,11 +176,10 @@ def rough_offsets(keys: np.ndarray, t: np.ndarray, host: np.ndarray, ref: int, m
     A host with no packet in common with the reference gets its offset through one that has (a
     chain host1 -> host2 -> host3); hosts no chain joins to the reference (pairs that talk only
     among themselves) get theirs against one of them, which is all their matching needs. Only
-    offsets over min_ns. At most `sample` events per host are looked at (those whose key's low bits
-    are 0: whole packets)."""
-    per_host, step = (int(np.bincount(host).max()) if len(host) else 0), 1
-    while per_host // step > sample:
-        step <<= 1
+    offsets over min_ns. At most about ROUGH_SAMPLE events per host are looked at, those whose key
+    is a multiple of `step` (whole packets; default: sample_step of the host with the most events)."""
+    if step is None:
+        step = sample_step(int(np.bincount(host).max()) if len(host) else 0)
     pick = (keys & np.uint64(step - 1)) == 0
     firsts = {}
     for h in np.unique(host):

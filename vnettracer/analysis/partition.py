@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from vnettracer.agent.record import IDENTITY_NAMES
-from vnettracer.agent.spool import iter_spool
+from vnettracer.agent.spool import events_in, iter_spool
 from vnettracer.analysis.clock import Line, ktime_to_wall, to_wall
-from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, key_time_order, packet_keys, rough_offsets, shares, shift_hooks
+from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, key_time_order, packet_keys, rough_offsets, sample_step, shares, shift_hooks
 
 COLUMNS = {"t_ns": np.int64, "packet_id": np.uint64, "flow_hash": np.uint64, "len": np.uint32,
            "tracepoint": np.uint16, "flags": np.uint8, "l4proto": np.uint8, "host": np.uint8}
@@ -56,6 +56,7 @@ class Partitions:
         self.dir = Path(tempfile.mkdtemp(prefix="vnt-partitions-", dir=folder))
         self.events = 0
         self.first, self.last = _no_times()  # per host index: its events' least and greatest time
+        self.samples: list[tuple] = []  # per host: the (key, t_ns, host) sample rough_shift reads
 
     def add_host(self, cols: dict[str, np.ndarray]) -> None:
         """One more host's events (the COLUMNS, t_ns on its wall clock) at once."""
@@ -64,13 +65,15 @@ class Partitions:
             w.add(cols)
         finally:
             w.close()
-        self.took(w.events, w.first, w.last)
+        self.took(w)
 
-    def took(self, events: int, first: np.ndarray, last: np.ndarray) -> None:
-        """A writer's count and times, once its host is written."""
+    def took(self, w: _HostWriter | tuple) -> None:
+        """A host's writer (or what _split_host returned of it), once the host is written."""
+        events, first, last, sample = (w.events, w.first, w.last, w.sample()) if isinstance(w, _HostWriter) else w
         self.events += events
         np.minimum(self.first, first, out=self.first)
         np.maximum(self.last, last, out=self.last)
+        self.samples.append(sample)
 
     def read(self, p: int, columns=COLUMNS) -> dict[str, np.ndarray]:
         return read_partition(self.dir, p, columns)
@@ -85,10 +88,12 @@ class _HostWriter:
     1024 holds 120 partitions), else each opened for its write (an open and a close cost 150-230
     us on the bench machine)."""
 
-    def __init__(self, folder: Path, bits: int):
+    def __init__(self, folder: Path, bits: int, step: int = 1):
         folder.mkdir()
         self.folder, self.bits, self.n = folder, bits, 1 << bits
         self.first, self.last = _no_times()
+        self.step = np.uint64(step - 1)  # the sample for rough_shift: events whose key is a multiple of step
+        self._sample: list[tuple] = []
         held = self.n * len(COLUMNS) + FD_MARGIN <= resource.getrlimit(resource.RLIMIT_NOFILE)[0]
         self._files = {(p, c): open(self._path(p, c), "wb") for p in range(self.n) for c in COLUMNS} if held else None
         self.events = 0
@@ -105,7 +110,10 @@ class _HostWriter:
 
     def add(self, cols: dict[str, np.ndarray]) -> None:
         """Append events (the COLUMNS, t_ns already on the host's wall clock) to their partitions."""
-        part = (packet_keys(cols) >> np.uint64(64 - self.bits)).astype(np.uint16)  # bits <= 16
+        keys = packet_keys(cols)
+        part = (keys >> np.uint64(64 - self.bits)).astype(np.uint16)  # bits <= 16
+        pick = (keys & self.step) == 0
+        self._sample.append((keys[pick], cols["t_ns"][pick], cols["host"][pick]))
         np.minimum.at(self.first, cols["host"], cols["t_ns"])
         np.maximum.at(self.last, cols["host"], cols["t_ns"])
         order = np.argsort(part, kind="stable")  # a radix sort for 16-bit keys
@@ -116,6 +124,13 @@ class _HostWriter:
                 if bounds[p + 1] > bounds[p]:
                     self._write(p, c, col[bounds[p]:bounds[p + 1]].data)  # a contiguous slice: no copy
         self.events += len(part)
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Key, time and host of the events kept for rough_shift."""
+        if not self._sample:
+            return np.zeros(0, np.uint64), np.zeros(0, np.int64), np.zeros(0, np.uint8)
+        keys, t, host = zip(*self._sample)
+        return np.concatenate(keys), np.concatenate(t), np.concatenate(host)
 
     def close(self) -> None:
         """Every partition's files exist, empty where the host had none of its events."""
@@ -140,25 +155,28 @@ def split(run_dir: Path, clocks: dict[str, pd.DataFrame], hosts: list[str], n: i
     """Pass 1: every host's spool, on its wall clock, into n partitions (a process per host, as
     many at once as there are cores, at most 4)."""
     parts = Partitions(n)
-    jobs = [(run_dir / "events" / h, parts.dir / f"h{i:03d}", parts.bits, i, ktime_to_wall(clocks[h]) if h in clocks else None)
-            for i, h in enumerate(hosts)]
+    # the rough offsets' sample, as the in-memory analysis takes it (the same step: the same packets)
+    step = sample_step(max((sum(events_in(f) for f in (run_dir / "events" / h).glob("events-*.arrows")) for h in hosts),
+                           default=0))
+    jobs = [(run_dir / "events" / h, parts.dir / f"h{i:03d}", parts.bits, i, ktime_to_wall(clocks[h]) if h in clocks else None,
+             step) for i, h in enumerate(hosts)]
     try:
         with _pool(len(jobs)) as run:
-            for host, (events, first, last, problems) in zip(hosts, run(_split_host, jobs)):
-                parts.took(events, first, last)
+            for host, (*written, problems) in zip(hosts, run(_split_host, jobs)):
+                parts.took(tuple(written))
                 unreadable += problems
-                progress(f"analysis: {host}: {events:,} events split into {parts.n} partitions")
+                progress(f"analysis: {host}: {written[0]:,} events split into {parts.n} partitions")
     except BaseException:
         parts.remove()
         raise
     return parts
 
 
-def _split_host(job: tuple) -> tuple[int, np.ndarray, np.ndarray, list[dict]]:
+def _split_host(job: tuple) -> tuple[int, np.ndarray, np.ndarray, tuple, list[dict]]:
     """One host's spool into its partition files; (events, least and greatest time per host index,
-    unreadable files)."""
-    spool, folder, bits, host, fit = job
-    out = _HostWriter(folder, bits)
+    the sample for rough_shift, unreadable files)."""
+    spool, folder, bits, host, fit, step = job
+    out = _HostWriter(folder, bits, step)
     least, per_partition, most = FLUSH_EVENTS
     flush_at = min(most, max(least, per_partition << bits))
     problems: list[dict] = []
@@ -174,7 +192,7 @@ def _split_host(job: tuple) -> tuple[int, np.ndarray, np.ndarray, list[dict]]:
             _flush(out, pending, fit, host)
     finally:
         out.close()
-    return out.events, out.first, out.last, problems
+    return out.events, out.first, out.last, out.sample(), problems
 
 
 def _no_times() -> tuple[np.ndarray, np.ndarray]:
@@ -222,17 +240,14 @@ class OffPath:
 
 def rough_shift(parts: Partitions, hosts: int, ref: int | None) -> np.ndarray:
     """Per host index, its clock's rough offset from the reference's (correlate.rough_offsets; 0
-    where none), from the first partition that has events: every partition holds whole packets,
-    a sample of all of them."""
+    where none), from the sample the split kept: the packets the in-memory analysis looks at, from
+    every partition (one partition may hold none of a seldom used path's packets)."""
     shift = np.zeros(max(hosts, 1), np.int64)
-    if ref is None:
+    if ref is None or not parts.samples:
         return shift
-    for k in range(parts.n):
-        ev = read_partition(parts.dir, k, {c: COLUMNS[c] for c in ("t_ns", "packet_id", "flow_hash", "flags", "host")})
-        if len(ev["t_ns"]):
-            for h, off in rough_offsets(packet_keys(ev), ev["t_ns"], ev["host"], ref).items():
-                shift[h] = off
-            break
+    keys, t, host = (np.concatenate(c) for c in zip(*parts.samples))
+    for h, off in rough_offsets(keys, t, host, ref, step=1).items():
+        shift[h] = off
     return shift
 
 
