@@ -481,7 +481,7 @@ def test_out_of_core_finds_a_far_clock_whose_packets_are_in_a_few_partitions(tmp
 def test_segments_across_a_clock_not_corrected_are_marked_not_ranked_and_fail_the_gate(tmp_path):
     """One-way traffic and no clock probes: host2's clock cannot be estimated. The wire between the
     hosts then holds the clocks' 1.5 ms offset: it is marked, has no share, is not the dominant
-    segment, and a baseline gate fails it instead of comparing it."""
+    segment, a baseline gate fails it instead of comparing it, and `compare` never calls it a change."""
     from vnettracer.analysis.gate import compare
 
     d = tmp_path / "run"
@@ -499,6 +499,10 @@ def test_segments_across_a_clock_not_corrected_are_marked_not_ranked_and_fail_th
     failed = [c for c in compare(s, s, 0.2) if not c.ok and c.path == "request"]  # reply: never seen
     assert [c.segment for c in failed] == [wire["name"]]
     assert "not comparable" in failed[0].problems[0]
+    from vnettracer.analysis.compare import compare as compare_runs
+
+    rows = [c for c in compare_runs(d, d) if c.segment == wire["name"] and c.what != "loss_pct"]
+    assert len(rows) == 2 and not any(c.comparable or c.real for c in rows)
 
 
 def test_a_host_that_gave_no_event_is_named_first_in_the_report(tmp_path):

@@ -4,7 +4,8 @@ B, each with a 95 % bootstrap interval over packets, so that a difference can be
 Latencies are resampled per run (up to 20,000 packets a segment, drawn at random, to bound the
 cost); loss is a difference of two proportions (normal approximation). A change is "real" when
 its whole interval lies beyond a tolerance (2 % of A, at least 0.1 us or 0.05 points of loss):
-certain and large enough to matter.
+certain and large enough to matter. A latency across hosts whose clocks A or B could not correct
+holds their offset: it is shown, never called a change (`comparable` false).
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ class Change:
     b: float
     lo: float  # interval of b - a
     hi: float
+    comparable: bool = True  # False: a latency across hosts whose clocks A or B could not correct
+
 
     @property
     def diff(self) -> float:
@@ -43,7 +46,7 @@ class Change:
 
     @property
     def real(self) -> bool:
-        return bool(self.lo > self.tolerance or self.hi < -self.tolerance)
+        return self.comparable and bool(self.lo > self.tolerance or self.hi < -self.tolerance)
 
 
 def _latencies(an: Analysis) -> dict[tuple[str, str], np.ndarray]:
@@ -86,18 +89,23 @@ def compare(run_a: Path, run_b: Path, seed: int = 0) -> list[Change]:
     rng = np.random.default_rng(seed)
     out = []
     for key in [k for k in seg_a if k in seg_b]:
+        fair = seg_a[key].get("clock_corrected", True) and seg_b[key].get("clock_corrected", True)
         if len(la.get(key, [])) >= 2 and len(lb.get(key, [])) >= 2:
             for what, q in (("p50_us", 0.5), ("p99_us", 0.99)):
-                out.append(Change(*key, what, *_quantile_diff(la[key], lb[key], q, rng)))
+                out.append(Change(*key, what, *_quantile_diff(la[key], lb[key], q, rng), comparable=fair))
         out.append(Change(*key, "loss_pct", *_loss(seg_a[key], seg_b[key])))
     return out
+
+
+def _verdict(c: Change) -> str:
+    return "yes" if c.real else "" if c.comparable else "clocks not corrected"
 
 
 def to_html(changes: list[Change], run_a: Path, run_b: Path) -> str:
     rows = "".join(
         f"<tr class={'real' if c.real else 'noise'}><td>{html.escape(c.path)}</td><td>{html.escape(c.segment)}</td>"
         f"<td>{c.what}</td><td>{c.a:.3f}</td><td>{c.b:.3f}</td><td>{c.diff:+.3f}</td><td>{c.lo:+.3f} .. {c.hi:+.3f}</td>"
-        f"<td>{'yes' if c.real else ''}</td></tr>" for c in changes)
+        f"<td>{_verdict(c)}</td></tr>" for c in changes)
     return (f"<!doctype html><meta charset=utf-8><title>compare</title><style>body{{font-family:sans-serif}}"
             f"td,th{{padding:2px 8px}} tr.real td{{background:#fde2e2}}</style>"
             f"<h1>{html.escape(run_a.name)} &rarr; {html.escape(run_b.name)}</h1>"

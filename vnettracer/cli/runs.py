@@ -81,7 +81,8 @@ def compare_runs(
     t = Table("path", "segment", "figure", "A", "B", "B - A", "95 % interval", "real")
     for c in shown:
         t.add_row(c.path, c.segment, c.what, f"{c.a:.2f}", f"{c.b:.2f}", f"{c.diff:+.2f}", f"{c.lo:+.2f} .. {c.hi:+.2f}",
-                  "[red]yes[/red]" if c.real else "")
+                  "[red]yes[/red]" if c.real else "" if c.comparable else "clocks not corrected")
     out.print(t)
-    n = sum(c.real for c in changes)
-    out.print(f"{n} of {len(changes)} figures changed beyond their 95 % interval" + (f"; HTML: {html_out}" if html_out else ""))
+    n, apart = sum(c.real for c in changes), sum(not c.comparable for c in changes)
+    out.print(f"{n} of {len(changes)} figures changed beyond their 95 % interval"
+              + (f"; {apart} not comparable (clocks not corrected)" if apart else "") + (f"; HTML: {html_out}" if html_out else ""))
