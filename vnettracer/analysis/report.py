@@ -124,7 +124,7 @@ def markdown(s: dict) -> str:
         if not all(g.get("clock_corrected", True) for g in p["segments"]):
             out += ["", f"Marked{_apart({'clock_corrected': False})}: across hosts whose clocks are not corrected "
                     "against each other (see Clocks); those times hold the clocks' offset."]
-        out += _workloads(p.get("workloads") or {})
+        out += _workloads(p.get("workloads") or {}, _apart(p))
     out += ["", "## Throughput per tracepoint", "", "| tracepoint | pkts/s mean | pkts/s peak | MB/s mean | MB/s peak |",
             "|---|---|---|---|---|"]
     for tp, t in s["throughput"].items():
@@ -173,11 +173,11 @@ def _apart(s: dict) -> str:
     return "" if s.get("clock_corrected", True) else " (clocks not corrected)"
 
 
-def _workloads(per: dict) -> list[str]:
+def _workloads(per: dict, apart: str = "") -> list[str]:
     """Per workload on a path: the traced end to end beside what the workload itself measured."""
     if not per:
         return []
-    out = ["", "Per workload (traced end to end, one way, beside the workload's own figures):", "",
+    out = ["", f"Per workload (traced end to end{apart}, one way, beside the workload's own figures):", "",
            "| workload | packets | lost | diverted | traced p50 us | traced p99 us | its own figures |", "|---|---|---|---|---|---|---|"]
     for name, w in per.items():
         e = w.get("end_to_end") or {}
