@@ -20,7 +20,7 @@ import pandas as pd
 from vnettracer.agent.spool import read_spool
 from vnettracer.analysis import inputs, partition
 from vnettracer.analysis.clock import Line, clock_steps, ktime_to_wall, offset_from_probes, offset_from_trace, to_wall
-from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, decompose, packet_keys, rough_offsets, shift_hooks
+from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, decompose, packet_keys, rank, rough_offsets, shift_hooks
 from vnettracer.analysis.workloads import flow_table, per_workload
 from vnettracer.errors import DataError, VntError
 from vnettracer.spec import Experiment
@@ -343,8 +343,8 @@ def clock_of(lines: dict[str, Line], ref: str) -> dict[str, str]:
 
 def mark_clocks(paths: dict[str, dict], host_of: dict[str, str], on: dict[str, str]) -> None:
     """Per segment, and per path for its end to end: clock_corrected, whether both ends' times are
-    on one clock (else they hold the clocks' offset). Shares of the path and its dominant segment are
-    among those that are; the others have no share."""
+    on one clock (else they hold the clocks' offset); shares and the dominant segment then among
+    those that are (correlate.rank)."""
     def same(a: str, b: str) -> bool:
         ha, hb = host_of[a], host_of[b]
         return on.get(ha, ha) == on.get(hb, hb)
@@ -353,11 +353,7 @@ def mark_clocks(paths: dict[str, dict], host_of: dict[str, str], on: dict[str, s
         for s in p["segments"]:
             s["clock_corrected"] = same(s["from"], s["to"])
         p["clock_corrected"] = same(p["tracepoints"][0], p["tracepoints"][-1])
-        fair = [s for s in p["segments"] if s["clock_corrected"] and s["count"]]
-        p["dominant"] = max(fair, key=lambda s: s["p50_ns"])["name"] if fair else None
-        total = sum(s["p50_ns"] for s in fair) or 1.0
-        for s in p["segments"]:
-            s["share"] = s.get("p50_ns", 0.0) / total if s["clock_corrected"] else None
+        p["dominant"] = rank(p["segments"])
 
 
 def _correct(exp: Experiment, ev: pd.DataFrame, traces: dict[str, PathTrace], host_of: dict[str, str], host: str,

@@ -33,7 +33,6 @@ class Change:
     hi: float
     comparable: bool = True  # False: a latency across hosts whose clocks A or B could not correct
 
-
     @property
     def diff(self) -> float:
         return self.b - self.a

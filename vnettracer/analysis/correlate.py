@@ -287,6 +287,17 @@ def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_
     return np.where(lost, last, -1), in_flight, np.where(gone & (went >= 0), went, -1)
 
 
+def rank(segs: list[dict]) -> str | None:
+    """Each segment's share of the path's summed medians, and the dominant segment (the largest
+    median), among the segments seen whose times are on one clock (clock_corrected, once marked);
+    the others have no share."""
+    fair = [s for s in segs if s["count"] and s.get("clock_corrected", True)]
+    total = sum(s["p50_ns"] for s in fair) or 1.0
+    for s in segs:
+        s["share"] = s.get("p50_ns", 0.0) / total if s.get("clock_corrected", True) else None
+    return max(fair, key=lambda s: s["p50_ns"])["name"] if fair else None
+
+
 def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_000,
               rise: float = 0.2, rise_floor_ns: float = 1000.0, elsewhere: Elsewhere | None = None,
               names: dict[int, str] | None = None) -> dict:
@@ -322,10 +333,7 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
             s["rising"] = False
         segs.append(s)
     e2e_stats = _stats(e2e.astype(np.float64))
-    total = sum(s.get("p50_ns", 0.0) for s in segs) or 1.0
-    for s in segs:
-        s["share"] = s.get("p50_ns", 0.0) / total
-    dominant = max((s for s in segs if s["count"]), key=lambda s: s["p50_ns"], default=None)
+    dominant = rank(segs)
     return {
         "tracepoints": pt.tracepoints, "packets": int(len(times)), "complete": int(complete.sum()),
         "lost": int((lost_after >= 0).sum()), "in_flight_at_end": int(in_flight.sum()) if len(times) else 0,
@@ -337,5 +345,5 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
         "diverted": int((went >= 0).sum()), "diverted_to": _diverted_to(went, elsewhere, names or {}),
         "identity": pt.identity, "duplicates": int(pt.duplicates.sum()), "id_repeats": pt.id_repeats,
         "ambiguity_rate": float((pt.duplicates.sum() + pt.id_repeats) / max(seen.sum(), 1)),
-        "end_to_end": e2e_stats, "segments": segs, "dominant": dominant and dominant["name"],
+        "end_to_end": e2e_stats, "segments": segs, "dominant": dominant,
     }

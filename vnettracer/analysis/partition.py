@@ -65,11 +65,10 @@ class Partitions:
             w.add(cols)
         finally:
             w.close()
-        self.took(w)
+        self.took(w.events, w.first, w.last, w.sample())
 
-    def took(self, w: _HostWriter | tuple) -> None:
-        """A host's writer (or what _split_host returned of it), once the host is written."""
-        events, first, last, sample = (w.events, w.first, w.last, w.sample()) if isinstance(w, _HostWriter) else w
+    def took(self, events: int, first: np.ndarray, last: np.ndarray, sample: tuple) -> None:
+        """A writer's count, times and sample, once its host is written."""
         self.events += events
         np.minimum(self.first, first, out=self.first)
         np.maximum(self.last, last, out=self.last)
@@ -163,7 +162,7 @@ def split(run_dir: Path, clocks: dict[str, pd.DataFrame], hosts: list[str], n: i
     try:
         with _pool(len(jobs)) as run:
             for host, (*written, problems) in zip(hosts, run(_split_host, jobs)):
-                parts.took(tuple(written))
+                parts.took(*written)
                 unreadable += problems
                 progress(f"analysis: {host}: {written[0]:,} events split into {parts.n} partitions")
     except BaseException:
