@@ -122,7 +122,7 @@ def markdown(s: dict) -> str:
                        f"{us(g.get('p90_ns'))} | {us(g.get('p99_ns'))} | {us(g.get('mean_ns'))} | {us(g.get('max_ns'))} | "
                        f"{'-' if g['share'] is None else format(g['share'], '.1%')} | {'yes' if g['rising'] else ''} |")
         if not all(g.get("clock_corrected", True) for g in p["segments"]):
-            out += ["", f"Marked{_apart({'clock_corrected': False})}: across hosts whose clocks are not corrected "
+            out += ["", f"Marked{APART}: across hosts whose clocks are not corrected "
                     "against each other (see Clocks); those times hold the clocks' offset."]
         out += _workloads(p.get("workloads") or {}, _apart(p))
     out += ["", "## Throughput per tracepoint", "", "| tracepoint | pkts/s mean | pkts/s peak | MB/s mean | MB/s peak |",
@@ -153,8 +153,8 @@ def _clocks(c: dict) -> list[str]:
                    f"{ppm(p.get('drift_ppm'))} | {us(r.get('disagreement_ns'))} |")
         if r.get("consistent") is False:
             odd.append(h)
-    if lost := [h for h, r in c["hosts"].items() if r["applied"] == "none"]:
-        out += ["", f"**Not corrected**: {', '.join(lost)}: too few packets both ways with a host whose clock is "
+    if alone := [h for h, r in c["hosts"].items() if r["applied"] == "none"]:
+        out += ["", f"**Not corrected**: {', '.join(alone)}: too few packets both ways with a host whose clock is "
                 "known, and no clock probes (the clock stage). Segments from or to them are marked: their times "
                 "hold the clocks' offset, and a baseline gate fails them."]
     if unplaced:
@@ -168,9 +168,11 @@ def _clocks(c: dict) -> list[str]:
     return out
 
 
+APART = " (clocks not corrected)"  # the mark of a segment or path whose ends' clocks are apart
+
+
 def _apart(s: dict) -> str:
-    """The mark of a segment or path whose ends' clocks are not corrected against each other."""
-    return "" if s.get("clock_corrected", True) else " (clocks not corrected)"
+    return "" if s.get("clock_corrected", True) else APART
 
 
 def _workloads(per: dict, apart: str = "") -> list[str]:
