@@ -150,7 +150,8 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
 
     # 3. clocks: every host against the reference (Experiment.reference_host), corrected
     rejected: dict[str, int] = {}
-    clocks_ = _estimate_clocks(exp, set(ev["host"]), traces, host_of, load_probes(run_dir, rejected))
+    traced = set(ev["host"].unique())
+    clocks_ = _estimate_clocks(exp, traced, traces, host_of, load_probes(run_dir, rejected))
     for host, line in clocks_.applied.items():
         _correct(exp, ev, traces, host_of, host, line)
 
@@ -162,7 +163,7 @@ def analyze(run_dir: Path, exp: Experiment | None = None, window_ns: int = 1_000
     bins = _bins(t, ev["tracepoint"].to_numpy(np.int64), ev["len"].to_numpy(np.float64), span)
     summary = _summary(run_dir, exp, traces, off, span, int(len(ev)), bins, window_ns, workload_results,
                        clocks_, {"unreadable": unreadable, "probes_rejected": rejected, "clock_steps": _stepped(clocks),
-                                 "silent": silent_hosts(run_dir, exp, set(ev["host"]))})
+                                 "silent": silent_hosts(run_dir, exp, traced)})
     return Analysis(summary, traces, ev, host_of, off)
 
 
@@ -198,7 +199,8 @@ def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workloa
             parts, {p.name: p.tracepoints for p in exp.paths}, exp.tracepoint_ids, window_ns, progress,
             shift=shift, hook_host=hook_host)
         rejected: dict[str, int] = {}
-        clocks_ = _estimate_clocks(exp, {hosts[i] for i in with_events}, traces, host_of,
+        traced = {hosts[i] for i in with_events}
+        clocks_ = _estimate_clocks(exp, traced, traces, host_of,
                                    load_probes(run_dir, rejected))
         for host, line in clocks_.applied.items():
             _correct_traces(exp, traces, host_of, host, line)
@@ -209,7 +211,7 @@ def _analyze_partitioned(run_dir: Path, exp: Experiment, window_ns: int, workloa
         parts.remove()
     summary = _summary(run_dir, exp, traces, off, (lo, hi), events, (pkts, byts), window_ns, workload_results,
                        clocks_, {"unreadable": unreadable, "probes_rejected": rejected, "clock_steps": _stepped(clocks),
-                                 "silent": silent_hosts(run_dir, exp, {hosts[i] for i in with_events})})
+                                 "silent": silent_hosts(run_dir, exp, traced)})
     return Analysis(summary, traces, None, host_of, off)
 
 

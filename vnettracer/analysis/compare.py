@@ -96,7 +96,8 @@ def compare(run_a: Path, run_b: Path, seed: int = 0) -> list[Change]:
     return out
 
 
-def _verdict(c: Change) -> str:
+def verdict(c: Change) -> str:
+    """The table's last column: a real change, noise, or not comparable."""
     return "yes" if c.real else "" if c.comparable else "clocks not corrected"
 
 
@@ -104,7 +105,7 @@ def to_html(changes: list[Change], run_a: Path, run_b: Path) -> str:
     rows = "".join(
         f"<tr class={'real' if c.real else 'noise'}><td>{html.escape(c.path)}</td><td>{html.escape(c.segment)}</td>"
         f"<td>{c.what}</td><td>{c.a:.3f}</td><td>{c.b:.3f}</td><td>{c.diff:+.3f}</td><td>{c.lo:+.3f} .. {c.hi:+.3f}</td>"
-        f"<td>{_verdict(c)}</td></tr>" for c in changes)
+        f"<td>{verdict(c)}</td></tr>" for c in changes)
     return (f"<!doctype html><meta charset=utf-8><title>compare</title><style>body{{font-family:sans-serif}}"
             f"td,th{{padding:2px 8px}} tr.real td{{background:#fde2e2}}</style>"
             f"<h1>{html.escape(run_a.name)} &rarr; {html.escape(run_b.name)}</h1>"

@@ -66,7 +66,7 @@ def compare_runs(
     """Per path and segment: p50, p99 and loss of A and B, B - A with a 95 % interval."""
     from dataclasses import asdict
 
-    from vnettracer.analysis.compare import compare, to_html
+    from vnettracer.analysis.compare import compare, to_html, verdict
 
     for d in (run_a, run_b):
         if not d.is_dir():
@@ -81,7 +81,7 @@ def compare_runs(
     t = Table("path", "segment", "figure", "A", "B", "B - A", "95 % interval", "real")
     for c in shown:
         t.add_row(c.path, c.segment, c.what, f"{c.a:.2f}", f"{c.b:.2f}", f"{c.diff:+.2f}", f"{c.lo:+.2f} .. {c.hi:+.2f}",
-                  "[red]yes[/red]" if c.real else "" if c.comparable else "clocks not corrected")
+                  f"[red]{verdict(c)}[/red]" if c.real else verdict(c))
     out.print(t)
     n, apart = sum(c.real for c in changes), sum(not c.comparable for c in changes)
     out.print(f"{n} of {len(changes)} figures changed beyond their 95 % interval"
