@@ -505,6 +505,27 @@ def test_segments_across_a_clock_not_corrected_are_marked_not_ranked_and_fail_th
     assert len(rows) == 2 and not any(c.comparable or c.real for c in rows)
 
 
+def test_a_clock_far_ahead_and_not_corrected_does_not_hide_losses_as_in_flight(tmp_path):
+    """One-way traffic, host2's clock 3 s ahead and not corrected: the path's end to end holds the
+    offset, so it cannot tell how long a packet may still be on its way at the capture's end. The
+    in-flight horizon is then the correlation window (1 s), not twice that p99 (6 s, which made
+    most of the run's losses "in flight"); the InfluxDB points say the wire is not corrected."""
+    from vnettracer.store.publish import per_second
+
+    d = tmp_path / "run"
+    truth = make_run(d, packets=4000, seconds=10, offset_us=3_000_000, drift_ppm=0, loss=0.05, silent=("reply",))
+    a = analyze(d)
+    req = a.summary["paths"]["request"]
+    assert a.summary["clock"]["hosts"]["host2"]["applied"] == "none" and not req["clock_corrected"]
+    assert req["end_to_end"]["p50_ns"] > 2.9e9  # the offset, uncorrected
+    assert req["lost"] + req["in_flight_at_end"] == truth.lost
+    assert req["in_flight_at_end"] < 0.2 * truth.lost and req["lost"] > 0.8 * truth.lost
+    rows = per_second(a)
+    wire = rows[rows["segment"] == "h1-eth0-eg -> h2-eth0-in"]
+    assert len(wire) and not wire["clock_corrected"].any() and wire["lost"].sum() == req["lost"]
+    assert rows[rows["segment"] != "h1-eth0-eg -> h2-eth0-in"]["clock_corrected"].all()
+
+
 def test_a_host_that_gave_no_event_is_named_first_in_the_report(tmp_path):
     """host2's spool never reached the run folder: no request packet arrives past the wire,
     so the report says first that host2 gave no event (both analyses)."""

@@ -40,7 +40,11 @@ def test_segment_and_agent_lines():
     df = pd.DataFrame({"path": ["request"], "segment": ["a->b"], "second": [10**18], "count": [3],
                        "p50_us": [12.5], "p99_us": [40.0], "max_us": [41.25], "lost": [0]})
     assert lineproto.segments(df, "r") == (b"vnt_segment,path=request,run=r,segment=a->b count=3i,p50_us=12.5,"
-                                           b"p99_us=40,max_us=41.25,lost=0i 1000000000000000000\n")
+                                           b"p99_us=40,max_us=41.25,lost=0i,clock_corrected=true 1000000000000000000\n")
+    two = pd.concat([df, df.assign(segment="b->c", clock_corrected=False)]).assign(clock_corrected=[True, False])
+    assert lineproto.segments(two, "r").splitlines()[1] == (b"vnt_segment,path=request,run=r,segment=b->c count=3i,"
+                                                            b"p50_us=12.5,p99_us=40,max_us=41.25,lost=0i,"
+                                                            b"clock_corrected=false 1000000000000000000")
     stats = {"host": "h1", "cpu_s": 0.5, "spooled_events": 9,
              "tracepoints": {"a": {"emitted": 4, "dropped": 1, "parse_fail": 0}, "b": {"emitted": 5}}}
     assert lineproto.agent(stats, "r", 7) == (b"vnt_agent,host=h1,run=r events=9i,dropped=1i,parse_fail=0i,"

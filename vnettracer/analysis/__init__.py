@@ -105,14 +105,14 @@ def _workload_results(run_dir: Path) -> list[dict]:
 
 
 def _per_workload(exp: Experiment, traces: dict[str, PathTrace], results: list[dict], end: int, window_ns: int,
-                  off: dict[str, Elsewhere]) -> dict[str, dict]:
+                  off: dict[str, Elsewhere], one_clock: dict[str, bool]) -> dict[str, dict]:
     try:
         wl = exp.workload_endpoints()
     except VntError:
         return {}
     table = flow_table(wl)
-    return {p.name: per_workload(traces[p.name], wl, results, end, window_ns, table=table, elsewhere=off[p.name])
-            for p in exp.paths}
+    return {p.name: per_workload(traces[p.name], wl, results, end, window_ns, table=table, elsewhere=off[p.name],
+                                 one_clock=one_clock[p.name]) for p in exp.paths}
 
 
 # Runs up to this many events are analysed in memory; larger ones out of core, which is also faster
@@ -238,15 +238,17 @@ def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: 
     ids = exp.tracepoint_ids
     names = {v: k for k, v in ids.items()}
     end = span[1]
+    on = clock_of(clocks.applied, exp.reference_host)
+    one = ends_on_one_clock(exp, on)
     # paths in threads: numpy's sorts and reductions run without the GIL (0.8 -> 0.45 s for 10 M events)
     with ThreadPoolExecutor(min(len(exp.paths), os.cpu_count() or 1) or 1) as pool:
-        done = pool.map(lambda p: decompose(traces[p.name], end, window_ns, elsewhere=off[p.name], names=names),
-                        exp.paths)
+        done = pool.map(lambda p: decompose(traces[p.name], end, window_ns, elsewhere=off[p.name], names=names,
+                                            one_clock=one[p.name]), exp.paths)
         paths = {p.name: d for p, d in zip(exp.paths, done)}
     results = _workload_results(run_dir) if workload_results is None else workload_results
-    for name, per in _per_workload(exp, traces, results, end, window_ns, off).items():
+    for name, per in _per_workload(exp, traces, results, end, window_ns, off, one).items():
         paths[name]["workloads"] = per
-    mark_clocks(paths, {tp.name: tp.host for tp in exp.tracepoints}, clock_of(clocks.applied, exp.reference_host))
+    mark_clocks(paths, {tp.name: tp.host for tp in exp.tracepoints}, on)
     return {"experiment": exp.name, "run": run_dir.name, "events": events, "start_ns": span[0], "end_ns": end,
             "clock": clocks.told_at(span[0]), "paths": paths, "throughput": _throughput(*bins, names),
             "integrity": {**integrity, "not_recorded": not_recorded(run_dir)}}
@@ -331,8 +333,10 @@ def window(exp: Experiment, ev: pd.DataFrame, window_ns: int = 1_000_000_000) ->
     for host, line in lines.items():
         _correct(exp, ev, traces, host_of, host, line)
     end = int(ev["t_ns"].max()) if len(ev) else 0
-    out = {p.name: decompose(traces[p.name], end, window_ns) for p in exp.paths}
-    mark_clocks(out, host_of, clock_of(lines, ref))
+    on = clock_of(lines, ref)
+    one = ends_on_one_clock(exp, on)
+    out = {p.name: decompose(traces[p.name], end, window_ns, one_clock=one[p.name]) for p in exp.paths}
+    mark_clocks(out, host_of, on)
     return out
 
 
@@ -347,15 +351,23 @@ def mark_clocks(paths: dict[str, dict], host_of: dict[str, str], on: dict[str, s
     """Per segment, and per path for its end to end: clock_corrected, whether both ends' times are
     on one clock (else they hold the clocks' offset); shares and the dominant segment then among
     those that are (correlate.rank)."""
-    def same(a: str, b: str) -> bool:
-        ha, hb = host_of[a], host_of[b]
-        return on.get(ha, ha) == on.get(hb, hb)
-
     for p in paths.values():
         for s in p["segments"]:
-            s["clock_corrected"] = same(s["from"], s["to"])
-        p["clock_corrected"] = same(p["tracepoints"][0], p["tracepoints"][-1])
+            s["clock_corrected"] = same_clock(host_of, on, s["from"], s["to"])
+        p["clock_corrected"] = same_clock(host_of, on, p["tracepoints"][0], p["tracepoints"][-1])
         p["dominant"] = rank(p["segments"])
+
+
+def same_clock(host_of: dict[str, str], on: dict[str, str], a: str, b: str) -> bool:
+    """Whether tracepoints a and b have their times on one clock (on: clock_of)."""
+    ha, hb = host_of[a], host_of[b]
+    return on.get(ha, ha) == on.get(hb, hb)
+
+
+def ends_on_one_clock(exp: Experiment, on: dict[str, str]) -> dict[str, bool]:
+    """Per path, whether its first and last hooks' times are on one clock (on: clock_of)."""
+    host_of = {tp.name: tp.host for tp in exp.tracepoints}
+    return {p.name: same_clock(host_of, on, p.tracepoints[0], p.tracepoints[-1]) for p in exp.paths}
 
 
 def _correct(exp: Experiment, ev: pd.DataFrame, traces: dict[str, PathTrace], host_of: dict[str, str], host: str,

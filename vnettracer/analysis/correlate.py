@@ -262,9 +262,10 @@ def _stats(x: np.ndarray) -> dict:
 
 
 def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_000,
-           elsewhere: Elsewhere | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+           elsewhere: Elsewhere | None = None, one_clock: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per packet: the hook after which it was lost (-1: not lost), whether it was still in flight
-    when the capture ended (last seen less than twice the path's p99 before the end), and where it
+    when the capture ended (last seen less than twice the path's end-to-end p99 before the end, or
+    than the window where the path's ends are not on one clock: its p99 then holds their offset), and where it
     went if it left the path: the index into `elsewhere` of its next sighting outside the path
     (-1: none). A packet that left the path is diverted, not lost; one sent to a group address
     (multicast, broadcast: neighbour discovery, say) ends where its link ends and is neither; nor
@@ -277,7 +278,7 @@ def losses(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_
     t_last = times[np.arange(len(times)), last] if len(times) else np.zeros(0, np.int64)
     complete = seen.all(axis=1)
     e2e = (times[:, -1] - times[:, 0])[complete] if len(times) else np.zeros(0, np.int64)
-    horizon = 2 * float(np.percentile(e2e, 99)) if len(e2e) else float(window_ns)
+    horizon = 2 * float(np.percentile(e2e, 99)) if len(e2e) and one_clock else float(window_ns)
     in_flight = (t_last > end_ns - horizon) & ~complete if end_ns is not None else np.zeros(len(times), bool)
     gone = (last < nh - 1) & (first == 0) & ~pt.group & ~across_nat(pt)
     went = np.full(len(times), -1, np.int64)
@@ -300,15 +301,16 @@ def rank(segs: list[dict]) -> str | None:
 
 def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_000_000,
               rise: float = 0.2, rise_floor_ns: float = 1000.0, elsewhere: Elsewhere | None = None,
-              names: dict[int, str] | None = None) -> dict:
+              names: dict[int, str] | None = None, one_clock: bool = True) -> dict:
     """Per segment: count, loss and diversion (where each happened), latency statistics, share of
     end to end, whether it rose over the run; and end to end for the path. `elsewhere`: sightings
-    at the experiment's other hooks, which tell a packet that left the path from a lost one."""
+    at the experiment's other hooks, which tell a packet that left the path from a lost one;
+    `one_clock`: whether the path's first and last hooks' times are on one clock (losses)."""
     times, seen = pt.times, pt.seen
     nh = len(pt.tracepoints)
     complete = seen.all(axis=1)
     e2e = (times[:, -1] - times[:, 0])[complete] if len(times) else np.zeros(0, np.int64)
-    lost_after, in_flight, went = losses(pt, end_ns, window_ns, elsewhere)
+    lost_after, in_flight, went = losses(pt, end_ns, window_ns, elsewhere, one_clock)
     last = np.where(seen.any(axis=1), nh - 1 - np.argmax(seen[:, ::-1], axis=1), -1)
     diverted_after = np.where(went >= 0, last, -1)
     segs = []

@@ -2,7 +2,8 @@
 
 - vnt_event   tags host, run, tracepoint; fields pid (packet id, u64 bits as int64), len, flags;
               time = event wall time (ns)
-- vnt_segment tags run, path, segment; fields count, p50_us, p99_us, max_us, lost; time = second
+- vnt_segment tags run, path, segment; fields count, p50_us, p99_us, max_us, lost, clock_corrected;
+              time = second
 - vnt_agent   tags host, run; fields events, dropped, parse_fail, cpu_s, spooled; time = sample time
 
 A point's identity in InfluxDB is (measurement, tags, time): writing it again overwrites it. Events
@@ -93,12 +94,14 @@ def agent(stats: dict, run: str, time_ns: int) -> bytes:
 
 def segments(per_second: pd.DataFrame, run: str) -> bytes:
     """vnt_segment lines from a frame with columns path, segment, second (ns), count, p50_us,
-    p99_us, max_us, lost."""
+    p99_us, max_us, lost and, if there, clock_corrected (else true)."""
     if per_second.empty:
         return b""
     head = pa.array(("vnt_segment,path=" + per_second["path"].map(escape_tag) + ",run=" + escape_tag(run)
                      + ",segment=" + per_second["segment"].map(escape_tag) + " count=").to_numpy(str))
     f = {c: _s(per_second[c].to_numpy()) for c in ("count", "p50_us", "p99_us", "max_us", "lost", "second")}
+    cc = per_second["clock_corrected"].to_numpy(bool) if "clock_corrected" in per_second else np.ones(len(per_second), bool)
+    corrected = strings(["false", "true"]).take(numbers(cc.astype(np.int64)))
     return _join([head, f["count"], pa.scalar("i,p50_us="), f["p50_us"], pa.scalar(",p99_us="), f["p99_us"],
-                  pa.scalar(",max_us="), f["max_us"], pa.scalar(",lost="), f["lost"], pa.scalar("i "),
-                  f["second"], pa.scalar("\n")])
+                  pa.scalar(",max_us="), f["max_us"], pa.scalar(",lost="), f["lost"], pa.scalar("i,clock_corrected="),
+                  corrected, pa.scalar(" "), f["second"], pa.scalar("\n")])

@@ -18,11 +18,13 @@ SECOND = 1_000_000_000
 
 
 def per_second(a: Analysis) -> pd.DataFrame:
-    """One row per (path, segment, second of the segment's first hook): count, p50/p99/max (us), lost."""
+    """One row per (path, segment, second of the segment's first hook): count, p50/p99/max (us), lost,
+    and whether both hooks' times are on one clock (else the segment holds their offset)."""
     rows = []
     end = a.summary["end_ns"]
     for name, pt in a.traces.items():
-        lost_after, _, _ = losses(pt, end, elsewhere=a.elsewhere.get(name))
+        corrected = a.summary["paths"][name].get("clock_corrected", True)
+        lost_after, _, _ = losses(pt, end, elsewhere=a.elsewhere.get(name), one_clock=corrected)
         for j in range(len(pt.tracepoints) - 1):
             seg = f"{pt.tracepoints[j]} -> {pt.tracepoints[j + 1]}"
             at = pt.times[:, j]
@@ -38,8 +40,9 @@ def per_second(a: Analysis) -> pd.DataFrame:
             df[["count", "lost"]] = df[["count", "lost"]].astype(np.int64)
             df = df.rename_axis("second").reset_index()
             df["path"], df["segment"] = name, seg
+            df["clock_corrected"] = a.summary["paths"][name]["segments"][j].get("clock_corrected", True)
             rows.append(df)
-    cols = ["path", "segment", "second", "count", "p50_us", "p99_us", "max_us", "lost"]
+    cols = ["path", "segment", "second", "count", "p50_us", "p99_us", "max_us", "lost", "clock_corrected"]
     return pd.concat(rows, ignore_index=True)[cols] if rows else pd.DataFrame(columns=cols)
 
 
