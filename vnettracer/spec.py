@@ -16,11 +16,11 @@ from pathlib import Path as FsPath
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from vnettracer import ROOT
 from vnettracer.errors import VntError
-from vnettracer.lab.topology import TOPOLOGIES, LabOptions, LabPlan, plan
+from vnettracer.lab.topology import TOPOLOGIES, LabOptions, LabPlan, effective_options, plan
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
 # host names (as in an Ansible inventory), network namespace names, loop values: what may go into a
@@ -63,6 +63,11 @@ class Strict(BaseModel):
 class Lab(Strict):
     topology: Literal[TOPOLOGIES] = "flannel-vxlan"  # type: ignore[valid-type]
     options: LabOptions = LabOptions()
+
+    @model_validator(mode="after")
+    def _as_run(self) -> "Lab":
+        self.options = effective_options(self.topology, self.options)
+        return self
 
 
 class Inventory(Strict):

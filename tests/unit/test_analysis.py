@@ -540,6 +540,7 @@ def test_a_host_that_gave_no_event_is_named_first_in_the_report(tmp_path):
     assert (req["complete"], req["lost"] + req["in_flight_at_end"], s["paths"]["reply"]["complete"]) == (0, 200, 0)
     md = markdown(s)
     assert md.index("## Hosts without events") < md.index("## Path request") and "| host2 |" in md
+    assert "Reference host: host1; every event is on its clock: nothing to correct." in md  # no empty table
     assert json.dumps(analyze(d, partitions=4).summary, sort_keys=True) == json.dumps(s, sort_keys=True)
 
 

@@ -56,6 +56,35 @@ def test_good_file_and_ids(tmp_path):
     assert set(exp.host_names()) == {"host1", "host2", "db"}
 
 
+def test_a_runs_spec_written_back_reads_as_the_lab_it_ran_on(tmp_path):
+    """The bridge topology's one host and two containers are its defaults: a run's spec.yml (every
+    field written out) reads back as that lab, so `report` and `compare` work on its runs."""
+    import yaml
+
+    from vnettracer.analysis.inputs import read_spec
+
+    text = """\
+        name: samehost
+        lab: {topology: bridge}
+        tracepoints:
+          - {name: a, host: host1, netns: c1, device: eth0, direction: egress}
+          - {name: b, host: host1, netns: c2, device: eth0, direction: ingress}
+        paths: [{name: p, tracepoints: [a, b]}]
+        workloads: [{kind: tcp_rr, client: host1/c1, server: host1/c2, duration_s: 1}]
+        """
+    exp = load_text(tmp_path, text)[0].experiment
+    assert (exp.lab.options.hosts, exp.lab.options.containers_per_host) == (1, 2)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "spec.yml").write_text(yaml.safe_dump(exp.model_dump(mode="json"), sort_keys=False))
+    back = read_spec(run)
+    assert back.workload_endpoints() == exp.workload_endpoints() and back.lab_plan() == exp.lab_plan()
+    # a spec.yml whose lab cannot be (hosts: 2 on bridge, as runs before this fix wrote): a clear error
+    (run / "spec.yml").write_text((run / "spec.yml").read_text().replace("hosts: 1", "hosts: 2"))
+    with pytest.raises(VntError, match="not an experiment this version reads .lab: topology 'bridge' has exactly one"):
+        read_spec(run)
+
+
 def test_loop_variables_expand_to_cartesian_product(tmp_path):
     text = GOOD + textwrap.dedent("""\
         workloads:

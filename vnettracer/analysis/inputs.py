@@ -47,9 +47,13 @@ def read_spec(run_dir: Path) -> Experiment:
     except (OSError, yaml.YAMLError) as e:
         raise VntError(f"{f}: not readable YAML ({' '.join(str(e).split())[:200]})") from None
     try:
-        return Experiment.model_validate(data)
+        exp = Experiment.model_validate(data)
+        exp.lab_plan()  # the lab's options as a whole (a topology's host count, say)
+        return exp
     except ValidationError as e:
         raise VntError(f"{f}: not an experiment this version reads ({_first_error(e)})") from None
+    except ValueError as e:
+        raise VntError(f"{f}: not an experiment this version reads (lab: {e})") from None
 
 
 def read_meta(run_dir: Path) -> dict:

@@ -136,6 +136,8 @@ def markdown(s: dict) -> str:
 
 def _clocks(c: dict) -> list[str]:
     """The clock table: each estimate with its bound (half the minimum round trip under it)."""
+    if not c["hosts"]:  # every hook on the reference host (or no other host gave events)
+        return ["## Clocks", "", f"Reference host: {c['reference']}; every event is on its clock: nothing to correct."]
     out = ["## Clocks", "", f"Reference host: {c['reference']}; correction: {c['method']} where available.", "",
            "| host | applied | trace offset at start us | ± us | trace drift ppm | probe offset at start us | ± us "
            "| probe drift ppm | disagreement us |",
@@ -432,4 +434,7 @@ def _clock(a: Analysis, path: Path) -> Path:
     ax.set_ylabel("us")
     if ax.lines:
         ax.legend(fontsize=7)
+    else:  # one host, or no host whose clock could be estimated
+        ax.text(0.5, 0.5, "no estimate" if a.summary["clock"]["hosts"] else "one clock: nothing to correct",
+                transform=ax.transAxes, ha="center", va="center")
     return _save(fig, path)

@@ -189,17 +189,23 @@ class LabPlan:
         return names + ([WIRE_NETNS] if self.vxlan else []) + ([DELAY_NETNS] if self.options.delay else [])
 
 
+def effective_options(topology: str, opts: LabOptions) -> LabOptions:
+    """The options as the topology runs them: bridge's one host and two containers where not set.
+    Set, not implied, so that an experiment file written back (a run's spec.yml) reads the same."""
+    if topology != "bridge":
+        return opts
+    unset = {k: v for k, v in (("hosts", 1), ("containers_per_host", 2)) if k not in opts.model_fields_set}
+    return opts.model_copy(update=unset) if unset else opts
+
+
 def plan(topology: str = "flannel-vxlan", options: LabOptions | None = None) -> LabPlan:
     """The lab's hosts and addresses. Raises ValueError for an unknown topology or bad options."""
     if topology not in TOPOLOGIES:
         raise ValueError(f"unknown topology '{topology}'; known: {', '.join(TOPOLOGIES)}")
-    opts = options or LabOptions()
+    opts = effective_options(topology, options or LabOptions())
     if topology == "bridge":
-        opts = opts.model_copy(update={"hosts": 1}) if "hosts" not in opts.model_fields_set else opts
         if opts.hosts != 1:
             raise ValueError("topology 'bridge' has exactly one traced host (set hosts: 1)")
-        if "containers_per_host" not in opts.model_fields_set:
-            opts = opts.model_copy(update={"containers_per_host": 2})
     elif opts.hosts < 2:
         raise ValueError(f"topology '{topology}' needs at least 2 traced hosts")
     if topology == "vms" and opts.clock_emulation:
