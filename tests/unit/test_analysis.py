@@ -526,6 +526,25 @@ def test_a_clock_far_ahead_and_not_corrected_does_not_hide_losses_as_in_flight(t
     assert rows[rows["segment"] != "h1-eth0-eg -> h2-eth0-in"]["clock_corrected"].all()
 
 
+def test_a_sampled_run_says_its_counts_are_of_the_kept_packets(tmp_path):
+    """With tracer.sampling N the counts and throughput are of 1 in N packets: the report says so
+    at the top and over the throughput table; an unsampled run says nothing of it."""
+    import yaml
+
+    d = tmp_path / "run"
+    make_run(d, packets=300, seconds=2)
+    plain = markdown(analyze(d).summary)
+    assert "Sampled" not in plain and "## Throughput per tracepoint\n" in plain
+    spec = yaml.safe_load((d / "spec.yml").read_text())
+    spec["tracer"]["sampling"] = 4
+    (d / "spec.yml").write_text(yaml.safe_dump(spec))
+    s = analyze(d).summary
+    md = markdown(s)
+    assert s["sampling"] == 4 and "**Sampled**: 1 in 4 packets kept" in md
+    assert md.index("**Sampled**") < md.index("## Path request")
+    assert "## Throughput per tracepoint (kept packets: about 1 in 4 of the traffic)" in md
+
+
 def test_a_host_that_gave_no_event_is_named_first_in_the_report(tmp_path):
     """host2's spool never reached the run folder: no request packet arrives past the wire,
     so the report says first that host2 gave no event (both analyses)."""

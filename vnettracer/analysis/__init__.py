@@ -250,7 +250,7 @@ def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: 
         paths[name]["workloads"] = per
     mark_clocks(paths, {tp.name: tp.host for tp in exp.tracepoints}, on)
     return {"experiment": exp.name, "run": run_dir.name, "events": events, "start_ns": span[0], "end_ns": end,
-            "clock": clocks.told_at(span[0]), "paths": paths, "throughput": _throughput(*bins, names),
+            "sampling": exp.tracer.sampling, "clock": clocks.told_at(span[0]), "paths": paths, "throughput": _throughput(*bins, names),
             "integrity": {**integrity, "not_recorded": not_recorded(run_dir)}}
 
 

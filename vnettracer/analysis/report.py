@@ -101,6 +101,11 @@ def _end(pid: int) -> None:
 def markdown(s: dict) -> str:
     out = [f"# {s['experiment']}: run {s['run']}", "",
            f"{s['events']} events over {(s['end_ns'] - s['start_ns']) / 1e9:.1f} s.", ""]
+    n = s.get("sampling", 1)
+    if n > 1:
+        out += [f"**Sampled**: 1 in {n} packets kept, chosen by packet id (the same packets at every hook). "
+                "Packet counts, losses and throughput below are of the kept packets, about 1 in "
+                f"{n} of the traffic; latencies and loss rates are estimated from them.", ""]
     out += _integrity(s.get("integrity") or {})
     out += _clocks(s["clock"])
     for name, p in s["paths"].items():
@@ -125,7 +130,8 @@ def markdown(s: dict) -> str:
             out += ["", f"Marked{APART}: across hosts whose clocks are not corrected "
                     "against each other (see Clocks); those times hold the clocks' offset."]
         out += _workloads(p.get("workloads") or {}, _apart(p))
-    out += ["", "## Throughput per tracepoint", "", "| tracepoint | pkts/s mean | pkts/s peak | MB/s mean | MB/s peak |",
+    kept = f" (kept packets: about 1 in {n} of the traffic)" if n > 1 else ""
+    out += ["", f"## Throughput per tracepoint{kept}", "", "| tracepoint | pkts/s mean | pkts/s peak | MB/s mean | MB/s peak |",
             "|---|---|---|---|---|"]
     for tp, t in s["throughput"].items():
         out.append(f"| {tp} | {t['pkts_per_s_mean']:.0f} | {t['pkts_per_s_peak']:.0f} | "
