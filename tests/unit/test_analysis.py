@@ -274,6 +274,31 @@ def test_report_cli_writes_the_report_and_gates_on_a_baseline(tmp_path):
     assert not (base / "report.md").exists()  # the baseline is read, never written
 
 
+def test_compare_names_the_segments_it_could_not_compare(tmp_path):
+    """`vnettracer compare A B` where B's experiment changed: the segments in only one run are
+    named under the table (and in the HTML), not dropped unsaid; runs with no segment in common
+    are an error (exit 2), not an empty table."""
+    import yaml
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    for d, seed in ((a, 1), (b, 2)):
+        make_run(d, packets=300, seconds=2, seed=seed)
+    spec = yaml.safe_load((b / "spec.yml").read_text())
+    reply = next(p for p in spec["paths"] if p["name"] == "reply")
+    reply["tracepoints"] = reply["tracepoints"][:-1]  # B's reply ends a hook earlier
+    (b / "spec.yml").write_text(yaml.safe_dump(spec))
+    r = vnettracer("compare", str(a), str(b), "--html", str(tmp_path / "c.html"))
+    assert r.returncode == 0, r.stderr
+    assert "not compared, only in A: reply: h1-veth-eg -> h1c1-eth0-in" in r.stdout
+    assert "only in B" not in r.stdout and "of 51 figures changed" in r.stdout  # 17 shared segments x 3
+    assert "Not compared, only in A: reply: h1-veth-eg -&gt; h1c1-eth0-in" in (tmp_path / "c.html").read_text()
+    for p in spec["paths"]:
+        p["name"] += "-new"
+    (b / "spec.yml").write_text(yaml.safe_dump(spec))
+    r = vnettracer("compare", str(a), str(b))
+    assert r.returncode == 2 and "share no segment: nothing to compare" in r.stderr, r.stdout + r.stderr
+
+
 CHROMIUM = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync", "--hide-scrollbars"]
 

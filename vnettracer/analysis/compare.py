@@ -81,10 +81,23 @@ def _loss(sa: dict, sb: dict) -> tuple[float, float, float, float]:
 
 def compare(run_a: Path, run_b: Path, seed: int = 0) -> list[Change]:
     """Every segment of every path present in both runs."""
-    an_a, an_b = analyze(run_a), analyze(run_b)
+    return compare_analyses(analyze(run_a), analyze(run_b), seed)
+
+
+def _segments(an: Analysis) -> dict[tuple[str, str], dict]:
+    return {(p, s["name"]): s for p, ps in an.summary["paths"].items() for s in ps["segments"]}
+
+
+def unshared(an_a: Analysis, an_b: Analysis) -> tuple[list[str], list[str]]:
+    """The segments ("path: A -> B") only in A, and only in B: not compared."""
+    seg_a, seg_b = _segments(an_a), _segments(an_b)
+    return ([f"{p}: {s}" for p, s in seg_a if (p, s) not in seg_b], [f"{p}: {s}" for p, s in seg_b if (p, s) not in seg_a])
+
+
+def compare_analyses(an_a: Analysis, an_b: Analysis, seed: int = 0) -> list[Change]:
+    """compare() on two analyses already made."""
     la, lb = _latencies(an_a), _latencies(an_b)
-    seg_a = {(p, s["name"]): s for p, ps in an_a.summary["paths"].items() for s in ps["segments"]}
-    seg_b = {(p, s["name"]): s for p, ps in an_b.summary["paths"].items() for s in ps["segments"]}
+    seg_a, seg_b = _segments(an_a), _segments(an_b)
     rng = np.random.default_rng(seed)
     out = []
     for key in [k for k in seg_a if k in seg_b]:
@@ -101,7 +114,8 @@ def verdict(c: Change) -> str:
     return "yes" if c.real else "" if c.comparable else "clocks not corrected"
 
 
-def to_html(changes: list[Change], run_a: Path, run_b: Path) -> str:
+def to_html(changes: list[Change], run_a: Path, run_b: Path, apart: tuple[list[str], list[str]] = ([], [])) -> str:
+    """The table as a page; apart: unshared()'s segments, named under it."""
     rows = "".join(
         f"<tr class={'real' if c.real else 'noise'}><td>{html.escape(c.path)}</td><td>{html.escape(c.segment)}</td>"
         f"<td>{c.what}</td><td>{c.a:.3f}</td><td>{c.b:.3f}</td><td>{c.diff:+.3f}</td><td>{c.lo:+.3f} .. {c.hi:+.3f}</td>"
@@ -112,4 +126,5 @@ def to_html(changes: list[Change], run_a: Path, run_b: Path) -> str:
             f"<p>A: {html.escape(str(run_a))}<br>B: {html.escape(str(run_b))}. Intervals: 95 %, bootstrap over packets "
             f"(latency), normal approximation (loss). Rows in red: the whole interval is beyond 2 % of A (at least 0.1 us, 0.05 points of loss).</p>"
             f"<table><tr><th>path</th><th>segment</th><th>figure</th><th>A</th><th>B</th><th>B - A</th>"
-            f"<th>95 % interval</th><th>real</th></tr>{rows}</table>")
+            f"<th>95 % interval</th><th>real</th></tr>{rows}</table>"
+            + "".join(f"<p>Not compared, only in {w}: {html.escape(', '.join(segs))}</p>" for w, segs in zip("AB", apart) if segs))

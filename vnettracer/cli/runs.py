@@ -66,15 +66,21 @@ def compare_runs(
     """Per path and segment: p50, p99 and loss of A and B, B - A with a 95 % interval."""
     from dataclasses import asdict
 
-    from vnettracer.analysis.compare import compare, to_html, verdict
+    from vnettracer.analysis import analyze
+    from vnettracer.analysis.compare import compare_analyses, to_html, unshared, verdict
 
     for d in (run_a, run_b):
         if not d.is_dir():
             raise VntError(f"run folder {d} does not exist")
-    changes = compare(run_a, run_b)
+    an_a, an_b = analyze(run_a), analyze(run_b)
+    changes = compare_analyses(an_a, an_b)
+    alone = unshared(an_a, an_b)
+    if not changes:
+        raise VntError(f"{run_a} ({an_a.summary['experiment']}) and {run_b} ({an_b.summary['experiment']}) share no "
+                       f"segment: nothing to compare; A has {_some(alone[0])}, B has {_some(alone[1])}")
     shown = [c for c in changes if c.real or not only_real]
     if html_out:
-        html_out.write_text(to_html(changes, run_a, run_b))
+        html_out.write_text(to_html(changes, run_a, run_b, alone))
     if as_json:
         _json([{**asdict(c), "diff": c.diff, "real": c.real} for c in shown])
         return
@@ -84,5 +90,15 @@ def compare_runs(
                   f"[red]{verdict(c)}[/red]" if c.real else verdict(c))
     out.print(t)
     n, apart = sum(c.real for c in changes), sum(not c.comparable for c in changes)
+    for which, segs in zip("AB", alone):
+        if segs:
+            out.print(f"not compared, only in {which}: {_some(segs)}")
     out.print(f"{n} of {len(changes)} figures changed beyond their 95 % interval"
               + (f"; {apart} not comparable (clocks not corrected)" if apart else "") + (f"; HTML: {html_out}" if html_out else ""))
+
+
+def _some(segs: list[str], most: int = 6) -> str:
+    """Segments named, the first few of many."""
+    if not segs:
+        return "no segment"
+    return "; ".join(segs[:most]) + (f" and {len(segs) - most} more" if len(segs) > most else "")
