@@ -85,6 +85,13 @@ def test_bad_baseline_named(run, tmp_path):
     assert (base / "summary.json").read_text() == '{"paths": 3}'
 
 
+def test_the_experiment_folder_instead_of_a_run_names_its_latest_run(run):
+    """`report results/EXP` (the experiment's folder, not one of its runs): the error says which
+    run to give."""
+    r = vnettracer("report", str(run.parent))
+    one_line_error(r, 2, "is not a run folder (no spec.yml); it holds 1 run(s), the latest " + str(run))
+
+
 def test_impossible_probe_rows_dropped_and_cheap(run):
     clock = run / "clock"
     clock.mkdir()

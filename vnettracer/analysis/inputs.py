@@ -43,7 +43,9 @@ def read_spec(run_dir: Path) -> Experiment:
     try:
         data = yaml.safe_load(f.read_text())
     except FileNotFoundError:
-        raise VntError(f"{run_dir} is not a run folder (no spec.yml)") from None
+        runs = sorted(d.name for d in run_dir.glob("*/") if (d / "spec.yml").is_file()) if run_dir.is_dir() else []
+        held = f"; it holds {len(runs)} run(s), the latest {run_dir / runs[-1]}" if runs else ""
+        raise VntError(f"{run_dir} is not a run folder (no spec.yml){held}") from None
     except (OSError, yaml.YAMLError) as e:
         raise VntError(f"{f}: not readable YAML ({' '.join(str(e).split())[:200]})") from None
     try:
