@@ -169,7 +169,9 @@ def clock_respond(a: argparse.Namespace) -> int:
     from vnettracer import clockprobe
 
     clk = clockprobe.WallClock(a.offset_ns, a.drift_ppm, a.t0_ns)
-    n = clockprobe.respond(a.bind, a.port, a.seconds, clk, ready=a.ready.touch if a.ready else None)
+    # the ready file holds our pid: the next start ends a responder a failed run left (roles/clock)
+    n = clockprobe.respond(a.bind, a.port, a.seconds, clk,
+                           ready=(lambda: a.ready.write_text(f"{os.getpid()}\n")) if a.ready else None)
     print(f"answered {n} probes")
     return 0
 

@@ -51,4 +51,5 @@ def prepare(run: Run, inventory: Path, workdir: Path, progress: Callable[[str], 
     rebooted into; per host what roles/kernel reported."""
     k = run.experiment.kernel
     pkgs = run.resolve(k.packages) if k.packages else build_packages(k.config, progress)
-    return install(inventory, pkgs, "traced", workdir=workdir, progress=progress)
+    traced = sorted(n for n, h in run.experiment.host_names().items() if h.role == "traced")  # not others the inventory holds
+    return install(inventory, pkgs, ",".join(traced), workdir=workdir, progress=progress)

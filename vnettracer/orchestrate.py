@@ -288,6 +288,25 @@ class _Interrupts:
         return bool(self.seen)
 
 
+def inventory_listing(inv: Path) -> dict:
+    """`ansible-inventory --list` of an inventory (any format Ansible reads): groups and hostvars."""
+    exe = Path(sys.executable).parent / "ansible-inventory"  # the venv's, beside this Python
+    try:
+        r = subprocess.run([str(exe), "-i", str(inv), "--list"], capture_output=True, text=True, timeout=120)
+        listing = json.loads(r.stdout) if r.returncode == 0 else None
+    except (OSError, subprocess.TimeoutExpired, ValueError) as e:
+        raise VntError(f"cannot read inventory {inv}: {e}") from None
+    if not isinstance(listing, dict) or not isinstance(listing.get("_meta", {}).get("hostvars"), dict):
+        raise VntError(f"cannot read inventory {inv}: {' '.join(r.stderr.split())[-300:] or 'no hosts listed'}")
+    return listing
+
+
+def group_members(listing: dict, group: str) -> set[str]:
+    """The hosts of an inventory group, its child groups' included."""
+    g = listing.get(group) or {}
+    return set(g.get("hosts", [])).union(*(group_members(listing, c) for c in g.get("children", [])))
+
+
 def run_playbook(
     name: str,
     inventory: Path,

@@ -4,18 +4,16 @@ against the known_hosts Ansible uses (RejectPolicy): nothing is accepted blindly
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shlex
-import subprocess
 import sys
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
 from vnettracer import hostpkg, lab
 from vnettracer.errors import VntError
+from vnettracer.orchestrate import inventory_listing
 from vnettracer.spec import Run
 
 
@@ -36,12 +34,8 @@ def targets(run: Run) -> dict[str, Target]:
         return {h.name: Target(h.name, str(h.mgmt_ip.ip), "root", str(lb.ssh_key), str(lb.known_hosts), sys.executable)
                 for h in lb.plan.hosts}
     inv = run.inventory_file()
-    try:
-        exe = Path(sys.executable).parent / "ansible-inventory"  # the venv's, beside this Python
-        hv = json.loads(subprocess.run([str(exe), "-i", str(inv), "--list"], capture_output=True,
-                                       text=True, check=True).stdout)["_meta"]["hostvars"]
-    except (OSError, subprocess.CalledProcessError, ValueError, KeyError) as e:
-        raise VntError(f"cannot read inventory {inv}: {e}") from None
+    hv = inventory_listing(inv)["_meta"]["hostvars"]
+
     def known_hosts(v: dict) -> str | None:  # as Ansible's ssh gets it: -o UserKnownHostsFile=...
         m = re.search(r"UserKnownHostsFile=(\S+)", v.get("ansible_ssh_common_args", ""))
         return str((inv.parent / os.path.expanduser(m.group(1))).resolve()) if m else None

@@ -6,7 +6,9 @@ import json
 import os
 import platform
 import re
+import signal
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -162,3 +164,57 @@ def test_playbook_syntax_error_is_reported(lab, tmp_path):
         bad.unlink()
     text = "\n".join(e.value.lines())
     assert "YAML parsing failed" in text or "Syntax Error" in text, text
+
+
+def test_a_run_on_an_inventory_touches_only_the_experiments_hosts(lab, tmp_path):
+    """An inventory of more hosts than the experiment's (a shared cluster's): the run leaves the
+    others alone (here a host nobody answers for, which would fail every play); a host the
+    experiment names but the inventory lacks is named before anything runs; and a clock responder
+    a failed run left on a host (it holds the probes' port 120 s) is ended by the next run."""
+    import sys
+
+    from conftest import vnettracer
+
+    inv = yaml.safe_load(lab.inventory.read_text())
+    inv["all"]["children"]["traced"]["hosts"]["ghost"] = {"ansible_host": "127.0.0.1", "ansible_port": 9}
+    (tmp_path / "cluster.yml").write_text(yaml.safe_dump(inv))
+    exp = tmp_path / "mine.yml"
+    exp.write_text("""\
+name: mine
+inventory: {file: cluster.yml}
+hosts:
+  host1: {role: traced, containers: {c1: {netns: vnt-host1-c1, address: 10.244.1.11}}}
+  host2: {role: traced, containers: {c1: {netns: vnt-host2-c1, address: 10.244.2.11}}}
+  db: {role: db}
+tracepoints:
+  - {name: a, host: host1, netns: c1, device: eth0, direction: egress}
+  - {name: b, host: host2, netns: c1, device: eth0, direction: ingress}
+paths: [{name: p, tracepoints: [a, b]}]
+workloads: [{kind: tcp_rr, client: host1/c1, server: host2/c1, duration_s: 1, rate: 200}]
+""")
+    env = {**os.environ, "VNT_RESULTS_DIR": str(tmp_path / "results")}
+    ready = lab.dir / "hosts" / "host2" / "state" / "run" / "clock-ready"  # host2's /var/lib/vnettracer/run
+    ready.parent.mkdir(parents=True, exist_ok=True)
+    host2 = next(h for h in lab.plan.hosts if h.name == "host2")
+    left = subprocess.Popen(["ip", "netns", "exec", host2.netns, sys.executable, "-m", "vnettracer.hostcli", "clock",
+                             "respond", "--bind", str(host2.mgmt_ip.ip), "--port", "12321", "--seconds", "120",
+                             "--ready", str(ready)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while left.poll() is None and time.monotonic() < deadline and not (ready.exists() and ready.read_text()):
+            time.sleep(0.1)
+        assert ready.read_text().strip() == str(left.pid)  # bound, its pid where the role looks
+        r = vnettracer("experiment", "run", str(exp), env=env)
+        assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+        assert "ghost" not in r.stdout + r.stderr
+        assert left.wait(timeout=10) == -signal.SIGTERM  # ended by the clock stage's start
+    finally:
+        if left.poll() is None:
+            left.kill()
+            left.wait()
+    (run,) = (tmp_path / "results" / "mine").iterdir()
+    s = json.loads((run / "summary.json").read_text())
+    assert s["paths"]["p"]["complete"] > 100
+    exp.write_text(exp.read_text().replace("  db: {role: db}", "  db: {role: db}\n  host7: {role: traced}"))
+    r = vnettracer("experiment", "run", str(exp), env=env)
+    assert r.returncode == 2 and "host7: not in the inventory (it holds db, ghost, host1, host2)" in r.stderr, r.stderr

@@ -222,3 +222,20 @@ def test_tracepoints_beyond_the_agents_limit_refused(tmp_path):
     tps = "".join(f"  - {{name: t{i}, host: host1, device: cni0, direction: ingress}}\n" for i in range(256))
     lines = problems(tmp_path, "name: t\nlab: {topology: flannel-vxlan}\ntracepoints:\n" + tps)
     assert any("tracepoints" in ln and "at most 255" in ln for ln in lines), lines
+
+
+def test_an_inventorys_groups_are_followed_through_their_children():
+    """A host is in `traced` when a child group of it holds the host (as Ansible reads it); a host
+    the inventory lacks, or holds in another role's group, is named."""
+    from vnettracer.spec import HostSpec
+    from vnettracer.stages.hosts import inventory_problems
+
+    listing = {"_meta": {"hostvars": {"n1": {}, "n2": {}, "db1": {}}},
+               "all": {"children": ["traced", "db"]}, "traced": {"children": ["rack1"]},
+               "rack1": {"hosts": ["n1", "n2"]}, "db": {"hosts": ["db1"]}}
+    hosts = {"n1": HostSpec(), "n2": HostSpec(), "db1": HostSpec(role="db")}
+    assert inventory_problems(hosts, listing) == []
+    hosts |= {"n3": HostSpec(), "n2": HostSpec(role="db")}
+    assert inventory_problems(hosts, listing) == [
+        "n2: not in the inventory's group 'db', where the experiment's db hosts go",
+        "n3: not in the inventory (it holds db1, n1, n2)"]

@@ -10,8 +10,8 @@ from typing import Any, Callable
 
 from vnettracer import lab
 from vnettracer.errors import VntError
-from vnettracer.orchestrate import PlaybookResult, run_playbook
-from vnettracer.spec import Run
+from vnettracer.orchestrate import PlaybookResult, group_members, inventory_listing, run_playbook
+from vnettracer.spec import HostSpec, Run
 
 
 class RunHosts:
@@ -25,7 +25,10 @@ class RunHosts:
         experiment's. The netns lab's says its hosts run this venv (tracer_python); other hosts
         run the host package."""
         if self.exp.lab is None:
-            return self.run.inventory_file()
+            inv = self.run.inventory_file()
+            if problems := inventory_problems(self.exp.host_names(), inventory_listing(inv)):
+                raise VntError(f"inventory {inv} does not hold the experiment's hosts:\n  " + "\n  ".join(problems))
+            return inv
         lb = lab.require()
         if lb.plan.topology != self.exp.lab.topology or {h.name for h in lb.plan.hosts} != set(self.exp.host_names()):
             raise VntError(f"the lab that is up ({lb.plan.topology}, hosts {', '.join(h.name for h in lb.plan.hosts)}) "
@@ -40,8 +43,15 @@ class RunHosts:
 
     def play(self, playbook: str, workdir: Path, progress: Callable[[str], None] | None = None,
              **kwargs: Any) -> PlaybookResult:
-        """Run one playbook on these hosts; any failed host raises (HostError, one line per host)."""
+        """Run one playbook on the experiment's hosts (an inventory may hold more); any failed host
+        raises (HostError, one line per host)."""
+        kwargs.setdefault("limit", self.pattern)
         return run_playbook(playbook, self.inventory, workdir, progress=progress, **kwargs).raise_for_failures()
+
+    @property
+    def pattern(self) -> str:
+        """The experiment's hosts as an Ansible host pattern."""
+        return ",".join(sorted(self.exp.host_names()))
 
     @staticmethod
     def reports(result: PlaybookResult, key: str) -> dict[str, Any]:
@@ -60,3 +70,16 @@ class RunHosts:
         d = base / time.strftime("%Y%m%d-%H%M%S")
         d.mkdir(parents=True, exist_ok=True)
         return d
+
+
+def inventory_problems(hosts: dict[str, HostSpec], listing: dict) -> list[str]:
+    """What keeps an inventory from running the experiment's hosts: a host it does not hold, or
+    holds outside the group the playbooks run its role on (traced, db)."""
+    known = set(listing["_meta"]["hostvars"])
+    out = []
+    for name, h in hosts.items():
+        if name not in known:
+            out.append(f"{name}: not in the inventory (it holds {', '.join(sorted(known)) or 'no host'})")
+        elif name not in group_members(listing, h.role):
+            out.append(f"{name}: not in the inventory's group '{h.role}', where the experiment's {h.role} hosts go")
+    return out
