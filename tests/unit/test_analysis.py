@@ -462,6 +462,25 @@ def test_packets_that_take_another_branch_are_diverted_not_lost(out_of_core):
     assert a["segments"][0]["lost"] == a["segments"][2]["lost"] == 0
 
 
+def test_packets_of_another_path_on_shared_hooks_are_not_counted_on_this_one(tmp_path):
+    """Two container pairs behind one bridge and NIC: each path's shared hooks also see the other
+    pair's packets. Those (seen just before at the other path's first hook) are not this path's:
+    not in its packets, segments or workloads, and said where they came from; packets that joined
+    from nowhere known stay "joined". The same out of core."""
+    from vnettracer.analysis.synth import make_shared_run
+
+    d = tmp_path / "run"
+    make_shared_run(d, pairs=(500, 3000), joined=7)
+    s = analyze(d).summary
+    one, two = s["paths"]["one"], s["paths"]["two"]
+    assert (one["packets"], one["complete"], one["joined"], one["other_branch"]) == (507, 500, 7, {"a2": 3000})
+    assert [g["count"] for g in one["segments"]] == [500, 507, 507, 507]
+    assert (two["packets"], two["complete"], two["other_branch"]) == (3007, 3000, {"a1": 500})
+    assert (two["joined"], two["diverted"], two["lost"]) == (7, 0, 0)  # the 7 of nowhere known
+    assert "3000 packets of another path not counted (from a2 3000)" in markdown(s)
+    assert json.dumps(analyze(d, partitions=3).summary, sort_keys=True) == json.dumps(s, sort_keys=True)
+
+
 def test_out_of_core_analysis_equals_in_memory(synth):
     """The partitioned analysis (runs larger than memory) gives the in-memory summary exactly, and
     the same per-path traces row for row; its temporary partition files are gone afterwards."""

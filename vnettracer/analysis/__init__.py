@@ -20,7 +20,19 @@ import pandas as pd
 from vnettracer.agent.spool import read_spool
 from vnettracer.analysis import inputs, partition
 from vnettracer.analysis.clock import Line, clock_steps, ktime_to_wall, offset_from_probes, offset_from_trace, to_wall
-from vnettracer.analysis.correlate import Elsewhere, PathTrace, correlate, decompose, packet_keys, rank, rough_offsets, shift_hooks
+from vnettracer.analysis.correlate import (
+    Elsewhere,
+    PathTrace,
+    _diverted_to,
+    correlate,
+    decompose,
+    from_other_branch,
+    packet_keys,
+    rank,
+    rough_offsets,
+    shift_hooks,
+    without,
+)
 from vnettracer.analysis.workloads import flow_table, per_workload
 from vnettracer.errors import DataError, VntError
 from vnettracer.spec import Experiment
@@ -238,6 +250,7 @@ def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: 
     ids = exp.tracepoint_ids
     names = {v: k for k, v in ids.items()}
     end = span[1]
+    branch = _own_packets(exp, traces, off, window_ns, names)
     on = clock_of(clocks.applied, exp.reference_host)
     one = ends_on_one_clock(exp, on)
     # paths in threads: numpy's sorts and reductions run without the GIL (0.8 -> 0.45 s for 10 M events)
@@ -248,10 +261,25 @@ def _summary(run_dir: Path, exp: Experiment, traces: dict[str, PathTrace], off: 
     results = _workload_results(run_dir) if workload_results is None else workload_results
     for name, per in _per_workload(exp, traces, results, end, window_ns, off, one).items():
         paths[name]["workloads"] = per
+    for name, came in branch.items():
+        paths[name]["other_branch"] = came
     mark_clocks(paths, {tp.name: tp.host for tp in exp.tracepoints}, on)
     return {"experiment": exp.name, "run": run_dir.name, "events": events, "start_ns": span[0], "end_ns": end,
             "sampling": exp.tracer.sampling, "clock": clocks.told_at(span[0]), "paths": paths, "throughput": _throughput(*bins, names),
             "integrity": {**integrity, "not_recorded": not_recorded(run_dir)}}
+
+
+def _own_packets(exp: Experiment, traces: dict[str, PathTrace], off: dict[str, Elsewhere], window_ns: int,
+                 names: dict[int, str]) -> dict[str, dict[str, int]]:
+    """Each path's trace without the packets of another branch that share its later hooks
+    (correlate.from_other_branch); per path, where those came from: tracepoint -> packets."""
+    out = {}
+    for p in exp.paths:
+        came = from_other_branch(traces[p.name], off[p.name], window_ns)
+        out[p.name] = _diverted_to(came, off[p.name], names)
+        if out[p.name]:
+            traces[p.name] = without(traces[p.name], came >= 0)
+    return out
 
 
 @dataclass

@@ -8,7 +8,7 @@ super-packets seen again). Times are corrected wall times (int64 ns).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -244,9 +244,37 @@ class Elsewhere:
         out[order[qrows][ok]] = order[jj[ok]] - nq
         return out
 
+    def last_before(self, keys: np.ndarray, t: np.ndarray, window_ns: int) -> np.ndarray:
+        """Per query (key, time): index of the key's last sighting before `t` and within
+        `window_ns`, or -1 (next_after with time turned back)."""
+        return Elsewhere(self.keys, -self.times, self.tracepoints).next_after(keys, -t, window_ns)
+
+
+def from_other_branch(pt: PathTrace, elsewhere: Elsewhere | None, window_ns: int) -> np.ndarray:
+    """Per packet first seen after the path's first hook: the index into `elsewhere` of its
+    sighting just before, at a hook outside the path (-1: none). Such a packet is another branch's
+    (another path's) on hooks the two paths share: two container pairs behind one bridge and NIC."""
+    out = np.full(len(pt.times), -1, np.int64)
+    if elsewhere is None or not len(pt.times):
+        return out
+    seen = pt.seen
+    later = ~seen[:, 0] & seen.any(axis=1)
+    if later.any():
+        t0 = pt.times[np.arange(len(pt.times)), np.argmax(seen, axis=1)]
+        out[later] = elsewhere.last_before(pt.keys[later], t0[later], window_ns)
+    return out
+
+
+def without(pt: PathTrace, rows: np.ndarray) -> PathTrace:
+    """The path without the packets `rows` (a mask); its counts over the whole path kept."""
+    keep = ~rows
+    return replace(pt, times=pt.times[keep], lengths=pt.lengths[keep], keys=pt.keys[keep], flows=pt.flows[keep],
+                   group=pt.group[keep], tagged=pt.tagged[keep])
+
 
 def _diverted_to(went: np.ndarray, elsewhere: Elsewhere | None, names: dict[int, str]) -> dict[str, int]:
-    """Where packets that left the path were seen next: tracepoint -> packets."""
+    """Where packets that left the path were seen next (or, from_other_branch, came from):
+    tracepoint -> packets."""
     if elsewhere is None or not (went >= 0).any():
         return {}
     tps, n = np.unique(elsewhere.tracepoints[went[went >= 0]], return_counts=True)

@@ -229,7 +229,8 @@ def _flush(out: _HostWriter, batches: list, fit: tuple[int, int, float], host: i
 
 @dataclass
 class OffPath:
-    """Sightings off one path of the packets that left it, with their host (corrected later)."""
+    """Sightings off one path of the packets that left it or joined it, with their host (corrected
+    later)."""
 
     keys: list
     times: list
@@ -314,11 +315,11 @@ def _correlate_partition(job: tuple) -> tuple | None:
 
 def _off_path(ev: dict[str, np.ndarray], keys: np.ndarray, pt: PathTrace, path_ids: list[int]) -> tuple:
     """The partition's sightings off the path (key, time, tracepoint, host) of the packets that left
-    it before its last hook."""
+    it before its last hook, or joined it after its first (correlate.from_other_branch)."""
     seen = pt.seen
     nh = seen.shape[1]
     last = np.where(seen.any(axis=1), nh - 1 - np.argmax(seen[:, ::-1], axis=1), -1)
-    gone = np.unique(pt.keys[(last < nh - 1) & seen[:, 0]])
+    gone = np.unique(pt.keys[((last < nh - 1) & seen[:, 0]) | (~seen[:, 0] & (last >= 0))])
     on_path = np.zeros(256, bool)
     on_path[path_ids] = True
     rows = np.flatnonzero(~on_path[ev["tracepoint"]])

@@ -114,7 +114,7 @@ def markdown(s: dict) -> str:
         out += ["", f"## Path {name}", "",
                 f"{p['packets']} packets, {p['complete']} seen at every hook, {p['lost']} lost, "
                 f"{p.get('diverted', 0)} diverted{_where(p.get('diverted_to'))}, {p.get('joined', 0)} joined mid-path, "
-                f"{p['in_flight_at_end']} in flight at the end{_group(p.get('group', 0))}{_nat(p)}. "
+                f"{p['in_flight_at_end']} in flight at the end{_group(p.get('group', 0))}{_nat(p)}{_branch(p)}. "
                 f"Identity: {ident}; ambiguity {p['ambiguity_rate']:.3%} "
                 f"({p['duplicates']} duplicate sightings, {p['id_repeats']} repeated ids).", "",
                 f"End to end{_apart(p)}: p50 {us(e.get('p50_ns'))} us, p99 {us(e.get('p99_ns'))} us, max {us(e.get('max_ns'))} us.",
@@ -213,6 +213,14 @@ def _nat(p: dict) -> str:
 def _where(to: dict | None) -> str:
     """' (to t5 300, t7 12)': where packets that left the path were seen next."""
     return f" (to {', '.join(f'{k} {v}' for k, v in to.items())})" if to else ""
+
+
+def _branch(p: dict) -> str:
+    """', and 300 packets of another path (from a2 300) not counted': packets of another branch
+    on hooks this path shares (correlate.from_other_branch)."""
+    came = p.get("other_branch") or {}
+    n = sum(came.values())
+    return f"; {n} packets of another path not counted (from {', '.join(f'{k} {v}' for k, v in came.items())})" if n else ""
 
 
 def _integrity(i: dict) -> list[str]:

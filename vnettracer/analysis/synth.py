@@ -185,6 +185,35 @@ def make_chain_run(folder: Path, clocks: dict[str, tuple[float, float]], packets
     return truth
 
 
+def make_shared_run(folder: Path, pairs: tuple[int, int] = (500, 3000), joined: int = 7, seed: int = 1,
+                    seconds: float = 5.0) -> None:
+    """Two container pairs from host1 to host2 behind the same hooks: paths one (a1, bridge, nic,
+    wire, b1) and two (a2, bridge, nic, wire, b2), pairs[i] packets each; `joined` more of pair
+    one seen only from the bridge on (the capture missed their first hook). Clocks agree."""
+    rng = np.random.default_rng(seed)
+    tps = [{"name": n, "host": h, "device": "eth0", "direction": "egress"}
+           for n, h in (("a1", "host1"), ("a2", "host1"), ("bridge", "host1"), ("nic", "host1"),
+                        ("wire", "host2"), ("b1", "host2"), ("b2", "host2"))]
+    paths = [{"name": "one", "tracepoints": ["a1", "bridge", "nic", "wire", "b1"]},
+             {"name": "two", "tracepoints": ["a2", "bridge", "nic", "wire", "b2"]}]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "spec.yml").write_text(yaml.safe_dump({"name": "shared", "tracepoints": tps, "paths": paths}, sort_keys=False))
+    ids = {tp["name"]: i for i, tp in enumerate(tps, start=1)}
+    kboot = {"host1": 5_000_000_000, "host2": 9_000_000_000}
+    rows: dict[str, list[np.ndarray]] = {"host1": [], "host2": []}
+    for pi, (p, n) in enumerate(zip(paths, (pairs[0] + joined, pairs[1]))):
+        t = np.sort(rng.uniform(0, seconds * 1e9, n)).astype(np.int64)
+        pid = rng.integers(0, 2**63, n, dtype=np.uint64)
+        at = t
+        for j, name in enumerate(p["tracepoints"]):
+            at = at + (3_000 + (20_000 if j == 3 else 0) + rng.exponential(500, n).astype(np.int64) if j else 0)
+            m = np.arange(n) >= (joined if pi == 0 and j == 0 else 0)  # pair one's first `joined` missed at a1
+            host = tps[ids[name] - 1]["host"]
+            rows[host].append(_hook_events(name, ids[name], at[m] + kboot[host], pid[m], np.uint64(0x5000 + pi)))
+    for h in rows:
+        _write_host(folder / "events" / h, np.concatenate(rows[h]), rng, None, kboot[h], seconds)
+
+
 def _write_probes(path: Path, truth: Truth, seconds: float, rng: np.random.Generator) -> None:
     """The clock stage's exchanges of the reference (true clock) with a host: ten a second, 50 us
     each way plus queueing, the host replying 10 us after it received."""
