@@ -479,6 +479,12 @@ def test_packets_of_another_path_on_shared_hooks_are_not_counted_on_this_one(tmp
     assert (two["joined"], two["diverted"], two["lost"]) == (7, 0, 0)  # the 7 of nowhere known
     assert "3000 packets of another path not counted (from a2 3000)" in markdown(s)
     assert json.dumps(analyze(d, partitions=3).summary, sort_keys=True) == json.dumps(s, sort_keys=True)
+    from vnettracer.analysis import inputs, load_events, on_own_clocks, window
+
+    ev, clocks = load_events(d)
+    on_own_clocks(ev, clocks)
+    top = window(inputs.read_spec(d), ev[["host", "tracepoint", "t_ns", "packet_id", "flow_hash", "len", "flags"]])
+    assert (top["one"]["packets"], top["two"]["packets"]) == (507, 3007)  # `vnettracer top` alike
 
 
 def test_out_of_core_analysis_equals_in_memory(synth):

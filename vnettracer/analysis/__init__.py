@@ -361,6 +361,9 @@ def window(exp: Experiment, ev: pd.DataFrame, window_ns: int = 1_000_000_000) ->
     for host, line in lines.items():
         _correct(exp, ev, traces, host_of, host, line)
     end = int(ev["t_ns"].max()) if len(ev) else 0
+    ids, keys = exp.tracepoint_ids, packet_keys(ev)
+    off = {p.name: Elsewhere.of(ev, keys, [ids[t] for t in p.tracepoints]) for p in exp.paths}
+    _own_packets(exp, traces, off, window_ns, {v: k for k, v in ids.items()})
     on = clock_of(lines, ref)
     one = ends_on_one_clock(exp, on)
     out = {p.name: decompose(traces[p.name], end, window_ns, one_clock=one[p.name]) for p in exp.paths}
