@@ -103,6 +103,8 @@ def test_loop_variables_expand_to_cartesian_product(tmp_path):
 # (what is wrong, the file, substrings every reported problem line must show, expected line number)
 BAD = [
     ("yaml syntax", "name: t\nlab: {topology: flannel-vxlan\n", ["not valid YAML"], 3),
+    ("loop variable unquoted in a flow mapping", GOOD + "workloads: [{kind: tcp_rr, client: host1/c1, server: host2/c1, rate: ${r}}]\n"
+     "loop: {r: [1, 2]}\n", ["not valid YAML", 'quote a loop variable inside { } or [ ]: "${name}"'], 9),
     ("duplicate key", GOOD + "name: u\n", ["duplicate key 'name'"], 9),
     ("not a mapping", "- a\n- b\n", ["must be a mapping"], None),
     ("unknown top-level key", GOOD + "colour: blue\n", ["unknown key 'colour'", "allowed: name"], 9),
