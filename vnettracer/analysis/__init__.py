@@ -23,7 +23,6 @@ from vnettracer.analysis.clock import Line, clock_steps, ktime_to_wall, offset_f
 from vnettracer.analysis.correlate import (
     Elsewhere,
     PathTrace,
-    _diverted_to,
     correlate,
     decompose,
     from_other_branch,
@@ -31,6 +30,7 @@ from vnettracer.analysis.correlate import (
     rank,
     rough_offsets,
     shift_hooks,
+    where_seen,
     without,
 )
 from vnettracer.analysis.workloads import flow_table, per_workload
@@ -276,7 +276,7 @@ def _own_packets(exp: Experiment, traces: dict[str, PathTrace], off: dict[str, E
     out = {}
     for p in exp.paths:
         came = from_other_branch(traces[p.name], off[p.name], window_ns)
-        out[p.name] = _diverted_to(came, off[p.name], names)
+        out[p.name] = where_seen(came, off[p.name], names)
         if out[p.name]:
             traces[p.name] = without(traces[p.name], came >= 0)
     return out

@@ -272,7 +272,7 @@ def without(pt: PathTrace, rows: np.ndarray) -> PathTrace:
                    group=pt.group[keep], tagged=pt.tagged[keep])
 
 
-def _diverted_to(went: np.ndarray, elsewhere: Elsewhere | None, names: dict[int, str]) -> dict[str, int]:
+def where_seen(went: np.ndarray, elsewhere: Elsewhere | None, names: dict[int, str]) -> dict[str, int]:
     """Where packets that left the path were seen next (or, from_other_branch, came from):
     tracepoint -> packets."""
     if elsewhere is None or not (went >= 0).any():
@@ -372,7 +372,7 @@ def decompose(pt: PathTrace, end_ns: int | None = None, window_ns: int = 1_000_0
         "group": int((pt.group & seen[:, 0] & ~seen[:, -1]).sum()) if len(times) else 0,
         # without a tag, last seen where a NAT is: not followed across it (across_nat), not lost
         "across_nat": int((across_nat(pt) & seen[:, 0]).sum()),
-        "diverted": int((went >= 0).sum()), "diverted_to": _diverted_to(went, elsewhere, names or {}),
+        "diverted": int((went >= 0).sum()), "diverted_to": where_seen(went, elsewhere, names or {}),
         "identity": pt.identity, "duplicates": int(pt.duplicates.sum()), "id_repeats": pt.id_repeats,
         "ambiguity_rate": float((pt.duplicates.sum() + pt.id_repeats) / max(seen.sum(), 1)),
         "end_to_end": e2e_stats, "segments": segs, "dominant": dominant,

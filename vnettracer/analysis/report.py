@@ -216,8 +216,8 @@ def _where(to: dict | None) -> str:
 
 
 def _branch(p: dict) -> str:
-    """', and 300 packets of another path (from a2 300) not counted': packets of another branch
-    on hooks this path shares (correlate.from_other_branch)."""
+    """'; 300 packets of another path not counted (from a2 300)': packets of another branch on
+    hooks this path shares (correlate.from_other_branch)."""
     came = p.get("other_branch") or {}
     n = sum(came.values())
     return f"; {n} packets of another path not counted (from {', '.join(f'{k} {v}' for k, v in came.items())})" if n else ""
