@@ -744,9 +744,9 @@ def load(name_or_file: str | FsPath) -> list[Run]:
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
         line = mark.line + 1 if mark else 1
-        lines = text.splitlines()
+        rows = text.splitlines()
         hint = ('; quote a loop variable inside { } or [ ]: "${name}"'
-                if "${" in (lines[line - 1] if 0 < line <= len(lines) else "") else "")
+                if "${" in (rows[line - 1] if 0 < line <= len(rows) else "") else "")
         raise VntError(f"{shown} is not valid YAML", [f"{shown}:{line}: not valid YAML: {e.problem or e}{hint}"]) from None
     except OSError as e:
         raise VntError(f"cannot read {shown}: {e.strerror}") from None
